@@ -1,0 +1,55 @@
+"""The `uapt` command line: one parser, subcommands contributed by each package.
+
+Each package owns its commands in its own `cli` module (``model.cli``,
+``profiles.cli``, ``worker.commands``) through a ``register(subparsers)``
+function, so this file only assembles them. Heavy imports (torch, kafka) happen
+inside the command handlers, which keeps ``uapt --help`` instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uapt",
+        description=(
+            "Personalized image captioning (UAPT: user-aware prefix-tuning) as a "
+            "streaming service. Run 'uapt demo' for the whole pipeline on the "
+            "embedded defaults, or 'uapt COMMAND --help' for one command."
+        ),
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    from model import cli as model_cli
+    from profiles import cli as profiles_cli
+    from worker import commands as worker_commands
+
+    worker_commands.register(subparsers)
+    profiles_cli.register(subparsers)
+    model_cli.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code or 0)
+
+
+if __name__ == "__main__":
+    main()
