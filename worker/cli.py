@@ -1,7 +1,7 @@
 """The `uapt` command line: one parser, subcommands contributed by each package.
 
 Each package owns its commands in its own `cli` module (``model.cli``,
-``profiles.cli``, ``worker.commands``) through a ``register(subparsers)``
+``model.training_cli``, ``profiles.cli``, ``worker.commands``) through a ``register(subparsers)``
 function, so this file only assembles them. Heavy imports (torch, kafka) happen
 inside the command handlers, which keeps ``uapt --help`` instant.
 """
@@ -27,12 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from model import cli as model_cli
+    from model import training_cli
     from profiles import cli as profiles_cli
     from worker import commands as worker_commands
 
     worker_commands.register(subparsers)
     profiles_cli.register(subparsers)
     model_cli.register(subparsers)
+    training_cli.register(subparsers)
     return parser
 
 
