@@ -1,0 +1,281 @@
+"""A seeded synthetic personalized-captioning dataset (DESIGN.md section 8).
+
+The paper's datasets cannot be downloaded here, so this module makes one with
+the property that matters for UAPT: the caption of a post depends on the image
+*and* on who posted it. Images are drawn procedurally (a scene with a few
+coloured objects); each user gets a writing style of their own (synonyms for
+what they see, favourite phrases, sentence templates, emoji and hashtag habits,
+a running series such as "day 12 of 365", a sign-off). A few users write
+captions that barely relate to the image, as people do on real social media.
+
+Everything is drawn from one ``random.Random(seed)``, so the same arguments
+give byte-identical JSONL and PNG files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from model.dataset import POSTS_FILE
+
+IMAGE_SIZE = 224
+IMAGES_DIR = "images"
+
+# Scene name -> (sky/top colour, ground/bottom colour, user-facing synonyms).
+SCENES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int], tuple[str, ...]]] = {
+    "beach": ((120, 190, 240), (235, 215, 160), ("beach", "shore", "seaside", "sand")),
+    "city": ((170, 180, 195), (90, 90, 100), ("city", "downtown", "streets", "town")),
+    "forest": ((150, 200, 170), (40, 100, 45), ("forest", "woods", "trees", "trail")),
+    "night": ((15, 20, 60), (30, 30, 45), ("night", "evening", "dark", "midnight")),
+    "snow": ((215, 225, 240), (250, 250, 252), ("snow", "winter", "frost", "slopes")),
+    "desert": ((250, 200, 140), (215, 160, 90), ("desert", "dunes", "sand", "canyon")),
+    "food": ((245, 235, 220), (180, 120, 70), ("food", "dinner", "brunch", "meal")),
+    "pets": ((230, 220, 250), (160, 200, 120), ("pet", "dog", "cat", "puppy")),
+    "sky": ((90, 160, 235), (200, 225, 250), ("sky", "clouds", "horizon", "blue")),
+    "lake": ((160, 210, 235), (40, 110, 160), ("lake", "water", "river", "pond")),
+}
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "yellow": (240, 210, 30),
+    "purple": (140, 60, 190),
+    "orange": (245, 140, 20),
+    "white": (245, 245, 245),
+}
+SHAPES: dict[str, tuple[str, ...]] = {
+    "circle": ("ball", "balloon", "circle", "sun"),
+    "square": ("box", "square", "block", "gift"),
+    "triangle": ("triangle", "kite", "tent", "sail"),
+    "star": ("star", "sparkle", "comet", "light"),
+}
+NUMBER_WORDS = ("one", "two", "three", "four")
+POSITIONS = ("left", "right", "middle")
+
+TEMPLATES = (
+    "{count} {colour} {thing} at the {scene}",
+    "{fav} {scene} with {count} {colour} {thing}",
+    "look at this {colour} {thing1} , {fav}",
+    "{scene} vibes and a {colour} {thing1}",
+    "just me , the {scene} and {count} {colour} {thing}",
+    "{fav} ! {colour} {thing} on the {position}",
+    "found {count} {colour} {thing} near the {scene} today",
+    "another {fav} day at the {scene}",
+    "the {scene} never gets old , {colour} {thing} everywhere",
+    "spotted a {colour} {thing1} by the {scene} , {fav}",
+    "{colour} {thing} , {scene} , {fav}",
+    "what a {scene} , {count} {colour} {thing} on the {position}",
+)
+# Off-topic templates: a post that barely relates to its image.
+OFF_TOPIC_TEMPLATES = (
+    "{fav} , cannot stop thinking about {topic}",
+    "monday mood : {topic} and {fav}",
+    "new blog post about {topic} , link in bio",
+    "{topic} is life , {fav}",
+    "who else loves {topic} ? {fav}",
+    "reminder : {topic} first , everything else later",
+)
+FAVOURITES = (
+    "living my best life", "so blessed", "good times", "pure magic", "weekend mode",
+    "chasing dreams", "no filter", "happy place", "soul food", "wanderlust",
+    "simple joys", "grateful heart", "epic day", "golden hour", "stay curious",
+    "little things", "make memories", "slow living", "big mood", "fresh start",
+    "road trip", "sunday reset", "coffee first", "dream big", "tiny adventures",
+)
+TOPICS = (
+    "coffee", "marathon training", "vinyl records", "startup life", "yoga", "crypto",
+    "knitting", "jazz", "sourdough", "photography gear", "video games", "philosophy",
+    "gardening", "fashion week", "skincare", "basketball",
+)
+EMOJI = ("✨", "🌊", "🔥", "💛", "🌿", "📸", "😍", "🙌", "🌙", "🍕", "🐶", "☀️", "💫", "🎉")
+HASHTAGS = (
+    "#travel", "#nofilter", "#instagood", "#photooftheday", "#foodie", "#naturelover",
+    "#citylife", "#petsofinstagram", "#wanderlust", "#weekend", "#art", "#explore",
+    "#mood", "#happy", "#sunset", "#adventure", "#love", "#blessed",
+)
+SERIES = ("day {n} of 365", "week {n}", "post {n}", "adventure no. {n}")
+SIGN_OFFS = ("xoxo", "peace out", "stay wild", "more soon", "love always", "cheers", "bye for now")
+
+
+@dataclass(frozen=True)
+class ImageContent:
+    """What a synthetic image shows; drawn into pixels and described by captions."""
+
+    scene: str
+    colour: str
+    shape: str
+    count: int  # 1..4
+    position: str
+
+
+@dataclass(frozen=True)
+class UserStyle:
+    """One user's writing habits, drawn once per user from the seed."""
+
+    user_id: str
+    scene_words: dict[str, str]  # scene -> this user's synonym
+    thing_words: dict[str, str]  # shape -> this user's noun
+    templates: tuple[str, ...]
+    favourites: tuple[str, ...]
+    favourite_scenes: tuple[str, ...]
+    emoji: tuple[str, ...]
+    emoji_rate: float
+    hashtags: tuple[str, ...]
+    series: str | None
+    sign_off: str | None
+    on_topic_rate: float  # share of posts that describe the image
+    topics: tuple[str, ...]
+
+
+def draw_style(rng: random.Random, user_id: str) -> UserStyle:
+    """Draw a writing style; about one user in five is mostly off-topic."""
+    off_topic = rng.random() < 0.2
+    return UserStyle(
+        user_id=user_id,
+        scene_words={scene: rng.choice(words) for scene, (_, _, words) in SCENES.items()},
+        thing_words={shape: rng.choice(words) for shape, words in SHAPES.items()},
+        templates=tuple(rng.sample(TEMPLATES, 3)),
+        favourites=tuple(rng.sample(FAVOURITES, 2)),
+        favourite_scenes=tuple(rng.sample(sorted(SCENES), 3)),
+        emoji=tuple(rng.sample(EMOJI, rng.randint(0, 3))),
+        emoji_rate=rng.choice((0.0, 0.5, 0.9)),
+        hashtags=tuple(rng.sample(HASHTAGS, rng.randint(0, 3))),
+        series=rng.choice(SERIES) if rng.random() < 0.3 else None,
+        sign_off=rng.choice(SIGN_OFFS) if rng.random() < 0.4 else None,
+        on_topic_rate=0.2 if off_topic else 0.95,
+        topics=tuple(rng.sample(TOPICS, 2)),
+    )
+
+
+def draw_content(rng: random.Random, style: UserStyle) -> ImageContent:
+    """Users photograph their favourite scenes more often than others."""
+    scene = rng.choice(style.favourite_scenes) if rng.random() < 0.7 else rng.choice(sorted(SCENES))
+    return ImageContent(
+        scene=scene,
+        colour=rng.choice(sorted(COLOURS)),
+        shape=rng.choice(sorted(SHAPES)),
+        count=rng.randint(1, 4),
+        position=rng.choice(POSITIONS),
+    )
+
+
+def write_caption(rng: random.Random, style: UserStyle, content: ImageContent, index: int) -> str:
+    """The caption this user would write for this image (their index-th post)."""
+    noun = style.thing_words[content.shape]
+    slots = {
+        "scene": style.scene_words[content.scene],
+        "colour": content.colour,
+        "thing": _plural(noun) if content.count > 1 else noun,
+        "thing1": noun,
+        "count": NUMBER_WORDS[content.count - 1],
+        "position": content.position,
+        "fav": rng.choice(style.favourites),
+        "topic": rng.choice(style.topics),
+    }
+    if rng.random() < style.on_topic_rate:
+        parts = [rng.choice(style.templates).format(**slots)]
+    else:
+        parts = [rng.choice(OFF_TOPIC_TEMPLATES).format(**slots)]
+    if style.series:
+        parts.insert(0, style.series.format(n=index + 1) + " :")
+    if style.emoji and rng.random() < style.emoji_rate:
+        parts.append(" ".join(rng.sample(style.emoji, rng.randint(1, len(style.emoji)))))
+    if style.hashtags:
+        parts.append(" ".join(style.hashtags))
+    if style.sign_off:
+        parts.append(style.sign_off)
+    return " ".join(parts)
+
+
+def _plural(noun: str) -> str:
+    return noun + ("es" if noun.endswith(("x", "s", "sh", "ch")) else "s")
+
+
+def draw_image(rng: random.Random, content: ImageContent) -> Image.Image:
+    """A 224 px picture: two-tone scene background plus `count` coloured shapes."""
+    top, bottom, _ = SCENES[content.scene]
+    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), top)
+    draw = ImageDraw.Draw(image)
+    horizon = rng.randint(110, 150)
+    draw.rectangle((0, horizon, IMAGE_SIZE, IMAGE_SIZE), fill=bottom)
+    if content.scene == "night":
+        for _ in range(12):
+            x, y = rng.randint(0, IMAGE_SIZE), rng.randint(0, horizon)
+            draw.point((x, y), fill=(255, 255, 220))
+    x_range = {"left": (10, 80), "middle": (75, 120), "right": (120, 180)}[content.position]
+    fill = COLOURS[content.colour]
+    for _ in range(content.count):
+        size = rng.randint(22, 38)
+        x0, y0 = rng.randint(*x_range), rng.randint(40, 170)
+        _draw_shape(draw, content.shape, (x0, y0, x0 + size, y0 + size), fill)
+    return image
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill) -> None:
+    x0, y0, x1, y1 = box
+    if shape == "circle":
+        draw.ellipse(box, fill=fill, outline=(0, 0, 0))
+    elif shape == "square":
+        draw.rectangle(box, fill=fill, outline=(0, 0, 0))
+    elif shape == "triangle":
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill, outline=(0, 0, 0))
+    else:  # star
+        cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+        points = [
+            (cx + (r if i % 2 == 0 else r / 2.5) * math.sin(i * math.pi / 5),
+             cy - (r if i % 2 == 0 else r / 2.5) * math.cos(i * math.pi / 5))
+            for i in range(10)
+        ]
+        draw.polygon(points, fill=fill, outline=(0, 0, 0))
+
+
+def split_for(index: int, posts_per_user: int) -> str:
+    """Per-user chronological split: the last ~15% test, the ~15% before it val.
+
+    Users with fewer than 3 posts keep everything in train, since a user with no
+    train posts has no profile.
+    """
+    n_eval = max(1, round(posts_per_user * 0.15)) if posts_per_user >= 3 else 0
+    if index >= posts_per_user - n_eval:
+        return "test"
+    if index >= posts_per_user - 2 * n_eval:
+        return "val"
+    return "train"
+
+
+def write_dataset(out_dir: Path, *, users: int, posts_per_user: int, seed: int) -> Path:
+    """Write ``posts.jsonl`` and ``images/*.png`` under `out_dir`; return `out_dir`.
+
+    Deterministic by (users, posts_per_user, seed).
+    """
+    if users < 1:
+        raise ValueError(f"users must be >= 1, got {users}")
+    if posts_per_user < 1:
+        raise ValueError(f"posts_per_user must be >= 1, got {posts_per_user}")
+    out_dir = Path(out_dir)
+    (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    width = len(str(users - 1))
+    lines = []
+    for u in range(users):
+        style = draw_style(rng, f"user{u:0{width}d}")
+        for i in range(posts_per_user):
+            content = draw_content(rng, style)
+            post_id = f"{style.user_id}-p{i:04d}"
+            image_rel = f"{IMAGES_DIR}/{post_id}.png"
+            draw_image(rng, content).save(out_dir / image_rel, format="PNG")
+            record = {
+                "post_id": post_id,
+                "user_id": style.user_id,
+                "image": image_rel,
+                "text": write_caption(rng, style, content, i),
+                "split": split_for(i, posts_per_user),
+            }
+            lines.append(json.dumps(record, ensure_ascii=False))
+    (out_dir / POSTS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out_dir
