@@ -1,0 +1,1 @@
+"""Alembic migrations of the profile store, driven from ``profiles.database``."""

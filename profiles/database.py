@@ -1,0 +1,138 @@
+"""Connecting to the profile database and bringing its schema up to date.
+
+Alembic is driven from code, with ``script_location`` pointing at the installed
+``migrations`` package, so ``uapt db upgrade`` works from any directory and the
+store can migrate itself when it opens (``ProfileStore(create=True)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:///uapt-profiles.db"
+URL_ENV = "UAPT_DATABASE_URL"
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+VERSION_TABLE = "alembic_version"
+
+
+class SchemaNotReady(ValueError):
+    """The database behind a url is missing the profile schema or is not at the head revision."""
+
+
+def resolve_url(flag: str | None) -> str:
+    """The database url a command uses: the --db flag, else $UAPT_DATABASE_URL, else the local SQLite file."""
+    return flag or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def normalize_url(url: str) -> str:
+    """Map plain ``postgresql://`` / ``postgres://`` urls to the psycopg (v3) driver; leave others alone."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite url, or None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for ``url`` with the settings the store relies on.
+
+    SQLite gets real transactions (DDL included: pysqlite's own transaction
+    handling is switched off and BEGIN is emitted by SQLAlchemy), a busy
+    timeout for concurrent writers, WAL for file databases, and an ``ln``
+    function (SQLite builds differ in whether they have one).
+    """
+    url = normalize_url(url)
+    if make_url(url).get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+    is_file = sqlite_path(url) is not None
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.create_function("ln", 1, math.log, deterministic=True)
+        if is_file:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def _alembic_config(connection: Connection | None = None):
+    from alembic.config import Config
+
+    import migrations
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the schema up to ``revision`` in one transaction."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), revision)
+
+
+def downgrade(engine: Engine, revision: str = "-1") -> None:
+    """Migrate the schema down to ``revision`` (default: one step) in one transaction."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        command.downgrade(_alembic_config(connection), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None when it has never been migrated.
+
+    Reads Alembic's version table directly: cheaper than an Alembic context,
+    and silent, which matters because every store open asks.
+    """
+    with engine.connect() as connection:
+        if not inspect(connection).has_table(VERSION_TABLE):
+            return None
+        return connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one_or_none()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("the migrations package holds no revision")
+    return head
+
+
+def require_head(engine: Engine) -> None:
+    """Raise SchemaNotReady unless the schema is at the latest revision."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaNotReady(
+            f"profile database {engine.url.render_as_string(hide_password=True)} is at revision "
+            f"{current or 'none'}, expected {head}; run 'uapt db upgrade'"
+        )

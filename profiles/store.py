@@ -1,0 +1,238 @@
+"""The profile store: incremental TF-IDF profiles in SQLite or PostgreSQL.
+
+Writes fold a batch of posts into the counts in one transaction, touching only
+the batch's own rows: tf for (user, term), df where a user uses a term for the
+first time, N where a user is new. Reads rank a batch of users' terms in one
+SQL query (a window function), so scores always reflect the current N and df.
+
+Concurrency (PostgreSQL): every count changes through an atomic upsert
+(``INSERT … ON CONFLICT DO UPDATE SET df = df + excluded.df``), so concurrent
+workers never lose an increment. Rows are locked in one global order (posts,
+users, user terms, terms, each sorted by key; the N counter last), which rules
+out deadlock cycles; a transaction that still fails with a serialization or
+deadlock error is retried whole, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import Connection, Double, Table, cast, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+
+from profiles.analyzer import analyze
+from profiles.database import (
+    current_revision,
+    head_revision,
+    normalize_url,
+    open_engine,
+    require_head,
+    sqlite_path,
+    upgrade,
+)
+from profiles.posts import Keyword, Post, validate_post
+from profiles.schema import CORPUS_ROW_ID, Corpus, FoldedPost, ProfileUser, Term, UserTerm
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+RETRY_BASE_DELAY_S = 0.05
+MAX_USERS_PER_QUERY = 500  # keeps the IN list within every driver's parameter limit
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+
+_T = TypeVar("_T")
+
+_users: Table = ProfileUser.__table__
+_posts: Table = FoldedPost.__table__
+_user_terms: Table = UserTerm.__table__
+_terms: Table = Term.__table__
+_corpus: Table = Corpus.__table__
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    users: int
+    posts: int
+    terms: int
+
+
+def _is_transient(error: DBAPIError) -> bool:
+    """Errors after which running the same transaction again can succeed."""
+    if getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return True
+    return "database is locked" in str(error.orig)  # SQLite writer contention past the busy timeout
+
+
+def _unique_posts(posts: Sequence[Post]) -> list[Post]:
+    """Validate every post and keep the first of each post_id, before anything is written."""
+    unique: dict[str, Post] = {}
+    for post in posts:
+        validate_post(post)
+        unique.setdefault(post.post_id, post)
+    return list(unique.values())
+
+
+class ProfileStore:
+    """Users' TF-IDF keyword profiles behind a SQLAlchemy url.
+
+    ``url`` is ``sqlite:///path.db`` (embedded default) or
+    ``postgresql+psycopg://…`` (plain ``postgresql://`` is mapped to psycopg).
+    With ``create=True`` the schema is migrated to the latest revision on open;
+    otherwise a database not at that revision raises ``SchemaNotReady``.
+    """
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = normalize_url(url)
+        path = sqlite_path(self.url)
+        if not create and path is not None and not path.exists():
+            raise FileNotFoundError(f"no profile database at {path}; create it with 'uapt db upgrade'")
+        self._engine = open_engine(self.url)
+        self._dialect = self._engine.dialect.name
+        if self._dialect not in ("sqlite", "postgresql"):
+            self._engine.dispose()
+            raise ValueError(f"url must name a SQLite or PostgreSQL database, got {self._dialect}")
+        if create and current_revision(self._engine) != head_revision():
+            upgrade(self._engine)
+        else:
+            require_head(self._engine)
+
+    def __enter__(self) -> ProfileStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def add_posts(self, posts: Sequence[Post]) -> int:
+        """Fold posts into their users' profiles in one transaction; returns how many were new.
+
+        Posts already folded (same post_id, in the store or earlier in the batch)
+        are skipped. An invalid post raises InvalidPost before anything is written.
+        """
+        unique = _unique_posts(posts)
+        if not unique:
+            return 0
+        analyzed = {post.post_id: (post.user_id, Counter(analyze(post.text))) for post in unique}
+        return self._transaction(lambda connection: self._fold(connection, analyzed))
+
+    def top_keywords(self, user_ids: Sequence[str], k: int) -> dict[str, list[Keyword]]:
+        """Each user's k best keywords, best first; users without posts get []."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        wanted = list(dict.fromkeys(user_ids))
+        found: dict[str, list[Keyword]] = {user_id: [] for user_id in wanted}
+        with self._engine.connect() as connection:
+            for start in range(0, len(wanted), MAX_USERS_PER_QUERY):
+                rows = connection.execute(self._top_k_query(wanted[start : start + MAX_USERS_PER_QUERY], k))
+                for user_id, term, score in rows:
+                    found[user_id].append(Keyword(term, float(score)))
+        return found
+
+    def stats(self) -> StoreStats:
+        with self._engine.connect() as connection:
+            users = connection.execute(select(_corpus.c.n_users).where(_corpus.c.id == CORPUS_ROW_ID)).scalar_one()
+            posts = connection.execute(select(func.count()).select_from(_posts)).scalar_one()
+            terms = connection.execute(select(func.count()).select_from(_terms)).scalar_one()
+        return StoreStats(users=users, posts=posts, terms=terms)
+
+    def _transaction(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in one transaction, re-running it whole after transient conflicts."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self._engine.begin() as connection:
+                    return work(connection)
+            except DBAPIError as error:
+                if attempt == MAX_ATTEMPTS or not _is_transient(error):
+                    raise
+                delay = RETRY_BASE_DELAY_S * 2 ** (attempt - 1) * (1 + random.random())
+                logger.warning("profile write conflicted (%s); retry %d in %.2fs", error.orig, attempt, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _insert(self, table: Table):
+        return (postgresql if self._dialect == "postgresql" else sqlite).insert(table)
+
+    def _fold(self, connection: Connection, analyzed: dict[str, tuple[str, Counter[str]]]) -> int:
+        inserted = self._insert(_posts).on_conflict_do_nothing(index_elements=["post_id"])
+        post_rows = [{"post_id": post_id, "user_id": analyzed[post_id][0]} for post_id in sorted(analyzed)]
+        new_post_ids = connection.execute(inserted.returning(_posts.c.post_id), post_rows).scalars().all()
+        if not new_post_ids:
+            return 0
+
+        new_posts: Counter[str] = Counter()
+        tf_delta: dict[str, Counter[str]] = defaultdict(Counter)
+        for post_id in new_post_ids:
+            user_id, counts = analyzed[post_id]
+            new_posts[user_id] += 1
+            tf_delta[user_id].update(counts)
+
+        users = self._insert(_users)
+        users = users.on_conflict_do_update(
+            index_elements=["user_id"], set_={"n_posts": _users.c.n_posts + users.excluded.n_posts}
+        ).returning(_users.c.user_id, _users.c.n_posts)
+        user_rows = [{"user_id": user_id, "n_posts": new_posts[user_id]} for user_id in sorted(new_posts)]
+        n_new_users = sum(n_posts == new_posts[user_id] for user_id, n_posts in connection.execute(users, user_rows))
+
+        term_rows = [
+            {"user_id": user_id, "term": term, "tf": tf_delta[user_id][term]}
+            for user_id in sorted(tf_delta)
+            for term in sorted(tf_delta[user_id])
+        ]
+        df_delta: Counter[str] = Counter()
+        if term_rows:
+            user_terms = self._insert(_user_terms)
+            user_terms = user_terms.on_conflict_do_update(
+                index_elements=["user_id", "term"], set_={"tf": _user_terms.c.tf + user_terms.excluded.tf}
+            ).returning(_user_terms.c.user_id, _user_terms.c.term, _user_terms.c.tf)
+            for user_id, term, tf in connection.execute(user_terms, term_rows):
+                if tf == tf_delta[user_id][term]:  # the row did not exist: u uses t for the first time
+                    df_delta[term] += 1
+
+        if df_delta:
+            terms = self._insert(_terms)
+            terms = terms.on_conflict_do_update(
+                index_elements=["term"], set_={"df": _terms.c.df + terms.excluded.df}
+            )
+            connection.execute(terms, [{"term": term, "df": df_delta[term]} for term in sorted(df_delta)])
+
+        if n_new_users:
+            connection.execute(
+                update(_corpus).where(_corpus.c.id == CORPUS_ROW_ID).values(n_users=_corpus.c.n_users + n_new_users)
+            )
+        return len(new_post_ids)
+
+    def _top_k_query(self, user_ids: list[str], k: int):
+        one = literal(1.0, Double)
+        n_users = select(_corpus.c.n_users).where(_corpus.c.id == CORPUS_ROW_ID).scalar_subquery()
+        score = cast(_user_terms.c.tf, Double) * (
+            func.ln((one + cast(n_users, Double)) / (one + cast(_terms.c.df, Double))) + one
+        )
+        # code-point order on both databases, as Python sorts (PostgreSQL's default collation differs)
+        term_order = _user_terms.c.term.collate("C") if self._dialect == "postgresql" else _user_terms.c.term
+        ranked = (
+            select(
+                _user_terms.c.user_id,
+                _user_terms.c.term,
+                score.label("score"),
+                func.row_number()
+                .over(partition_by=_user_terms.c.user_id, order_by=(score.desc(), term_order))
+                .label("rank"),
+            )
+            .join(_terms, _terms.c.term == _user_terms.c.term)
+            .where(_user_terms.c.user_id.in_(user_ids))
+            .subquery()
+        )
+        return (
+            select(ranked.c.user_id, ranked.c.term, ranked.c.score)
+            .where(ranked.c.rank <= k)
+            .order_by(ranked.c.user_id, ranked.c.rank)
+        )
