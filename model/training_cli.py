@@ -1,9 +1,294 @@
-"""Subcommands of `uapt` that belong to this package (placeholder, filled in by its owner)."""
+"""`uapt data synth|check|stats`, `uapt train`, `uapt evaluate`, `uapt ablate`.
+
+The offline half of the product. Handlers import torch and friends lazily so
+`uapt --help` stays instant; errors a user can cause end in one clear line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+DATA_FORMAT_HELP = (
+    "A dataset is a folder with posts.jsonl (one JSON object per line: post_id, user_id, "
+    "image = path relative to the folder, text, split = train|val|test) and the image files."
+)
+STATS_HELP = (
+    "Prints the paper's Table 1 columns. words/post: mean whitespace-separated tokens per caption. "
+    "intra-user similarity: mean TF-IDF cosine over pairs of captions by the same user; "
+    "inter-user similarity: the same over pairs by different users (one TF-IDF document per "
+    "caption, the profiles analyzer, L2-normalised rows)."
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands to the `uapt` parser."""
+    """Add the data, train, evaluate and ablate subcommands."""
+    _register_data(subparsers)
+    _register_train(subparsers)
+    _register_evaluate(subparsers)
+    _register_ablate(subparsers)
+
+
+# ---------------------------------------------------------------- data
+
+
+def _register_data(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser(
+        "data", help="make, check and describe training datasets", description=DATA_FORMAT_HELP
+    )
+    sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    synth = sub.add_parser(
+        "synth",
+        help="write a seeded synthetic personalized dataset",
+        description=(
+            "Procedurally drawn images (scene, coloured objects, counts, positions) and users with "
+            "writing styles of their own (synonyms, templates, emoji/hashtag habits, series, "
+            "sign-offs; some mostly off-topic). Same arguments, same bytes. " + DATA_FORMAT_HELP
+        ),
+    )
+    synth.add_argument("--out", required=True, type=Path, help="folder to write posts.jsonl and images/ into")
+    synth.add_argument("--users", type=int, default=20, help="number of users (default: 20)")
+    synth.add_argument("--posts-per-user", type=int, default=30, help="posts per user (default: 30)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synth.set_defaults(func=_cmd_synth)
+
+    check = sub.add_parser("check", help="validate a dataset and list every bad line", description=DATA_FORMAT_HELP)
+    check.add_argument("dir", type=Path, help="dataset folder")
+    check.add_argument("--no-verify-images", action="store_true", help="only check that image files exist")
+    check.set_defaults(func=_cmd_check)
+
+    stats = sub.add_parser("stats", help="Table 1 statistics of a dataset", description=STATS_HELP)
+    stats.add_argument("dir", type=Path, help="dataset folder")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    stats.set_defaults(func=_cmd_stats)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from model.synth import write_dataset
+
+    try:
+        out = write_dataset(args.out, users=args.users, posts_per_user=args.posts_per_user, seed=args.seed)
+    except ValueError as exc:
+        raise SystemExit(f"uapt data synth: {exc}") from None
+    print(f"wrote {args.users * args.posts_per_user} posts by {args.users} users to {out}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from model.dataset import DatasetError, check_dataset
+
+    try:
+        records, problems = check_dataset(args.dir, verify_images=not args.no_verify_images)
+    except DatasetError as exc:
+        raise SystemExit(f"uapt data check: {exc}") from None
+    for problem in problems:
+        print(problem)
+    print(f"{len(records)} good posts, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+def _load_or_exit(command: str, data_dir: Path):
+    from model.dataset import DatasetError, load_posts
+
+    try:
+        return load_posts(data_dir)
+    except DatasetError as exc:
+        raise SystemExit(f"uapt {command}: {exc}") from None
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from model.data_stats import compute_stats
+
+    stats = compute_stats(_load_or_exit("data stats", args.dir))
+    print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.markdown())
+    return 0
+
+
+# ---------------------------------------------------------------- train / evaluate / ablate
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder (see 'uapt data --help')")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N (default: auto)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("runs/feature-cache"),
+        help="frozen-feature cache, keyed by backbone and input (default: runs/feature-cache)",
+    )
+    parser.add_argument("--keywords", type=int, default=5, help="top-k TF-IDF keywords per user as context (default: 5)")
+
+
+def _add_training_args(parser: argparse.ArgumentParser) -> None:
+    from model.train_config import TrainConfig
+
+    d = TrainConfig()
+    parser.add_argument("--preset", default="offline", help="model preset: paper, offline, tiny (default: offline)")
+    parser.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default: {d.epochs}, paper)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default: {d.batch_size}, paper)")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default: {d.lr}, paper)")
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="linear warm-up steps before cosine decay (default: 5%% of all steps, at most the paper's 6000)",
+    )
+    parser.add_argument(
+        "--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default: {d.weight_decay}, paper)"
+    )
+    parser.add_argument(
+        "--betas", type=float, nargs=2, default=d.betas, metavar=("B1", "B2"), help="AdamW betas (default: 0.9 0.96, paper)"
+    )
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed for init and shuffling (default: {d.seed})")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop (and checkpoint) after this many steps in total")
+
+
+def _train_config(args: argparse.Namespace):
+    from model.train_config import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        betas=tuple(args.betas),
+        seed=args.seed,
+        keywords_k=args.keywords,
+        max_steps=args.max_steps,
+    )
+
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train the prefix networks on a dataset (backbones frozen)",
+        description=(
+            "Trains the mapping and fusion networks (and queries) with the paper's AdamW + warm-up + "
+            "cosine schedule. Frozen image and context features are cached on disk. Keywords of a "
+            "train post come from the user's other train posts only. Writes a checkpoint, "
+            "metrics.json and curve.png into --out, and checkpoints every epoch for --resume."
+        ),
+    )
+    _add_model_args(train)
+    _add_training_args(train)
+    train.add_argument("--ablation", default=None, help="no_context, no_mapping, no_fusion or no_query")
+    train.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    train.add_argument("--resume", type=Path, default=None, help="checkpoint folder to resume from (e.g. the same --out)")
+    train.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from model.trainer import TrainingError, train
+
+    records = _load_or_exit("train", args.data)
+    try:
+        result = train(
+            records,
+            preset=args.preset,
+            ablation=args.ablation,
+            out_dir=args.out,
+            config=_train_config(args),
+            cache_dir=args.cache_dir,
+            device=args.device,
+            resume=args.resume,
+        )
+    except (TrainingError, ValueError) as exc:
+        raise SystemExit(f"uapt train: {exc}") from None
+    print(
+        f"trained {result.steps} steps in {result.wall_s:.0f}s; final val loss {result.final_val_loss:.4f}; "
+        f"checkpoint {args.out}"
+    )
+    return 0
+
+
+def _add_eval_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score (default: test)")
+    parser.add_argument("--num-beams", type=int, default=3, help="beam size (default: 3, paper)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="decoding temperature (default: 0.8, paper)")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N posts of the split")
+
+
+def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="score a checkpoint: BLEU, METEOR, ROUGE-L, CIDEr, personalization",
+        description=(
+            "Generates one caption per post of the split and scores it against the post's own text "
+            "(one reference, as in the paper) with pycocoevalcap (needs Java). Personalization: the "
+            "share of generated captions whose nearest user by TF-IDF writing style (cosine to each "
+            "user's train-split profile) is the poster; the same for the real captions is the ceiling."
+        ),
+    )
+    _add_model_args(evaluate)
+    _add_eval_args(evaluate)
+    evaluate.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder from 'uapt train'")
+    evaluate.add_argument("--out", type=Path, default=None, help="write the JSON report here (default: CHECKPOINT/eval-SPLIT.json)")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from model.evaluate import EvalOptions, evaluate_checkpoint
+    from model.metrics import MetricsError
+
+    records = _load_or_exit("evaluate", args.data)
+    options = EvalOptions(
+        split=args.split, num_beams=args.num_beams, temperature=args.temperature, limit=args.limit, keywords_k=args.keywords
+    )
+    try:
+        report = evaluate_checkpoint(records, args.checkpoint, options=options, cache_dir=args.cache_dir, device=args.device)
+    except (MetricsError, ValueError) as exc:
+        raise SystemExit(f"uapt evaluate: {exc}") from None
+    out = args.out or args.checkpoint / f"eval-{args.split}.json"
+    out.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(report.markdown())
+    print(f"report: {out}", file=sys.stderr)
+    return 0
+
+
+def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
+    ablate = subparsers.add_parser(
+        "ablate",
+        help="train + evaluate the full model and the four ablations (paper Table 3)",
+        description=(
+            "Trains full, no_context, no_mapping, no_fusion and no_query with the same seed, data and "
+            "schedule, evaluates each on the split, and prints a markdown table shaped like the "
+            "paper's Table 3 (plus the personalization score)."
+        ),
+    )
+    _add_model_args(ablate)
+    _add_training_args(ablate)
+    _add_eval_args(ablate)
+    ablate.add_argument("--out", type=Path, default=Path("runs/ablate"), help="folder for the five checkpoints and the table")
+    ablate.add_argument("--only", nargs="+", default=None, help="run only these variants (full and/or ablation names)")
+    ablate.set_defaults(func=_cmd_ablate)
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from model.ablate import run_ablation
+    from model.evaluate import EvalOptions
+    from model.metrics import MetricsError
+    from model.trainer import TrainingError
+
+    records = _load_or_exit("ablate", args.data)
+    options = EvalOptions(
+        split=args.split, num_beams=args.num_beams, temperature=args.temperature, limit=args.limit, keywords_k=args.keywords
+    )
+    try:
+        table = run_ablation(
+            records,
+            preset=args.preset,
+            out_dir=args.out,
+            config=_train_config(args),
+            options=options,
+            cache_dir=args.cache_dir,
+            device=args.device,
+            variants=args.only,
+        )
+    except (MetricsError, TrainingError, ValueError) as exc:
+        raise SystemExit(f"uapt ablate: {exc}") from None
+    print(table)
+    return 0

@@ -1,0 +1,102 @@
+"""On-disk cache of frozen features, so each image and context is encoded once.
+
+The backbones are frozen, so an image's features (and a keyword text's context
+embedding) never change while the backbone stays the same. Entries live under
+``ROOT/<sha256(backbone_id)[:16]>/`` and are named by the SHA-256 of the input:
+the image file's bytes, or the context text. Values are ``.npy`` files written
+and read with ``allow_pickle=False``: loading a cache never unpickles.
+
+``encoded_images`` / ``encoded_contexts`` count the inputs actually sent to
+the encoders, which shows (and lets tests check) that a second run reuses the
+cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+BACKBONE_FILE = "backbone_id.txt"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class FeatureCache:
+    """Frozen image and context features of one model's backbones, cached on disk."""
+
+    def __init__(self, root: str | Path, model, *, batch_size: int = 32):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.batch_size = batch_size
+        backbone_id = model.backbone_id()
+        self.dir = Path(root) / sha256_hex(backbone_id.encode())[:16]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / BACKBONE_FILE).write_text(backbone_id + "\n", encoding="utf-8")
+        self.encoded_images = 0
+        self.encoded_contexts = 0
+
+    def image_features(self, paths: Sequence[Path]) -> torch.Tensor:
+        """Features of the image files, (N, *feat_shape), float32 on the CPU."""
+        keys = [f"img-{sha256_hex(Path(p).read_bytes())}" for p in paths]
+
+        def encode(batch: list[Path]) -> torch.Tensor:
+            images = []
+            for path in batch:
+                with Image.open(path) as image:
+                    images.append(image.convert("RGB"))
+            self.encoded_images += len(batch)
+            return self.model.encode_images(images)
+
+        return self._lookup(keys, list(paths), encode)
+
+    def context_features(self, texts: Sequence[str]) -> torch.Tensor:
+        """Context embeddings of the keyword texts, (N, d_ctx), float32 on the CPU."""
+        keys = [f"ctx-{sha256_hex(t.encode('utf-8'))}" for t in texts]
+
+        def encode(batch: list[str]) -> torch.Tensor:
+            self.encoded_contexts += len(batch)
+            return self.model.encode_context(batch)
+
+        return self._lookup(keys, list(texts), encode)
+
+    def _lookup(self, keys: list[str], inputs: list, encode: Callable[[list], torch.Tensor]) -> torch.Tensor:
+        values: dict[str, np.ndarray] = {}
+        missing: dict[str, object] = {}
+        for key, item in zip(keys, inputs):
+            if key in values or key in missing:
+                continue
+            path = self.dir / f"{key}.npy"
+            if path.is_file():
+                values[key] = np.load(path, allow_pickle=False)
+            else:
+                missing[key] = item
+        if missing:
+            logger.info("encoding %d inputs not in the feature cache %s", len(missing), self.dir)
+        todo = list(missing.items())
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            with torch.no_grad():
+                feats = encode([item for _, item in chunk]).float().cpu().numpy()
+            for (key, _), feat in zip(chunk, feats):
+                self._store(key, feat)
+                values[key] = feat
+        return torch.from_numpy(np.stack([values[k] for k in keys]))
+
+    def _store(self, key: str, value: np.ndarray) -> None:
+        """Write atomically, so a killed run never leaves a half-written entry behind."""
+        final = self.dir / f"{key}.npy"
+        tmp = self.dir / f".{key}.{os.getpid()}.tmp.npy"
+        np.save(tmp, value, allow_pickle=False)
+        os.replace(tmp, final)

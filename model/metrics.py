@@ -1,0 +1,66 @@
+"""Caption metrics through pycocoevalcap, as the paper reports them.
+
+BLEU-1..4, METEOR, ROUGE-L and CIDEr, after pycocoevalcap's PTB tokenizer
+(Stanford CoreNLP, lower-cased, punctuation removed), one reference per post.
+SPICE is left out: it downloads CoreNLP models at run time. The PTB tokenizer
+and METEOR are Java programs, so Java 8+ must be on PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import subprocess
+from collections.abc import Mapping
+
+METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+class MetricsError(ValueError):
+    """The captions cannot be scored (bad input, or Java missing)."""
+
+
+def require_java() -> str:
+    """Path of the java executable, or a MetricsError saying how to get one."""
+    java = shutil.which("java")
+    if java is None:
+        raise MetricsError(
+            "java not found on PATH: pycocoevalcap's PTB tokenizer and METEOR need Java 8+ "
+            "(e.g. 'apt-get install default-jre-headless')"
+        )
+    return java
+
+
+def caption_metrics(references: Mapping[str, str], candidates: Mapping[str, str]) -> dict[str, float]:
+    """Corpus-level scores of `candidates` against one reference each, keyed by post id."""
+    if set(references) != set(candidates):
+        missing = sorted(set(references) ^ set(candidates))[:3]
+        raise MetricsError(f"references and candidates must have the same post ids; differ at {missing}")
+    if not references:
+        raise MetricsError("references is empty")
+    require_java()
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    try:
+        gts = tokenizer.tokenize({k: [{"caption": v}] for k, v in references.items()})
+        res = tokenizer.tokenize({k: [{"caption": v}] for k, v in candidates.items()})
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise MetricsError(f"the PTB tokenizer (Java) failed: {exc}") from exc
+    # An empty candidate would make METEOR's Java side misbehave; score it as no words.
+    res = {k: [v[0] if v and v[0].strip() else "<empty>"] for k, v in res.items()}
+    with contextlib.redirect_stdout(io.StringIO()):  # Bleu prints its internals
+        bleu, _ = Bleu(4).compute_score(gts, res)
+    meteor = Meteor()
+    try:
+        meteor_score, _ = meteor.compute_score(gts, res)
+    finally:
+        del meteor  # stops its Java process
+    rouge, _ = Rouge().compute_score(gts, res)
+    cider, _ = Cider().compute_score(gts, res)
+    return {name: float(v) for name, v in zip(METRIC_NAMES, [*bleu, meteor_score, rouge, cider])}

@@ -1,0 +1,55 @@
+"""Training hyper-parameters (paper section 4.2 defaults), free of torch imports.
+
+Kept apart from `model.trainer` so the CLI can show the defaults in ``--help``
+without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+PAPER_WARMUP_STEPS = 6000
+WARMUP_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """AdamW betas (0.9, 0.96), weight decay 0.005, peak lr 6e-4, batch 50, 6 epochs (paper).
+
+    warmup_steps=None picks ``min(6000, 5% of all steps)`` (at least 1): the
+    paper warms up for 6k of roughly 130k steps (InstaPIC-1.1M, batch 50, 6
+    epochs; about 5%), so small datasets keep the same proportion instead of
+    spending their whole run warming up.
+    """
+
+    epochs: int = 6
+    batch_size: int = 50
+    lr: float = 6e-4
+    betas: tuple[float, float] = (0.9, 0.96)
+    weight_decay: float = 0.005
+    warmup_steps: int | None = None
+    seed: int = 0
+    keywords_k: int = 5
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "keywords_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+
+    def resolved_warmup(self, total_steps: int) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return max(1, min(PAPER_WARMUP_STEPS, round(WARMUP_FRACTION * total_steps)))
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data

@@ -1,0 +1,28 @@
+from pathlib import Path
+
+from model.dataset import load_posts
+from model.data_stats import compute_stats
+from model.synth import write_dataset
+
+
+def test_same_seed_same_bytes(tmp_path: Path) -> None:
+    a = write_dataset(tmp_path / "a", users=3, posts_per_user=4, seed=11)
+    b = write_dataset(tmp_path / "b", users=3, posts_per_user=4, seed=11)
+    c = write_dataset(tmp_path / "c", users=3, posts_per_user=4, seed=12)
+    assert (a / "posts.jsonl").read_bytes() == (b / "posts.jsonl").read_bytes()
+    assert (a / "posts.jsonl").read_bytes() != (c / "posts.jsonl").read_bytes()
+    for image in sorted((a / "images").iterdir()):
+        assert image.read_bytes() == (b / "images" / image.name).read_bytes()
+
+
+def test_every_user_has_every_split(small_dataset: Path) -> None:
+    posts = load_posts(small_dataset)
+    assert len(posts) == 60
+    for user in {p.user_id for p in posts}:
+        assert {p.split for p in posts if p.user_id == user} == {"train", "val", "test"}
+
+
+def test_users_write_in_styles_of_their_own(tmp_path: Path) -> None:
+    stats = compute_stats(load_posts(write_dataset(tmp_path, users=12, posts_per_user=12, seed=3)))
+    assert stats.posts == 144 and stats.users == 12
+    assert stats.intra_user_similarity > 2 * stats.inter_user_similarity
