@@ -1,0 +1,51 @@
+"""Shared fixtures for the worker tests: a fake captioner, a profile store, a per-session Tansu broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from worker_samples import FakeCaptioner
+
+
+@pytest.fixture
+def fake_captioner() -> FakeCaptioner:
+    return FakeCaptioner()
+
+
+@pytest.fixture
+def store(tmp_path):
+    from profiles import ProfileStore
+
+    store = ProfileStore(f"sqlite:///{tmp_path / 'profiles.db'}")
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    """A real embedded Tansu broker for the whole session; yields its bootstrap address."""
+    from worker.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as embedded:
+        yield embedded.bootstrap_servers
+
+
+@pytest.fixture
+def topics(broker) -> dict[str, str]:
+    """Unique input/output/DLQ topic names, created with 4 partitions each."""
+    from worker.kafka_io import ensure_topics
+
+    tag = uuid.uuid4().hex[:8]
+    names = {"input": f"posts-{tag}", "output": f"captions-{tag}", "dlq": f"dlq-{tag}"}
+    ensure_topics(broker, names.values(), partitions=4)
+    return names
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner():
+    from model import Captioner, load_model
+
+    return Captioner(load_model("tiny", device="cpu"))

@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from profiles import MAX_TEXT_CHARS
+from worker.events import post_event
+from worker.schemas import CaptionEvent, CaptionOut, EventError, UnknownSchemaError, parse_post
+
+
+def event(**changes) -> bytes:
+    document = json.loads(post_event("p1", "u1", image_url="https://example.com/a.png", text="sunny day"))
+    document.update(changes)
+    return json.dumps(document).encode()
+
+
+def test_valid_event_parses():
+    parsed = parse_post(event(num_captions=2))
+    assert (parsed.post_id, parsed.user_id, parsed.text, parsed.num_captions) == ("p1", "u1", "sunny day", 2)
+    assert parsed.image.url == "https://example.com/a.png"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty"),
+        (None, "empty"),
+        (b"\xff\xfe{", "not_utf8"),
+        (b"{not json", "not_json"),
+        (b"[1, 2]", "not_object"),
+        (b'"a string"', "not_object"),
+        (event(schema="uapt.post/2"), "unknown_schema"),
+        (event(schema=None), "unknown_schema"),
+        (event(post_id=7), "invalid_field"),
+        (event(user_id=""), "invalid_field"),
+        (event(image={"url": "https://x", "b64": "AAAA"}), "invalid_field"),
+        (event(image={}), "invalid_field"),
+        (event(num_captions=0), "invalid_field"),
+        (event(text="x" * (MAX_TEXT_CHARS + 1)), "invalid_text"),
+    ],
+)
+def test_bad_events_are_refused_with_a_reason(raw, reason):
+    with pytest.raises(EventError) as caught:
+        parse_post(raw)
+    assert caught.value.reason == reason
+    assert str(caught.value)
+
+
+def test_unknown_version_is_its_own_class():
+    with pytest.raises(UnknownSchemaError, match="uapt.post/9"):
+        parse_post(event(schema="uapt.post/9"))
+
+
+def test_missing_id_names_the_field():
+    document = json.loads(event())
+    del document["user_id"]
+    with pytest.raises(EventError, match="user_id"):
+        parse_post(json.dumps(document).encode())
+
+
+def test_caption_event_uses_schema_alias():
+    out = CaptionEvent(post_id="p", user_id="u", captions=[CaptionOut(text="hi", score=-1.0)], keywords=[], model="m", latency_ms=1.0)
+    assert json.loads(out.to_bytes())["schema"] == "uapt.caption/1"

@@ -1,0 +1,257 @@
+"""Guarded image loading from an http(s) URL, base64 bytes, or a path under a root.
+
+Image references come from strangers, so each source is fenced:
+- URLs: http(s) only; the worker resolves the name itself and refuses loopback,
+  private, link-local (cloud metadata), multicast and reserved addresses unless
+  the allow-list names them; it then connects to the address it checked (no
+  second lookup an attacker could race) and re-checks every redirect.
+- Sizes: a byte limit while streaming, and a pixel limit read from the header
+  before any decoding, so decompression bombs are refused cheaply.
+- Paths: resolved with realpath and required to stay under the configured
+  root, so neither ``..`` nor a symlink can escape it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import io
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+from PIL import Image
+
+from worker.schemas import EventError, ImageRef
+
+log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+CHUNK_BYTES = 64 * 1024
+
+
+class ImageError(EventError):
+    """The image could not be fetched or decoded."""
+
+    reason = "image_invalid"
+
+
+class ImageRefused(ImageError):
+    """The image reference breaks a guard (scheme, address, path, size); nothing was fetched."""
+
+    reason = "image_refused"
+
+
+class ImageFetchError(ImageError):
+    """The image server could not be reached or answered badly."""
+
+    reason = "image_fetch"
+
+
+class ImageDecodeError(ImageError):
+    """The bytes are not a complete, decodable image."""
+
+    reason = "image_decode"
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """The guards' limits; built from Settings by the worker, directly by tests."""
+
+    root: Path | None = None
+    allow: tuple[str, ...] = ()
+    max_bytes: int = 10_000_000
+    max_pixels: int = 40_000_000
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 10.0
+    max_redirects: int = 3
+
+
+class ImageLoader:
+    """Loads `ImageRef`s into RGB PIL images under an `ImagePolicy`."""
+
+    def __init__(self, policy: ImagePolicy) -> None:
+        self.policy = policy
+        self._allowed_networks, self._allowed_hosts = _parse_allow_list(policy.allow)
+        self._root = Path(os.path.realpath(policy.root)) if policy.root is not None else None
+
+    def load(self, ref: ImageRef) -> Image.Image:
+        if ref.b64 is not None:
+            return decode_image(self._decode_b64(ref.b64), self.policy.max_pixels)
+        if ref.path is not None:
+            return decode_image(self._read_path(ref.path), self.policy.max_pixels)
+        return decode_image(self.fetch_url(ref.url or ""), self.policy.max_pixels)
+
+    def _decode_b64(self, text: str) -> bytes:
+        if len(text) * 3 // 4 > self.policy.max_bytes:
+            raise ImageRefused(f"base64 image is over the {self.policy.max_bytes}-byte limit")
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ImageDecodeError(f"image.b64 is not valid base64: {exc}") from None
+
+    def _read_path(self, relative: str) -> bytes:
+        if self._root is None:
+            raise ImageRefused("image.path is not accepted: the worker has no image root configured")
+        resolved = Path(os.path.realpath(self._root / relative))
+        if resolved != self._root and self._root not in resolved.parents:
+            raise ImageRefused(f"image.path {relative!r} resolves outside the image root")
+        try:
+            with open(resolved, "rb") as handle:
+                data = handle.read(self.policy.max_bytes + 1)
+        except OSError as exc:
+            raise ImageFetchError(f"image.path {relative!r} cannot be read: {exc.strerror}") from None
+        if len(data) > self.policy.max_bytes:
+            raise ImageRefused(f"image.path {relative!r} is over the {self.policy.max_bytes}-byte limit")
+        return data
+
+    # --- URLs -----------------------------------------------------------------------------
+
+    def fetch_url(self, url: str) -> bytes:
+        """Download ``url`` under the guards, following at most ``max_redirects`` checked redirects."""
+        deadline = time.monotonic() + self.policy.read_timeout_s
+        for _ in range(self.policy.max_redirects + 1):
+            host, port, scheme, target = _split_url(url)
+            address = self.checked_address(host, port)
+            status, location, body = self._get(scheme, host, port, address, target, deadline)
+            if status in REDIRECT_CODES:
+                if not location:
+                    raise ImageFetchError(f"redirect {status} from {host} has no Location")
+                url = urljoin(url, location)
+                continue
+            if status != 200:
+                raise ImageFetchError(f"{host} answered HTTP {status}")
+            return body
+        raise ImageRefused(f"more than {self.policy.max_redirects} redirects")
+
+    def checked_address(self, host: str, port: int) -> IPAddress:
+        """Resolve ``host`` once and return an address the policy permits, or raise ImageRefused."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise ImageFetchError(f"cannot resolve {host!r}: {exc}") from None
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        refused = [a for a in addresses if not self.address_allowed(host, a)]
+        if refused:
+            # One bad answer taints the name: a resolver that mixes in a private address is hostile.
+            raise ImageRefused(f"{host!r} resolves to a non-public address ({refused[0]}) that is not allow-listed")
+        return addresses[0]
+
+    def address_allowed(self, host: str, address: IPAddress) -> bool:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if host.lower() in self._allowed_hosts or any(address in net for net in self._allowed_networks):
+            return True
+        return address.is_global and not address.is_multicast
+
+    def _get(self, scheme: str, host: str, port: int, address: IPAddress, target: str, deadline: float):
+        conn_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
+        conn = conn_class(host, port, address=str(address), timeout=self.policy.connect_timeout_s)
+        try:
+            conn.request("GET", target, headers={"User-Agent": "uapt-worker", "Accept": "image/*"})
+            sock = conn.sock  # kept: the response may detach it from conn once the body is read
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            response = conn.getresponse()
+            if response.status in REDIRECT_CODES:
+                return response.status, response.getheader("Location"), b""
+            length = response.getheader("Content-Length")
+            if length and length.isdigit() and int(length) > self.policy.max_bytes:
+                raise ImageRefused(f"image at {host} is {length} bytes, over the {self.policy.max_bytes}-byte limit")
+            body = bytearray()
+            while chunk := response.read(CHUNK_BYTES):
+                body += chunk
+                if len(body) > self.policy.max_bytes:
+                    raise ImageRefused(f"image at {host} is over the {self.policy.max_bytes}-byte limit")
+                if time.monotonic() > deadline:
+                    raise ImageFetchError(f"image at {host} took over {self.policy.read_timeout_s} s")
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+            return response.status, None, bytes(body)
+        except (OSError, http.client.HTTPException) as exc:
+            raise ImageFetchError(f"fetching from {host} failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            conn.close()
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to a fixed, already-checked address; the Host header still names the URL's host."""
+
+    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a fixed address, with SNI and certificate checks for the URL's host name."""
+
+    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._address = address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+def _split_url(url: str) -> tuple[str, int, str, str]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ImageRefused(f"image.url scheme {scheme or 'none'!r} is not allowed (http or https only)")
+    if not parts.hostname:
+        raise ImageRefused("image.url has no host")
+    if parts.username or parts.password:
+        raise ImageRefused("image.url must not carry credentials")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise ImageRefused("image.url has an invalid port") from None
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return parts.hostname, port, scheme, target
+
+
+def _parse_allow_list(entries: Sequence[str]) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], set[str]]:
+    networks, hosts = [], set()
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            hosts.add(entry.lower())
+    return networks, hosts
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode bytes to an RGB image, refusing oversized or truncated ones before they cost memory."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            probe = Image.open(io.BytesIO(data))  # reads the header only
+            width, height = probe.size
+            if width * height > max_pixels:
+                raise ImageRefused(f"image is {width}x{height} pixels, over the {max_pixels}-pixel limit")
+            probe.verify()
+            image = Image.open(io.BytesIO(data))
+            image.load()
+            return image.convert("RGB")
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRefused(f"image refused as a decompression bomb: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError("bytes are not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"image cannot be decoded: {exc}") from None

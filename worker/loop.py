@@ -1,0 +1,171 @@
+"""The consumer loop: poll a micro-batch, process it, produce, flush, fold profiles, commit.
+
+The order is the at-least-once promise of DESIGN.md section 2: offsets are
+committed only after every output and dead letter is acknowledged and the
+profile transaction has committed. A crash anywhere before the commit replays
+the batch; the store's idempotence by post_id keeps the replay from counting a
+post twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from kafka import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from worker.http import Readiness
+from worker.metrics import WorkerMetrics
+from worker.processing import BatchResult, Processor
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 500
+LAG_REFRESH_S = 1.0
+
+
+class WorkerLoop:
+    """Runs until `stop()` (signal-safe); the batch in hand is always finished and committed first."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        processor: Processor,
+        store,
+        consumer,
+        producer,
+        metrics: WorkerMetrics,
+        readiness: Readiness,
+    ) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.store = store
+        self.consumer = consumer
+        self.producer = producer
+        self.metrics = metrics
+        self.readiness = readiness
+        self._stopping = threading.Event()
+        self._pending: list = []
+        self._lag_refreshed = 0.0
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch, commit and return."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
+        try:
+            while not self._stopping.is_set():
+                batch = self._collect()
+                if batch:
+                    self._handle(batch)
+                self._refresh_lag()
+        finally:
+            self.consumer.close(autocommit=False)
+            self.producer.close(timeout=10)
+        log.info("worker stopped cleanly")
+
+    def _collect(self) -> list:
+        """Poll until the batch holds batch_size records or linger_ms passed since its first record."""
+        size, linger_s = self.settings.batch_size, self.settings.linger_ms / 1000
+        self._pending = []
+        deadline: float | None = None
+        while len(self._pending) < size and not self._stopping.is_set():
+            if deadline is None:
+                timeout_ms = IDLE_POLL_MS
+            else:
+                timeout_ms = int((deadline - time.monotonic()) * 1000)
+                if timeout_ms <= 0:
+                    break
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=size - len(self._pending))
+            for records in polled.values():
+                self._pending.extend(records)
+            if deadline is None:
+                if not self._pending:
+                    break
+                deadline = time.monotonic() + linger_s
+        return self._pending
+
+    def _handle(self, batch: Sequence) -> None:
+        self.metrics.events_consumed.inc(len(batch))
+        self.metrics.batch_size.observe(len(batch))
+        result = self.processor.process_batch(batch)
+
+        started = time.perf_counter()
+        self._produce(result)
+        result.stage_seconds["produce"] = time.perf_counter() - started
+        produced_at_ms = time.time() * 1000
+        for output in result.outputs:
+            self.metrics.end_to_end_seconds.observe(max(0.0, produced_at_ms - output.event_timestamp_ms) / 1000)
+
+        started = time.perf_counter()
+        if result.posts:
+            self.store.add_posts(result.posts)
+        result.stage_seconds["profile_write"] = time.perf_counter() - started
+
+        self._commit(batch)
+        self.metrics.captions_produced.inc(len(result.outputs))
+        for reason, count in result.failures.items():
+            self.metrics.failures.labels(reason=reason).inc(count)
+        self.metrics.observe_stages(result.stage_seconds)
+        log.debug("batch of %d: %d captions, %d dead letters", len(batch), len(result.outputs), len(result.dead_letters))
+
+    def _produce(self, result: BatchResult) -> None:
+        """Send every output and dead letter, flush, and raise if any was not acknowledged."""
+        futures = [
+            self.producer.send(self.settings.output_topic, key=out.key, value=out.value) for out in result.outputs
+        ]
+        futures += [
+            self.producer.send(self.settings.dlq_topic, key=dl.key, value=dl.value, headers=dl.headers)
+            for dl in result.dead_letters
+        ]
+        self.producer.flush()
+        for future in futures:
+            future.get(timeout=30)  # re-raises the send error: no commit, the batch is replayed
+
+    def _commit(self, batch: Sequence) -> None:
+        next_offsets: dict[TopicPartition, int] = {}
+        for record in batch:
+            tp = TopicPartition(record.topic, record.partition)
+            next_offsets[tp] = max(next_offsets.get(tp, 0), record.offset + 1)
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in next_offsets.items()})
+        except CommitFailedError as exc:
+            # The group rebalanced mid-batch; the new owner replays it (outputs may repeat, profiles do not).
+            log.warning("offset commit failed after a rebalance, the batch will be replayed: %s", exc)
+
+    def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_refreshed < LAG_REFRESH_S:
+            return
+        self._lag_refreshed = now
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.set_lag(tp.topic, tp.partition, highwater - self.consumer.position(tp))
+
+    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Drop not-yet-processed records of partitions we lose: their new owner will read them."""
+        self._pending[:] = [r for r in self._pending if TopicPartition(r.topic, r.partition) not in revoked]
+        for tp in revoked:
+            self.metrics.forget_partition(tp.topic, tp.partition)
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.readiness.consumer_assigned = True
+        log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, loop: WorkerLoop) -> None:
+        self.loop = loop
+
+    def on_partitions_revoked(self, revoked) -> None:
+        self.loop._on_revoked(set(revoked))
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.loop._on_assigned(set(assigned))

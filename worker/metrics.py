@@ -1,0 +1,54 @@
+"""Prometheus metrics of one worker, in a registry of its own (so tests can run several)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+STAGES = ("parse", "image", "profile_read", "generate", "produce", "profile_write")
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class WorkerMetrics:
+    """Counters, histograms and gauges the worker loop updates; `render()` gives the /metrics text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter("uapt_events_consumed", "Input events consumed", registry=r)
+        self.captions_produced = Counter("uapt_captions_produced", "Caption messages produced", registry=r)
+        self.failures = Counter("uapt_failures", "Events sent to the dead-letter topic, by reason", ["reason"], registry=r)
+        self.stage_seconds = Histogram(
+            "uapt_stage_seconds", "Time per batch spent in each stage", ["stage"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.end_to_end_seconds = Histogram(
+            "uapt_end_to_end_seconds",
+            "From the input event's timestamp to its caption being produced",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram("uapt_batch_size", "Events per micro-batch", buckets=BATCH_BUCKETS, registry=r)
+        self.consumer_lag = Gauge(
+            "uapt_consumer_lag", "Events behind the partition's end (clamped at 0)", ["topic", "partition"], registry=r
+        )
+        self.model_info = Info("uapt_model", "The captioning model this worker serves", registry=r)
+        for stage in STAGES:
+            self.stage_seconds.labels(stage=stage)
+
+    def observe_stages(self, seconds: Mapping[str, float]) -> None:
+        for stage, value in seconds.items():
+            self.stage_seconds.labels(stage=stage).observe(value)
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        try:
+            self.consumer_lag.remove(topic, str(partition))
+        except KeyError:
+            pass
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,167 @@
+"""The worker's processing step, free of Kafka: a batch of records in, messages and posts out.
+
+`Processor.process_batch` does steps 1-4 of DESIGN.md section 2 (parse, load
+images, read keywords, caption) and builds what steps 5-6 need (caption and
+dead-letter messages, posts to fold). It reads the profile store but never
+writes it: the loop folds the posts only after the outputs are flushed, so the
+profile read here never contains the batch's own text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL import Image
+
+from profiles import Keyword, Post
+from worker.dlq import DeadLetter, dead_letter
+from worker.images import ImageLoader
+from worker.schemas import CaptionEvent, CaptionOut, EventError, PostEvent, parse_post
+
+
+class Record(Protocol):
+    """What processing needs of a consumed message (kafka-python's ConsumerRecord fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """A plain Record, for tests and tools that have no broker."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+class CaptionerLike(Protocol):
+    model_id: str
+
+    def caption(self, images: Sequence[Image.Image], keywords: Sequence[Sequence[str]], num_captions: int = 3) -> list: ...
+
+
+class KeywordSource(Protocol):
+    def top_keywords(self, user_ids: Sequence[str], k: int) -> dict[str, list[Keyword]]: ...
+
+
+@dataclass(frozen=True)
+class OutputMessage:
+    """One caption message for the output topic."""
+
+    key: bytes
+    value: bytes
+    post_id: str
+    event_timestamp_ms: int
+
+
+@dataclass
+class BatchResult:
+    outputs: list[OutputMessage] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    posts: list[Post] = field(default_factory=list)  # to fold after the outputs are flushed
+    failures: Counter[str] = field(default_factory=Counter)  # reason -> count
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    record: Record
+    event: PostEvent
+    image: Image.Image
+
+
+class Processor:
+    """Turns a batch of input records into a BatchResult with one keyword read and one caption call."""
+
+    def __init__(
+        self,
+        captioner: CaptionerLike,
+        keywords: KeywordSource,
+        loader: ImageLoader,
+        *,
+        num_captions: int = 3,
+        max_captions: int = 5,
+        top_k: int = 5,
+    ) -> None:
+        self.captioner = captioner
+        self.keywords = keywords
+        self.loader = loader
+        self.num_captions = num_captions
+        self.max_captions = max_captions
+        self.top_k = top_k
+
+    def process_batch(self, records: Sequence[Record]) -> BatchResult:
+        result = BatchResult()
+
+        parsed: list[tuple[Record, PostEvent]] = []
+        with _timed(result.stage_seconds, "parse"):
+            for record in records:
+                try:
+                    parsed.append((record, parse_post(record.value)))
+                except EventError as exc:
+                    self._refuse(result, record, exc)
+
+        accepted: list[_Accepted] = []
+        with _timed(result.stage_seconds, "image"):
+            for record, event in parsed:
+                try:
+                    accepted.append(_Accepted(record, event, self.loader.load(event.image)))
+                except EventError as exc:
+                    self._refuse(result, record, exc)
+        if not accepted:
+            return result
+
+        with _timed(result.stage_seconds, "profile_read"):
+            user_ids = sorted({a.event.user_id for a in accepted})
+            profiles = self.keywords.top_keywords(user_ids, self.top_k)
+
+        keyword_terms = [[kw.term for kw in profiles.get(a.event.user_id, [])] for a in accepted]
+        wanted = [min(a.event.num_captions or self.num_captions, self.max_captions) for a in accepted]
+        with _timed(result.stage_seconds, "generate"):
+            captions = self.captioner.caption([a.image for a in accepted], keyword_terms, num_captions=max(wanted))
+
+        now_ms = time.time() * 1000
+        for item, terms, n, suggestions in zip(accepted, keyword_terms, wanted, captions, strict=True):
+            event = item.event
+            message = CaptionEvent(
+                post_id=event.post_id,
+                user_id=event.user_id,
+                captions=[CaptionOut(text=c.text, score=float(c.score)) for c in suggestions[:n]],
+                keywords=terms,
+                model=self.captioner.model_id,
+                latency_ms=round(max(0.0, now_ms - item.record.timestamp), 1),
+            )
+            result.outputs.append(
+                OutputMessage(event.user_id.encode("utf-8"), message.to_bytes(), event.post_id, item.record.timestamp)
+            )
+            if event.text:
+                result.posts.append(Post(post_id=event.post_id, user_id=event.user_id, text=event.text))
+        return result
+
+    @staticmethod
+    def _refuse(result: BatchResult, record: Record, error: EventError) -> None:
+        result.dead_letters.append(dead_letter(record, error, error.reason))
+        result.failures[error.reason] += 1
+
+
+@contextmanager
+def _timed(into: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the wall time of the ``with`` body to ``into[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[stage] = into.get(stage, 0.0) + time.perf_counter() - start

@@ -1,0 +1,125 @@
+"""Versioned event schemas: ``uapt.post/1`` in, ``uapt.caption/1`` out (DESIGN.md section 6).
+
+`parse_post` turns raw Kafka bytes into a `PostEvent` or raises an `EventError`
+whose ``reason`` is a short, stable label (it names the dead-letter header and
+the failure metric). Text rules are the profile store's own (`validate_post`),
+so an event the worker accepts is always one the store can fold.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+
+from profiles import InvalidPost, Post, validate_post
+
+POST_SCHEMA = "uapt.post/1"
+CAPTION_SCHEMA = "uapt.caption/1"
+MAX_ID_CHARS = 256
+
+
+class EventError(ValueError):
+    """An event that cannot be captioned; ``reason`` labels it for the DLQ header and metrics."""
+
+    reason = "invalid_event"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class UnknownSchemaError(EventError):
+    reason = "unknown_schema"
+
+
+Identifier = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
+
+
+class ImageRef(BaseModel):
+    """Where the image is: exactly one of an http(s) URL, base64 bytes, or a path under the image root."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: StrictStr | None = None
+    b64: StrictStr | None = None
+    path: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageRef:
+        given = [name for name in ("url", "b64", "path") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"image needs exactly one of url, b64, path; got {given or 'none'}")
+        return self
+
+
+class PostEvent(BaseModel):
+    """A new post: the image to caption, whose it is, and (maybe) the words its author wrote."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    schema_: Literal["uapt.post/1"] = Field(alias="schema")
+    post_id: Identifier
+    user_id: Identifier
+    image: ImageRef
+    text: StrictStr = ""
+    num_captions: Annotated[int, Field(strict=True, ge=1)] | None = None
+
+
+class CaptionOut(BaseModel):
+    text: str
+    score: float
+
+
+class CaptionEvent(BaseModel):
+    """What the worker publishes for each accepted post."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    schema_: Literal["uapt.caption/1"] = Field(default=CAPTION_SCHEMA, alias="schema")
+    post_id: str
+    user_id: str
+    captions: list[CaptionOut]
+    keywords: list[str]
+    model: str
+    latency_ms: float
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode("utf-8")
+
+
+def parse_post(raw: bytes | None) -> PostEvent:
+    """Decode, schema-check and text-check one input message; raises EventError on any fault."""
+    if not raw:
+        raise EventError("empty message", reason="empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventError(f"message is not UTF-8 ({exc.reason} at byte {exc.start})", reason="not_utf8") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EventError(f"message is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", reason="not_json") from None
+    if not isinstance(document, dict):
+        raise EventError(f"message is JSON {type(document).__name__}, not an object", reason="not_object")
+    version = document.get("schema")
+    if version != POST_SCHEMA:
+        raise UnknownSchemaError(f"schema {version!r} is not supported (expected {POST_SCHEMA!r})")
+    try:
+        event = PostEvent.model_validate(document)
+    except ValidationError as exc:
+        raise EventError(_first_error(exc), reason="invalid_field") from None
+    if event.text:
+        try:
+            validate_post(Post(post_id=event.post_id, user_id=event.user_id, text=event.text))
+        except InvalidPost as exc:
+            raise EventError(f"text: {exc}", reason="invalid_text") from None
+    return event
+
+
+def _first_error(exc: ValidationError) -> str:
+    """One readable line naming the field at fault (the full list can be long and echo the input)."""
+    errors = exc.errors(include_input=False, include_url=False)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "event"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"

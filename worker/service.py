@@ -1,0 +1,123 @@
+"""Assembles a running worker from Settings: model, profile store, clients, metrics server, loop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from worker.http import Readiness, StatusServer
+from worker.images import ImageLoader, ImagePolicy
+from worker.metrics import WorkerMetrics
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def image_policy(settings: Settings) -> ImagePolicy:
+    return ImagePolicy(
+        root=settings.image_root,
+        allow=settings.allow_hosts,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        connect_timeout_s=settings.connect_timeout_s,
+        read_timeout_s=settings.read_timeout_s,
+        max_redirects=settings.max_redirects,
+    )
+
+
+def load_captioner(settings: Settings):
+    """Load the model named by the settings (torch is imported here, not at CLI start-up)."""
+    from model import Captioner, load_model
+
+    return Captioner(load_model(settings.preset, checkpoint=settings.checkpoint, device=settings.device))
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    captioner=None,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[StatusServer | None], None] | None = None,
+) -> int:
+    """Run one worker until SIGTERM/SIGINT or ``stop`` is set; returns the exit code (0 = clean stop).
+
+    ``captioner`` lets an in-process caller (demo, benchmark) share one loaded model;
+    ``on_ready`` is called with the status server once the loop is about to start.
+    """
+    from profiles import ProfileStore
+
+    from worker.kafka_io import ensure_topics, make_consumer, make_producer
+    from worker.loop import WorkerLoop
+    from worker.processing import Processor
+
+    stop_requested = stop or threading.Event()
+    _install_signal_handlers(stop_requested)
+
+    metrics = WorkerMetrics()
+    readiness = Readiness()
+    server = None
+    if settings.metrics_port >= 0:
+        server = StatusServer(metrics, readiness, settings.metrics_host, settings.metrics_port).start()
+    store = ProfileStore(settings.database_url)
+    try:
+        if captioner is None:
+            log.info("loading model preset %r (checkpoint %s)", settings.preset, settings.checkpoint or "none")
+            captioner = load_captioner(settings)
+        readiness.model_loaded = True
+        metrics.model_info.info(
+            {"model_id": captioner.model_id, "preset": settings.preset, "checkpoint": str(settings.checkpoint or "")}
+        )
+        if settings.create_topics:
+            ensure_topics(
+                settings.bootstrap_servers,
+                [settings.input_topic, settings.output_topic, settings.dlq_topic],
+                settings.partitions,
+            )
+        processor = Processor(
+            captioner,
+            store,
+            ImageLoader(image_policy(settings)),
+            num_captions=settings.num_captions,
+            max_captions=settings.max_captions,
+            top_k=settings.top_k,
+        )
+        loop = WorkerLoop(
+            settings,
+            processor,
+            store,
+            make_consumer(settings.bootstrap_servers, settings.group_id, max_poll_records=settings.batch_size),
+            make_producer(settings.bootstrap_servers),
+            metrics,
+            readiness,
+        )
+        threading.Thread(target=_relay_stop, args=(stop_requested, loop), daemon=True).start()
+        if on_ready is not None:
+            on_ready(server)
+        if not stop_requested.is_set():
+            loop.run()
+        return 0
+    finally:
+        stop_requested.set()  # releases the relay thread
+        store.close()
+        if server is not None:
+            server.stop()
+
+
+def _relay_stop(stop_requested: threading.Event, loop) -> None:
+    stop_requested.wait()
+    loop.stop()
+
+
+def _install_signal_handlers(stop_requested: threading.Event) -> None:
+    """SIGTERM/SIGINT ask for a clean stop; only the main thread may install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum, _frame) -> None:
+        log.info("received %s: finishing the current batch, then stopping", signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
