@@ -16,6 +16,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 logger = logging.getLogger(__name__)
+# Alembic announces its plugin set-up at INFO on every command; keep `uapt` output to what matters.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 DEFAULT_URL = "sqlite:///uapt-profiles.db"
 URL_ENV = "UAPT_DATABASE_URL"
@@ -85,7 +87,8 @@ def _alembic_config(connection: Connection | None = None):
     import migrations
 
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    # __path__, not __file__: an editable install made before migrations/__init__.py existed maps it as a namespace
+    config.set_main_option("script_location", list(migrations.__path__)[0])
     if connection is not None:
         config.attributes["connection"] = connection
     return config
