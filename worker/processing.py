@@ -134,6 +134,7 @@ class Processor:
             captions = self.captioner.caption([a.image for a in accepted], keyword_terms, num_captions=max(wanted))
 
         now_ms = time.time() * 1000
+        folded: set[str] = set()
         for item, terms, n, suggestions in zip(accepted, keyword_terms, wanted, captions, strict=True):
             event = item.event
             message = CaptionEvent(
@@ -147,7 +148,8 @@ class Processor:
             result.outputs.append(
                 OutputMessage(event.user_id.encode("utf-8"), message.to_bytes(), event.post_id, item.record.timestamp)
             )
-            if event.text:
+            if event.text and event.post_id not in folded:  # a replayed post may repeat in one batch
+                folded.add(event.post_id)
                 result.posts.append(Post(post_id=event.post_id, user_id=event.user_id, text=event.text))
         return result
 

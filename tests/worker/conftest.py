@@ -45,7 +45,31 @@ def topics(broker) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_captioner():
+def captioner():
+    """The real model on the `tiny` preset (random weights, loads in seconds)."""
     from model import Captioner, load_model
 
     return Captioner(load_model("tiny", device="cpu"))
+
+
+@pytest.fixture
+def worker_settings(broker, topics, tmp_path):
+    """Settings for one in-process worker on this test's topics, SQLite store and image root."""
+    from worker.settings import Settings
+
+    (tmp_path / "images").mkdir()
+    return Settings(
+        bootstrap_servers=broker,
+        input_topic=topics["input"],
+        output_topic=topics["output"],
+        dlq_topic=topics["dlq"],
+        group_id=f"group-{uuid.uuid4().hex[:8]}",
+        create_topics=False,
+        database_url=f"sqlite:///{tmp_path / 'profiles.db'}",
+        preset="tiny",
+        metrics_port=0,
+        image_root=tmp_path / "images",
+        batch_size=8,
+        linger_ms=100,
+        num_captions=2,
+    )

@@ -1,11 +1,15 @@
-"""Sample inputs for the worker tests: images (good, truncated, bomb) and a fake captioner."""
+"""Helpers for the worker tests: sample images (good, truncated, bomb), a fake captioner,
+reading a topic, running a worker in a thread."""
 
 from __future__ import annotations
 
 import io
 import struct
+import threading
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image
@@ -57,3 +61,46 @@ class FakeCaptioner:
             ]
             for image, kws in zip(images, keywords, strict=True)
         ]
+
+
+def read_topic(bootstrap: str, topic: str, *, until: Callable[[list], bool], timeout_s: float = 60.0) -> list:
+    """All records of ``topic`` from the beginning, read until ``until(records)`` holds (or timeout)."""
+    from worker.kafka_io import make_consumer
+
+    consumer = make_consumer(bootstrap, None)
+    consumer.subscribe([topic])
+    records: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(records) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=300).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
+
+
+@contextmanager
+def running_worker(settings, captioner) -> Iterator[dict]:
+    """Run `run_worker` in a thread; yields {'port': metrics port}; stops it cleanly on exit."""
+    from worker.service import run_worker
+
+    stop, ready, info = threading.Event(), threading.Event(), {}
+
+    def on_ready(server) -> None:
+        info["port"] = server.port if server else None
+        ready.set()
+
+    def target() -> None:
+        info["exit_code"] = run_worker(settings, captioner=captioner, stop=stop, on_ready=on_ready)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    assert ready.wait(60), "worker did not start"
+    try:
+        yield info
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "worker did not stop"
+    assert info["exit_code"] == 0

@@ -1,0 +1,96 @@
+"""The processing step without a broker: fake captioner, real SQLite profile store."""
+
+import base64
+import json
+
+from profiles import Post
+from worker.events import post_event
+from worker.images import ImageLoader, ImagePolicy
+from worker.processing import InputRecord, Processor
+from worker_samples import jpeg_bytes, png_bytes
+
+
+def record(value: bytes | None, offset: int = 0, partition: int = 0) -> InputRecord:
+    return InputRecord(topic="posts", partition=partition, offset=offset, value=value, key=b"k")
+
+
+def processor(captioner, store, **kwargs) -> Processor:
+    return Processor(captioner, store, ImageLoader(ImagePolicy()), **kwargs)
+
+
+def test_good_events_get_captions_from_one_model_call(fake_captioner, store):
+    store.add_posts([Post("h1", "alice", "sunset beach sunset waves"), Post("h2", "bob", "coffee latte")])
+    records = [
+        record(post_event("p1", "alice", image_bytes=png_bytes((10, 0, 0)), text="new beach day"), 0),
+        record(post_event("p2", "bob", image_bytes=png_bytes((0, 20, 0)), num_captions=2), 1),
+        record(post_event("p3", "carol", image_bytes=png_bytes((0, 0, 30)), text="hello world"), 2),
+    ]
+    result = processor(fake_captioner, store, num_captions=3, top_k=2).process_batch(records)
+
+    assert len(fake_captioner.calls) == 1 and fake_captioner.calls[0][0] == 3
+    outputs = {json.loads(o.value)["post_id"]: json.loads(o.value) for o in result.outputs}
+    assert set(outputs) == {"p1", "p2", "p3"}
+    alice = outputs["p1"]
+    assert alice["schema"] == "uapt.caption/1" and alice["user_id"] == "alice" and alice["model"] == "fake:untrained"
+    assert alice["keywords"][0] == "sunset" and len(alice["keywords"]) == 2
+    assert "beach" not in outputs["p2"]["keywords"]
+    assert len(alice["captions"]) == 3 and len(outputs["p2"]["captions"]) == 2
+    assert alice["captions"][0]["text"].startswith("rgb(10, 0, 0)")
+    assert outputs["p3"]["keywords"] == [] and outputs["p3"]["captions"]  # a new user is captioned too
+    assert [o.key for o in result.outputs] == [b"alice", b"bob", b"carol"]
+    # Only events with text are folded, and processing itself never writes the store.
+    assert [p.post_id for p in result.posts] == ["p1", "p3"]
+    assert store.stats().posts == 2
+    assert set(result.stage_seconds) == {"parse", "image", "profile_read", "generate"}
+
+
+def test_profile_read_excludes_the_batch_own_text(fake_captioner, store):
+    records = [record(post_event("p1", "dave", image_bytes=png_bytes(), text="volcano volcano"))]
+    result = processor(fake_captioner, store).process_batch(records)
+    assert json.loads(result.outputs[0].value)["keywords"] == []
+    store.add_posts(result.posts)
+    again = processor(fake_captioner, store).process_batch([record(post_event("p2", "dave", image_bytes=png_bytes()))])
+    assert json.loads(again.outputs[0].value)["keywords"] == ["volcano"]
+
+
+def test_bad_events_become_dead_letters_and_good_ones_survive(fake_captioner, store):
+    bad_values = [b"", b"{oops", b"[]", post_event("x", "u", image_bytes=b"not an image"),
+                  post_event("y", "u", image_bytes=jpeg_bytes()[:300]),
+                  json.dumps({"schema": "uapt.post/1", "post_id": "z", "user_id": "u", "image": {"b64": "@@"}}).encode()]
+    records = [record(v, offset=i) for i, v in enumerate(bad_values)]
+    records.append(record(post_event("good", "u", image_bytes=png_bytes()), offset=len(bad_values)))
+    result = processor(fake_captioner, store).process_batch(records)
+
+    assert [json.loads(o.value)["post_id"] for o in result.outputs] == ["good"]
+    assert len(result.dead_letters) == len(bad_values)
+    for i, letter in enumerate(result.dead_letters):
+        headers = dict(letter.headers)
+        assert letter.value == bad_values[i]
+        assert headers["source_offset"] == str(i).encode() and headers["source_topic"] == b"posts"
+        assert headers["error"] and headers["error_class"] and headers["reason"]
+    assert sum(result.failures.values()) == len(bad_values)
+    assert result.failures["image_decode"] == 3
+
+
+def test_all_bad_batch_skips_the_model(fake_captioner, store):
+    result = processor(fake_captioner, store).process_batch([record(b"nope")])
+    assert fake_captioner.calls == [] and result.outputs == [] and len(result.dead_letters) == 1
+
+
+def test_num_captions_is_capped(fake_captioner, store):
+    value = post_event("p", "u", image_bytes=png_bytes(), num_captions=50)
+    result = processor(fake_captioner, store, max_captions=4).process_batch([record(value)])
+    assert len(json.loads(result.outputs[0].value)["captions"]) == 4
+
+
+def test_replayed_post_in_one_batch_is_folded_once(fake_captioner, store):
+    value = post_event("p", "u", image_bytes=png_bytes(), text="twice")
+    result = processor(fake_captioner, store).process_batch([record(value, 0), record(value, 1)])
+    assert len(result.outputs) == 2 and len(result.posts) == 1
+
+
+def test_b64_event_round_trip_keeps_pixels(fake_captioner, store):
+    data = base64.b64encode(png_bytes((1, 2, 3))).decode()
+    value = json.dumps({"schema": "uapt.post/1", "post_id": "p", "user_id": "u", "image": {"b64": data}}).encode()
+    result = processor(fake_captioner, store).process_batch([record(value)])
+    assert json.loads(result.outputs[0].value)["captions"][0]["text"].startswith("rgb(1, 2, 3)")

@@ -1,0 +1,158 @@
+"""`uapt demo`: the whole service on the embedded defaults, end to end, in one process.
+
+Broker (Tansu, in memory) -> synthetic users with different posting histories
+-> their train posts folded into a temporary SQLite profile store -> new posts
+published as events -> a worker thread captions them -> each user's keywords and
+suggestions printed -> everything stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEMO_GROUP = "uapt-demo"
+
+
+class DemoError(RuntimeError):
+    """The demo could not finish (for instance no caption arrived in time)."""
+
+
+def run_demo(
+    *,
+    preset: str,
+    checkpoint: str | None,
+    device: str,
+    users: int,
+    posts_per_user: int,
+    seed: int,
+    timeout_s: float,
+) -> int:
+    from model.dataset import load_posts
+    from model.synth import write_dataset
+    from profiles import Post, ProfileStore
+
+    from worker.broker import EmbeddedBroker
+    from worker.events import post_event
+    from worker.kafka_io import ensure_topics, make_consumer, make_producer
+    from worker.service import load_captioner, run_worker
+    from worker.settings import Settings
+
+    if users < 1 or posts_per_user < 1:
+        raise DemoError("--users and --posts-per-user must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="uapt-demo-") as tmp, EmbeddedBroker() as broker:
+        workdir = Path(tmp)
+        settings = Settings(
+            bootstrap_servers=broker.bootstrap_servers,
+            group_id=DEMO_GROUP,
+            database_url=f"sqlite:///{workdir / 'profiles.db'}",
+            preset=preset,
+            checkpoint=checkpoint,
+            device=device,
+            image_root=workdir / "data",
+            metrics_port=-1,
+            batch_size=8,
+        )
+        print(f"demo: broker on {broker.bootstrap_servers}, profiles in {workdir / 'profiles.db'}", flush=True)
+
+        # Enough history per user that the synthetic split leaves test posts to publish.
+        history = max(8, round(posts_per_user / 0.15) + 1)
+        records = load_posts(write_dataset(workdir / "data", users=users, posts_per_user=history, seed=seed))
+        store = ProfileStore(settings.database_url)
+        try:
+            folded = store.add_posts([Post(r.post_id, r.user_id, r.text) for r in records if r.split == "train"])
+        finally:
+            store.close()
+        print(f"demo: {users} synthetic users, {folded} past posts folded into their profiles", flush=True)
+
+        captioner = _with_status_line(f"loading model preset {preset!r}", lambda: load_captioner(settings))
+        ensure_topics(settings.bootstrap_servers, [settings.input_topic, settings.output_topic, settings.dlq_topic], settings.partitions)
+
+        new_posts = _pick_new_posts(records, posts_per_user)
+        stop = threading.Event()
+        worker = threading.Thread(target=run_worker, args=(settings,), kwargs={"captioner": captioner, "stop": stop}, name="uapt-worker")
+        worker.start()
+        try:
+            producer = make_producer(settings.bootstrap_servers)
+            for r in new_posts:
+                relative = str(r.image.relative_to(settings.image_root))
+                value = post_event(r.post_id, r.user_id, image_path=relative, text=r.text)
+                producer.send(settings.input_topic, key=r.user_id.encode(), value=value)
+            producer.flush()
+            producer.close()
+            print(f"demo: published {len(new_posts)} new posts; waiting for captions", flush=True)
+            results = _collect(settings, {r.post_id for r in new_posts}, timeout_s, make_consumer)
+        finally:
+            stop.set()
+            worker.join(timeout=60)
+        _print_results(new_posts, results)
+    return 0
+
+
+def _pick_new_posts(records, per_user: int) -> list:
+    by_user = defaultdict(list)
+    for r in records:
+        if r.split == "test":
+            by_user[r.user_id].append(r)
+    return [r for user in sorted(by_user) for r in by_user[user][:per_user]]
+
+
+def _collect(settings, wanted: set[str], timeout_s: float, make_consumer) -> dict[str, dict]:
+    consumer = make_consumer(settings.bootstrap_servers, None)
+    consumer.subscribe([settings.output_topic])
+    results: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not wanted <= results.keys():
+            if time.monotonic() > deadline:
+                raise DemoError(f"only {len(results)} of {len(wanted)} captions arrived within {timeout_s:.0f} s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    message = json.loads(record.value)
+                    results[message["post_id"]] = message
+    finally:
+        consumer.close()
+    return results
+
+
+def _print_results(new_posts, results: dict[str, dict]) -> None:
+    current_user = None
+    for post in new_posts:
+        message = results[post.post_id]
+        if post.user_id != current_user:
+            current_user = post.user_id
+            print(f"\n{post.user_id}   keywords: {', '.join(message['keywords']) or '(none)'}")
+        print(f"  {post.post_id} ({message['latency_ms']:.0f} ms)   they wrote: {post.text}")
+        for caption in message["captions"]:
+            print(f"      {caption['score']:7.2f}  {caption['text']}")
+    print(f"\nmodel: {next(iter(results.values()))['model']}")
+
+
+def _with_status_line(label: str, work):
+    """Run ``work()`` while a status line shows the elapsed seconds (a plain line when not a terminal)."""
+    done = threading.Event()
+    started = time.monotonic()
+    stream = sys.stderr
+
+    def tick() -> None:
+        while not done.wait(1.0):
+            stream.write(f"\r{label}... {time.monotonic() - started:.0f} s")
+            stream.flush()
+
+    if stream.isatty():
+        threading.Thread(target=tick, daemon=True).start()
+    else:
+        print(f"{label}...", file=stream, flush=True)
+    try:
+        return work()
+    finally:
+        done.set()
+        print(f"\r{label}: done in {time.monotonic() - started:.1f} s", file=stream, flush=True)
