@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import create_engine, text
 
+from profile_samples import PROFILE_TABLES, dump_store
 from profiles import ProfileStore
 
 PG_URL = os.environ.get("UAPT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-PROFILE_TABLES = ("profile_users", "profile_posts", "profile_user_terms", "profile_terms", "profile_corpus")
 
 
 def _pg_unreachable_reason() -> str | None:
@@ -86,16 +86,6 @@ def clear_store(store_url: str) -> Iterator[Callable[[], None]]:
 
 
 @pytest.fixture
-def snapshot(store_url: str) -> Iterator[Callable[[], dict[str, list[tuple]]]]:
-    """Every row of every profile table, sorted: equal snapshots mean equal stores."""
-    engine = create_engine(store_url)
-
-    def take() -> dict[str, list[tuple]]:
-        with engine.connect() as connection:
-            return {
-                table: sorted(tuple(row) for row in connection.execute(text(f"SELECT * FROM {table}")))
-                for table in PROFILE_TABLES
-            }
-
-    yield take
-    engine.dispose()
+def snapshot(store_url: str) -> Callable[[], dict[str, list[tuple]]]:
+    """Take a dump of the store under test (see ``dump_store``)."""
+    return lambda: dump_store(store_url)

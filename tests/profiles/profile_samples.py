@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from hypothesis import strategies as st
+from sqlalchemy import create_engine, text
 
 from profiles import Keyword, Post
 from profiles.analyzer import stop_words
 
 Scores = dict[str, dict[str, float]]  # user_id -> term -> score
+PROFILE_TABLES = ("profile_users", "profile_posts", "profile_user_terms", "profile_terms", "profile_corpus")
 
 # Words chosen to hit the analyzer's policy: stop words, hashtags, mentions, emoji,
 # numbers, accents and case, single letters, URL pieces, a shared core vocabulary.
@@ -82,3 +84,16 @@ def assert_scores_close(actual: Scores, expected: Scores, tolerance: float = 1e-
             assert abs(actual[user][term] - score) <= tolerance, (user, term, actual[user][term], score)
 
 
+
+
+def dump_store(url: str) -> dict[str, list[tuple]]:
+    """Every row of every profile table, sorted: equal dumps mean equal stores."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                table: sorted(tuple(row) for row in connection.execute(text(f"SELECT * FROM {table}")))
+                for table in PROFILE_TABLES
+            }
+    finally:
+        engine.dispose()
