@@ -1,0 +1,161 @@
+"""Decoding: batched cached beam search against the naive reference, greedy, and settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from model.generation import BeamSettings, GenerationError, beam_search, greedy_search, naive_beam_search
+from model_fixtures import SAMPLE_KEYWORDS, sample_images, tiny_model
+
+
+class StoppingLM(nn.Module):
+    """The tiny LM with a sharpened head and an eos logit that varies with the context.
+
+    A random tiny GPT-2 has nearly flat next-token distributions and never emits eos;
+    this wrapper makes beams finish at different steps, so the equivalence tests cover
+    finished hypotheses and early stops, not only max-length ones.
+    """
+
+    def __init__(self, lm: nn.Module, eos_id: int) -> None:
+        super().__init__()
+        self.lm, self.eos_id = lm, eos_id
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.lm.get_input_embeddings()
+
+    def forward(self, **kwargs):
+        out = self.lm(**kwargs)
+        logits = out.logits * 25.0  # (B, T, V)
+        logits[..., self.eos_id] = logits.max(-1).values + 3 * torch.sin(logits[..., 1000])
+        out.logits = logits
+        return out
+
+
+@pytest.fixture(scope="module")
+def stopping_lm() -> StoppingLM:
+    model = tiny_model()
+    return StoppingLM(model.lm, model.eos_id)
+
+
+def _prefix(model, count: int) -> torch.Tensor:
+    images = model.encode_images(sample_images(count))
+    context = model.encode_context([" ".join(k) for k in SAMPLE_KEYWORDS[:count]])
+    return model.prefix_embeddings(images, context)
+
+
+def _assert_same(batched, naive) -> None:
+    assert len(batched) == len(naive)
+    for fast, slow in zip(batched, naive):
+        assert [h.token_ids for h in fast] == [h.token_ids for h in slow]
+        for a, b in zip(fast, slow):
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_batched_beam_search_equals_naive_with_mixed_prompt_lengths(stopping: bool, stopping_lm) -> None:
+    model = tiny_model()
+    lm = stopping_lm if stopping else model.lm
+    prefix = _prefix(model, 5)
+    tokenizer = model.tokenizer
+    prompts = [
+        [],
+        tokenizer("a photo of", add_special_tokens=False).input_ids,
+        tokenizer("my", add_special_tokens=False).input_ids,
+        tokenizer("look at this wonderful view from the top", add_special_tokens=False).input_ids,
+        [],
+    ]
+    assert len({len(p) for p in prompts}) == 4
+    settings = BeamSettings(num_beams=3, temperature=0.8, max_new_tokens=10)
+    batched = beam_search(lm, prefix, model.eos_id, settings, prompts)
+    naive = naive_beam_search(lm, prefix, model.eos_id, settings, prompts)
+    _assert_same(batched, naive)
+    assert all(len(image) == 3 for image in batched)
+    for image in batched:
+        assert [h.score for h in image] == sorted((h.score for h in image), reverse=True)
+
+
+def test_early_stops_match_the_reference(stopping_lm) -> None:
+    """Images finish at different steps (and leave the batch); results still equal the reference."""
+    eos = stopping_lm.eos_id
+    prefix = _prefix(tiny_model(), 5)
+    settings = BeamSettings(num_beams=4, temperature=1.3, max_new_tokens=12, num_return_sequences=2, length_penalty=0.7)
+    batched = beam_search(stopping_lm, prefix, eos, settings)
+    _assert_same(batched, naive_beam_search(stopping_lm, prefix, eos, settings))
+    best_lengths = [len(image[0].token_ids) for image in batched]
+    assert min(best_lengths) < settings.max_new_tokens and len(set(best_lengths)) > 1
+    assert all(len(image) == 2 for image in batched)
+    assert all(eos not in h.token_ids for image in batched for h in image)
+
+
+def test_batch_composition_does_not_change_results(stopping_lm) -> None:
+    prefix = _prefix(tiny_model(), 4)
+    settings = BeamSettings(max_new_tokens=8)
+    together = beam_search(stopping_lm, prefix, stopping_lm.eos_id, settings)
+    alone = [beam_search(stopping_lm, prefix[i : i + 1], stopping_lm.eos_id, settings)[0] for i in range(4)]
+    _assert_same(together, alone)
+
+
+def test_temperature_changes_scores() -> None:
+    model = tiny_model()
+    prefix = _prefix(model, 2)
+    cold = beam_search(model.lm, prefix, model.eos_id, BeamSettings(temperature=0.5, max_new_tokens=4))
+    warm = beam_search(model.lm, prefix, model.eos_id, BeamSettings(temperature=2.0, max_new_tokens=4))
+    assert cold[0][0].score != pytest.approx(warm[0][0].score)
+
+
+def test_greedy_matches_stepwise_argmax(stopping_lm) -> None:
+    """Greedy (cached, batched) picks the argmax of a full recompute at every step."""
+    prefix = _prefix(tiny_model(), 3)
+    prompts = [[], [64, 3290], [257]]
+    settings = BeamSettings(num_beams=1, max_new_tokens=8)
+    greedy = greedy_search(stopping_lm, prefix, stopping_lm.eos_id, settings, prompts)
+    embed = stopping_lm.get_input_embeddings()
+    for row, prompt in enumerate(prompts):
+        tokens: list[int] = []
+        for _ in range(settings.max_new_tokens):
+            ids = torch.tensor(prompt + tokens, dtype=torch.long)
+            sequence = torch.cat([prefix[row], embed(ids)])[None]
+            token = int(stopping_lm(inputs_embeds=sequence).logits[0, -1].argmax())
+            if token == stopping_lm.eos_id:
+                break
+            tokens.append(token)
+        assert list(greedy[row][0].token_ids) == tokens
+    assert len({len(image[0].token_ids) for image in greedy}) > 1  # rows stopped at different steps
+
+
+def test_generate_returns_decoded_captions() -> None:
+    model = tiny_model()
+    images = model.encode_images(sample_images(2))
+    context = model.encode_context(["beach", "dog"])
+    captions = model.generate(images, context, num_beams=3, max_new_tokens=5, num_return_sequences=2)
+    assert [len(c) for c in captions] == [2, 2]
+    for caption in (c for image in captions for c in image):
+        assert caption.text == model.tokenizer.decode(caption.token_ids).strip()
+        assert isinstance(caption.score, float) and caption.score < 0
+    greedy = model.generate(images, context, num_beams=1, max_new_tokens=5)
+    assert [len(c) for c in greedy] == [1, 1]
+    prompted = model.generate(images, context, max_new_tokens=5, prompts=["a photo of", "my"])
+    reference = model.generate(images, context, max_new_tokens=5, prompts=["a photo of", "my"], reference=True)
+    assert [[c.token_ids for c in i] for i in prompted] == [[c.token_ids for c in i] for i in reference]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_beams": 0}, "num_beams"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"num_beams": 2, "num_return_sequences": 3}, "num_return_sequences"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(GenerationError, match=message):
+        BeamSettings(**kwargs)
+
+
+def test_prompt_count_must_match_batch() -> None:
+    model = tiny_model()
+    with pytest.raises(GenerationError, match="prompt_ids"):
+        beam_search(model.lm, _prefix(model, 2), model.eos_id, BeamSettings(), [[1]])
