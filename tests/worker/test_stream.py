@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
-import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -14,38 +12,19 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from profiles import ProfileStore
-from worker.events import post_event
-from worker.kafka_io import make_producer
-from worker_samples import bomb_png, jpeg_bytes, png_bytes, read_topic, running_worker
+from worker_samples import (
+    bomb_png,
+    captions_by_post,
+    good_posts,
+    jpeg_bytes,
+    png_bytes,
+    publish,
+    read_topic,
+    running_worker,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def publish(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = make_producer(bootstrap)
-    for key, value in messages:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
-
-
-def good_posts(n: int, users: int = 3, prefix: str = "p") -> list[tuple[bytes, bytes]]:
-    words = ["beach sunset", "coffee latte art", "mountain hike trail", "city night lights"]
-    return [
-        (
-            f"user{i % users}".encode(),
-            post_event(f"{prefix}{i}", f"user{i % users}", image_bytes=png_bytes((i * 9 % 256, 40, 90)), text=words[i % users % len(words)]),
-        )
-        for i in range(n)
-    ]
-
-
-def captions_by_post(records) -> dict[str, list[dict]]:
-    by_post: dict[str, list[dict]] = {}
-    for record in records:
-        message = json.loads(record.value)
-        by_post.setdefault(message["post_id"], []).append(message)
-    return by_post
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -55,17 +34,6 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-def wait_ready(port: int, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200:
-                return
-        except urllib.error.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError(f"worker on port {port} never became ready")
 
 
 def test_end_to_end_captions_and_profiles(worker_settings, captioner):

@@ -4,15 +4,23 @@ reading a topic, running a worker in a thread."""
 from __future__ import annotations
 
 import io
+import json
 import struct
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image
+
+from worker.events import post_event
+from worker.kafka_io import make_producer
 
 
 def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (32, 32)) -> bytes:
@@ -104,3 +112,74 @@ def running_worker(settings, captioner) -> Iterator[dict]:
         thread.join(timeout=60)
         assert not thread.is_alive(), "worker did not stop"
     assert info["exit_code"] == 0
+
+
+def worker_command(settings) -> list[str]:
+    """`uapt worker` flags reproducing ``settings`` (the fields the tests set)."""
+    flags = {
+        "bootstrap-servers": settings.bootstrap_servers,
+        "input-topic": settings.input_topic,
+        "output-topic": settings.output_topic,
+        "dlq-topic": settings.dlq_topic,
+        "group-id": settings.group_id,
+        "database-url": settings.database_url,
+        "preset": settings.preset,
+        "device": "cpu",
+        "metrics-port": str(settings.metrics_port),
+        "batch-size": str(settings.batch_size),
+        "linger-ms": str(settings.linger_ms),
+        "num-captions": str(settings.num_captions),
+    }
+    command = [sys.executable, "-m", "worker.cli", "worker", "--no-create-topics"]
+    for name, value in flags.items():
+        command += [f"--{name}", value]
+    return command
+
+
+def start_worker_process(settings, log_path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(worker_command(settings), stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_ready(port: int, timeout_s: float = 90.0, process: subprocess.Popen | None = None) -> None:
+    """Poll /readyz until it answers 200 (model loaded, partitions assigned)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"worker exited early with code {process.returncode}")
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200:
+                return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"worker on port {port} never became ready")
+
+
+def publish(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> list:
+    """Send (key, value) pairs; returns each one's RecordMetadata (partition, offset)."""
+    producer = make_producer(bootstrap)
+    futures = [producer.send(topic, key=key, value=value) for key, value in messages]
+    producer.flush()
+    metadata = [future.get(timeout=30) for future in futures]
+    producer.close()
+    return metadata
+
+
+def good_posts(n: int, users: int = 3, prefix: str = "p") -> list[tuple[bytes, bytes]]:
+    words = ["beach sunset", "coffee latte art", "mountain hike trail", "city night lights"]
+    return [
+        (
+            f"user{i % users}".encode(),
+            post_event(f"{prefix}{i}", f"user{i % users}", image_bytes=png_bytes((i * 9 % 256, 40, 90)), text=words[i % users % len(words)]),
+        )
+        for i in range(n)
+    ]
+
+
+def captions_by_post(records) -> dict[str, list[dict]]:
+    by_post: dict[str, list[dict]] = {}
+    for record in records:
+        message = json.loads(record.value)
+        by_post.setdefault(message["post_id"], []).append(message)
+    return by_post
