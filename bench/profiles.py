@@ -164,6 +164,7 @@ def run(url: str, sizes: list[int], repeats: int, seed: int) -> list[SizeResult]
             fill_to = max(0, size - repeats * UPDATE_BATCH // 2)  # the timed updates then straddle `size`
             while (have := store.stats().posts) < fill_to:
                 add(store, stream.take(min(FILL_BATCH, fill_to - have)))
+            store.refresh_statistics()  # what autovacuum (PostgreSQL) would have done by steady state
             fill_s = time.perf_counter() - began
 
             batches = iter([stream.take(UPDATE_BATCH) for _ in range(repeats)])

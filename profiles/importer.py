@@ -135,4 +135,6 @@ def import_jsonl(
             if len(chunk) >= chunk_size:
                 flush()
         flush()
+    if report.folded:
+        store.refresh_statistics()
     return report

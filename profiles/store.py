@@ -144,6 +144,16 @@ class ProfileStore:
             terms = connection.execute(select(func.count()).select_from(_terms)).scalar_one()
         return StoreStats(users=users, posts=posts, terms=terms)
 
+    def refresh_statistics(self) -> None:
+        """Update the query planner's table statistics (ANALYZE), e.g. after a bulk import.
+
+        PostgreSQL's autovacuum does this eventually; until it does, a freshly
+        filled store can get sequential scans for top-k reads.
+        """
+        with self._engine.begin() as connection:
+            for table in (_users, _posts, _user_terms, _terms):
+                connection.exec_driver_sql(f"ANALYZE {table.name}")
+
     def _transaction(self, work: Callable[[Connection], _T]) -> _T:
         """Run ``work`` in one transaction, re-running it whole after transient conflicts."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -199,9 +209,10 @@ class ProfileStore:
 
         if df_delta:
             terms = self._insert(_terms)
+            # RETURNING (unused) makes SQLAlchemy send multi-row statements instead of one per row
             terms = terms.on_conflict_do_update(
                 index_elements=["term"], set_={"df": _terms.c.df + terms.excluded.df}
-            )
+            ).returning(_terms.c.term)
             connection.execute(terms, [{"term": term, "df": df_delta[term]} for term in sorted(df_delta)])
 
         if n_new_users:

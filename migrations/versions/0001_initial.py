@@ -32,12 +32,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "profile_user_terms",
-        sa.Column(
-            "user_id",
-            sa.String(ID_CHARS),
-            sa.ForeignKey("profile_users.user_id", ondelete="CASCADE"),
-            primary_key=True,
-        ),
+        sa.Column("user_id", sa.String(ID_CHARS), primary_key=True),
         sa.Column("term", sa.String(TERM_CHARS), primary_key=True),
         sa.Column("tf", sa.Integer(), nullable=False),
     )

@@ -1,0 +1,192 @@
+"""Throughput and latency of the worker through the real embedded broker, micro-batched vs batch size 1.
+
+    .venv/bin/python -m bench.worker --preset tiny [--posts 200] [--batch-size 16]
+
+One model is loaded and shared by both runs; each run gets its own topics,
+consumer group and SQLite store, and starts once the worker has joined its
+group. Latency is per post, from the moment the producer sent it to the moment
+its caption was read back from the output topic. The worker runs in this
+process (a thread), so the producer and reader share its CPU, as a sidecar would.
+The last line is `posts_per_s=<x> p50_ms=<y> p99_ms=<z> batch_mean=<b>` for the
+micro-batched run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import random
+import statistics
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+from prometheus_client.parser import text_string_to_metric_families
+
+from worker.broker import EmbeddedBroker
+from worker.events import post_event
+from worker.kafka_io import ensure_topics, make_consumer, make_producer
+from worker.service import load_captioner, run_worker
+from worker.settings import Settings
+
+log = logging.getLogger("bench.worker")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    batch_size: int
+    posts_per_s: float
+    p50_ms: float
+    p99_ms: float
+    batch_mean: float
+
+    def line(self) -> str:
+        return (
+            f"posts_per_s={self.posts_per_s:.2f} p50_ms={self.p50_ms:.0f} "
+            f"p99_ms={self.p99_ms:.0f} batch_mean={self.batch_mean:.2f}"
+        )
+
+
+def sample_posts(n: int, users: int, seed: int) -> list[tuple[str, str, bytes, str]]:
+    """(post_id, user_id, png bytes, text): simple drawn scenes, a small vocabulary per user."""
+    rng = random.Random(seed)
+    words = "sun beach city night coffee dog cat hike lake snow party food art music rain".split()
+    posts = []
+    for i in range(n):
+        image = Image.new("RGB", (224, 224), tuple(rng.randrange(256) for _ in range(3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(3):
+            x, y = rng.randrange(180), rng.randrange(180)
+            draw.ellipse((x, y, x + 40, y + 40), fill=tuple(rng.randrange(256) for _ in range(3)))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        user = f"user{i % users}"
+        posts.append((f"post{i}", user, buffer.getvalue(), " ".join(rng.sample(words, 3))))
+    return posts
+
+
+def run_once(bootstrap: str, captioner, posts, *, batch_size: int, linger_ms: int, workdir: Path) -> RunResult:
+    tag = f"{batch_size}-{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        bootstrap_servers=bootstrap,
+        input_topic=f"bench-posts-{tag}",
+        output_topic=f"bench-captions-{tag}",
+        dlq_topic=f"bench-dlq-{tag}",
+        group_id=f"bench-{tag}",
+        create_topics=False,
+        database_url=f"sqlite:///{workdir / f'profiles-{tag}.db'}",
+        metrics_port=0,
+        batch_size=batch_size,
+        linger_ms=linger_ms,
+    )
+    ensure_topics(bootstrap, [settings.input_topic, settings.output_topic, settings.dlq_topic], settings.partitions)
+
+    stop, ready = threading.Event(), threading.Event()
+    status: dict = {}
+
+    def on_ready(server) -> None:
+        status["port"] = server.port
+        ready.set()
+
+    def worker() -> None:
+        run_worker(settings, captioner=captioner, stop=stop, on_ready=on_ready)
+
+    thread = threading.Thread(target=worker, name=f"bench-worker-{batch_size}")
+    thread.start()
+    reader = make_consumer(bootstrap, None)
+    reader.subscribe([settings.output_topic])
+    try:
+        if not ready.wait(120):
+            raise SystemExit("bench.worker: the worker did not start")
+        _wait_ready(status["port"])
+        sent_at: dict[str, float] = {}
+        received_at: dict[str, float] = {}
+        producer = make_producer(bootstrap)
+        for post_id, user_id, png, text in posts:
+            sent_at[post_id] = time.perf_counter()
+            producer.send(settings.input_topic, key=user_id.encode(), value=post_event(post_id, user_id, image_bytes=png, text=text))
+        producer.flush()
+        producer.close()
+        deadline = time.monotonic() + 60 + 10 * len(posts)
+        while len(received_at) < len(posts):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench.worker: only {len(received_at)} of {len(posts)} captions arrived")
+            for batch in reader.poll(timeout_ms=200).values():
+                now = time.perf_counter()
+                for record in batch:
+                    received_at.setdefault(json.loads(record.value)["post_id"], now)
+        batch_mean = _batch_mean(status["port"])
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+        reader.close()
+
+    latencies_ms = sorted((received_at[p] - sent_at[p]) * 1000 for p in sent_at)
+    elapsed = max(received_at.values()) - min(sent_at.values())
+    return RunResult(
+        batch_size=batch_size,
+        posts_per_s=len(posts) / elapsed,
+        p50_ms=statistics.median(latencies_ms),
+        p99_ms=latencies_ms[min(len(latencies_ms) - 1, round(0.99 * (len(latencies_ms) - 1)))],
+        batch_mean=batch_mean,
+    )
+
+
+def _wait_ready(port: int, timeout_s: float = 120) -> None:
+    """Wait for /readyz (model loaded, partitions assigned) so timing starts with a consumer in place."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200:
+                return
+        except urllib.error.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("bench.worker: the worker did not become ready in time")
+
+
+def _batch_mean(port: int) -> float:
+    """Mean micro-batch size, from the worker's own /metrics histogram."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return samples["uapt_batch_size_sum"] / max(1.0, samples["uapt_batch_size_count"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="tiny", help="model preset: tiny (default) or offline")
+    parser.add_argument("--checkpoint", default=None, help="trained checkpoint directory")
+    parser.add_argument("--posts", type=int, default=200, help="posts per run (default: 200)")
+    parser.add_argument("--users", type=int, default=20, help="distinct users (default: 20)")
+    parser.add_argument("--batch-size", type=int, default=16, help="micro-batch size under test (default: 16)")
+    parser.add_argument("--linger-ms", type=int, default=200, help="micro-batch linger (default: 200)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    posts = sample_posts(args.posts, args.users, args.seed)
+    captioner = load_captioner(Settings(preset=args.preset, checkpoint=args.checkpoint))
+    captioner.caption([Image.new("RGB", (224, 224))], [["warm", "up"]], num_captions=3)  # first call pays one-off costs
+    print(f"bench.worker: preset={args.preset} model={captioner.model_id} posts={args.posts} users={args.users}", flush=True)
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="uapt-bench-") as tmp:
+        results = [
+            run_once(broker.bootstrap_servers, captioner, posts, batch_size=size, linger_ms=args.linger_ms, workdir=Path(tmp))
+            for size in (1, args.batch_size)
+        ]
+    single, batched = results
+    print(f"batch_size=1: {single.line()}")
+    print(f"batch_size={batched.batch_size}: {batched.line()}")
+    print(f"speed-up from micro-batching: x{batched.posts_per_s / single.posts_per_s:.2f} throughput")
+    print(batched.line())
+
+
+if __name__ == "__main__":
+    main()
