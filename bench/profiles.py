@@ -34,7 +34,7 @@ import numpy as np
 
 from profiles import Post, ProfileStore, analyze
 from profiles.analyzer import stop_words
-from profiles.database import normalize_url
+from profiles.urls import normalize_url
 
 UPDATE_BATCH = 32
 READ_BATCH = 32
@@ -193,7 +193,8 @@ def run(url: str, sizes: list[int], repeats: int, seed: int) -> list[SizeResult]
 
 def print_row(result: SizeResult) -> None:
     print(
-        f"size={result.size:>7} posts_after={result.posts:>7} users={result.users:>5} terms={result.terms:>6} fill={result.fill_s:7.1f}s "
+        f"size={result.size:>7} posts_after={result.posts:>7} users={result.users:>5} terms={result.terms:>6} "
+        f"fill={result.fill_s:7.1f}s "
         f"update={result.update_ms_per_post:7.3f}ms/post topk32={result.topk_ms:7.2f}ms "
         f"refit={result.refit_ms:9.1f}ms speedup={result.speedup:9.0f}x",
         flush=True,

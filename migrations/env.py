@@ -11,7 +11,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, text
 
-from profiles.database import normalize_url, open_engine, resolve_url
+from profiles.database import open_engine
+from profiles.urls import normalize_url, resolve_url
 
 MIGRATION_LOCK_ID = 0x0A17_0001  # arbitrary, fixed: the advisory lock key for profile migrations
 

@@ -53,7 +53,5 @@ def analyze(text: str) -> list[str]:
     """The terms of ``text`` in order of appearance, repeats kept (TF counts them)."""
     excluded = stop_words()
     return [
-        token
-        for token in _TOKEN_RE.findall(text.lower())
-        if token not in excluded and len(token) <= MAX_TERM_CHARS
+        token for token in _TOKEN_RE.findall(text.lower()) if token not in excluded and len(token) <= MAX_TERM_CHARS
     ]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from profiles.database import DEFAULT_URL, URL_ENV, resolve_url
+from profiles.urls import DEFAULT_URL, URL_ENV, resolve_url
 
 DEFAULT_K = 10
 

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
+from profiles.urls import normalize_url
+
 logger = logging.getLogger(__name__)
 # Alembic announces its plugin set-up at INFO on every command; keep `uapt` output to what matters.
 logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-
-DEFAULT_URL = "sqlite:///uapt-profiles.db"
-URL_ENV = "UAPT_DATABASE_URL"
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 VERSION_TABLE = "alembic_version"
@@ -28,19 +26,6 @@ VERSION_TABLE = "alembic_version"
 
 class SchemaNotReady(ValueError):
     """The database behind a url is missing the profile schema or is not at the head revision."""
-
-
-def resolve_url(flag: str | None) -> str:
-    """The database url a command uses: the --db flag, else $UAPT_DATABASE_URL, else the local SQLite file."""
-    return flag or os.environ.get(URL_ENV) or DEFAULT_URL
-
-
-def normalize_url(url: str) -> str:
-    """Map plain ``postgresql://`` / ``postgres://`` urls to the psycopg (v3) driver; leave others alone."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -88,7 +73,7 @@ def _alembic_config(connection: Connection | None = None):
 
     config = Config()
     # __path__, not __file__: an editable install made before migrations/__init__.py existed maps it as a namespace
-    config.set_main_option("script_location", list(migrations.__path__)[0])
+    config.set_main_option("script_location", next(iter(migrations.__path__)))
     if connection is not None:
         config.attributes["connection"] = connection
     return config

@@ -51,9 +51,7 @@ class ImportStopped(ValueError):
     """A bad line ended an import run with ``on_error="stop"``; ``report`` says what was imported before it."""
 
     def __init__(self, path: Path, error: LineError, report: ImportReport) -> None:
-        super().__init__(
-            f"{path}: {error}; stopped after importing {report.folded} new posts from the lines before it"
-        )
+        super().__init__(f"{path}: {error}; stopped after importing {report.folded} new posts from the lines before it")
         self.error = error
         self.report = report
 
@@ -115,9 +113,12 @@ def import_jsonl(
         report.replayed += len(chunk) - folded
         chunk.clear()
 
-    with path.open("rb") as stream, tqdm(
-        total=path.stat().st_size, unit="B", unit_scale=True, desc=f"import {path.name}", disable=not progress
-    ) as bar:
+    with (
+        path.open("rb") as stream,
+        tqdm(
+            total=path.stat().st_size, unit="B", unit_scale=True, desc=f"import {path.name}", disable=not progress
+        ) as bar,
+    ):
         for number, raw, consumed in _read_lines(stream):
             bar.update(consumed)
             report.lines += 1

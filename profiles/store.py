@@ -31,7 +31,6 @@ from profiles.analyzer import analyze
 from profiles.database import (
     current_revision,
     head_revision,
-    normalize_url,
     open_engine,
     require_head,
     sqlite_path,
@@ -39,6 +38,7 @@ from profiles.database import (
 )
 from profiles.posts import Keyword, Post, validate_post
 from profiles.schema import CORPUS_ROW_ID, Corpus, FoldedPost, ProfileUser, Term, UserTerm
+from profiles.urls import normalize_url
 
 logger = logging.getLogger(__name__)
 

@@ -84,7 +84,7 @@ class TfidfProfiles:
             df_change = {term: -1 for term, count in removed.items() if owner_tf[term] == count}
             if owner == user_id:
                 tf = owner_tf - removed  # Counter subtraction drops terms that reach 0
-        return rank_keywords(
-            ((term, count * smooth_idf(n_users, self._df[term] + df_change.get(term, 0))) for term, count in tf.items()),
-            k,
+        scored = (
+            (term, count * smooth_idf(n_users, self._df[term] + df_change.get(term, 0))) for term, count in tf.items()
         )
+        return rank_keywords(scored, k)

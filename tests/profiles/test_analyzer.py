@@ -12,9 +12,7 @@ from profiles.analyzer import MAX_TERM_CHARS, stop_words
 sklearn_analyzer = TfidfVectorizer(stop_words=sorted(stop_words())).build_analyzer()
 
 # letters, digits, marks, punctuation, symbols, emoji, whitespace: whatever users type
-any_text = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200
-)
+any_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
 
 
 @settings(max_examples=300, deadline=None)

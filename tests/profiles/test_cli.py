@@ -10,7 +10,7 @@ import pytest
 
 from profiles import ProfileStore
 from profiles.cli import register
-from profiles.database import URL_ENV
+from profiles.urls import URL_ENV
 
 
 def uapt(*argv: str) -> int:
@@ -70,7 +70,7 @@ def test_db_upgrade_downgrade_current(store_url: str, capsys: pytest.CaptureFixt
     assert "0001 (head)" in capsys.readouterr().out
     assert uapt("db", "downgrade", "--db", store_url) == 0
     assert "base (empty)" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="uapt profiles stats: .*run 'uapt db upgrade'"):
+    with pytest.raises(SystemExit, match=r"uapt profiles stats: .*run 'uapt db upgrade'"):
         uapt("profiles", "stats", "--db", store_url)
     assert uapt("db", "upgrade", "--db", store_url) == 0
 
@@ -120,7 +120,7 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
         uapt("profiles", "stats", "--db", f"sqlite:///{tmp_path / 'missing.db'}")
     with pytest.raises(SystemExit, match="database error: connection failed"):
         uapt("profiles", "stats", "--db", "postgresql://nobody@127.0.0.1:1/nowhere")
-    with pytest.raises(SystemExit, match="uapt profiles stats: .*foo"):
+    with pytest.raises(SystemExit, match=r"uapt profiles stats: .*foo"):
         uapt("profiles", "stats", "--db", "foo://x")
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     assert uapt("db", "upgrade", "--db", empty) == 0

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 
 import pytest
-
 from profile_samples import dump_store
+
 from profiles import Post, ProfileStore
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ def writer_batches(prefix: str, seed: int) -> list[list[Post]]:
         batch = []
         for post_index in range(POSTS_PER_BATCH):
             user = f"{prefix}{rng.randrange(10)}"
-            words = rng.choices(SHARED_WORDS, k=rng.randint(3, 12)) + [f"{user}private"]
+            words = [*rng.choices(SHARED_WORDS, k=rng.randint(3, 12)), f"{user}private"]
             batch.append(Post(f"{prefix}-{batch_index}-{post_index}", user, " ".join(words)))
         batches.append(batch)
     return batches
@@ -62,8 +62,7 @@ def test_two_writers_equal_a_serial_run(
     start, results = context.Barrier(len(writers)), context.Queue()
     concurrent_url = pg_schema_url()
     processes = [
-        context.Process(target=write, args=(concurrent_url, prefix, seed, start, results))
-        for prefix, seed in writers
+        context.Process(target=write, args=(concurrent_url, prefix, seed, start, results)) for prefix, seed in writers
     ]
     for process in processes:
         process.start()

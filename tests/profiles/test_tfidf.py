@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from profile_samples import as_scores, assert_ranked, assert_scores_close, batches, reference_scores
+
 from profiles import Keyword, Post, TfidfProfiles
 
 ALL = 10**6  # k large enough to return every term
