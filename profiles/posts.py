@@ -45,6 +45,8 @@ def _check_id(name: str, value: object) -> None:
         raise InvalidPost(f"{name} is {len(value)} characters long; the limit is {MAX_ID_CHARS}")
     if not _is_utf8(value):
         raise InvalidPost(f"{name} {value!r} is not valid UTF-8")
+    if not value.isprintable():  # NUL and other control characters break keys and logs (PostgreSQL refuses NUL)
+        raise InvalidPost(f"{name} {value!r} contains control characters")
 
 
 def _is_utf8(value: str) -> bool:

@@ -98,10 +98,10 @@ class ProfileStore:
         if self._dialect not in ("sqlite", "postgresql"):
             self._engine.dispose()
             raise ValueError(f"url must name a SQLite or PostgreSQL database, got {self._dialect}")
-        if create and current_revision(self._engine) != head_revision():
-            upgrade(self._engine)
-        else:
+        if not create:
             require_head(self._engine)
+        elif current_revision(self._engine) != head_revision():
+            upgrade(self._engine)
 
     def __enter__(self) -> ProfileStore:
         return self

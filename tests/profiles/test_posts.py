@@ -19,6 +19,8 @@ from profiles import MAX_TEXT_CHARS, InvalidPost, Post, validate_post
         (Post(None, "u1", "hello"), "post_id"),  # type: ignore[arg-type]
         (Post("p1", " ", "hello"), "user_id"),
         (Post("p1", "u" * 300, "hello"), "user_id"),
+        (Post("p\x00", "u1", "hello"), "post_id"),
+        (Post("p1", "u\udcff", "hello"), "user_id"),
     ],
 )
 def test_bad_posts_rejected(post: Post, field: str) -> None:
