@@ -241,6 +241,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     from worker.demo import DemoError, run_demo
 
     _quiet_kafka()
+    if logging.getLogger().level > logging.DEBUG:  # the printed table is the demo's output, not the worker log
+        logging.getLogger("worker").setLevel(logging.WARNING)
     try:
         return run_demo(
             preset=args.preset,

@@ -10,7 +10,6 @@ post twice.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -29,6 +28,20 @@ IDLE_POLL_MS = 500
 LAG_REFRESH_S = 1.0
 
 
+class StopFlag:
+    """A stop request that signal handlers may set: unlike threading.Event it takes no lock,
+    so a second signal arriving inside the first handler cannot deadlock the process."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def set(self) -> None:
+        self.requested = True
+
+    def is_set(self) -> bool:
+        return self.requested
+
+
 class WorkerLoop:
     """Runs until `stop()` (signal-safe); the batch in hand is always finished and committed first."""
 
@@ -41,6 +54,7 @@ class WorkerLoop:
         producer,
         metrics: WorkerMetrics,
         readiness: Readiness,
+        stop_flag: StopFlag | None = None,
     ) -> None:
         self.settings = settings
         self.processor = processor
@@ -49,7 +63,7 @@ class WorkerLoop:
         self.producer = producer
         self.metrics = metrics
         self.readiness = readiness
-        self._stopping = threading.Event()
+        self._stopping = stop_flag or StopFlag()
         self._pending: list = []
         self._lag_refreshed = 0.0
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 from worker.http import Readiness, StatusServer
+from worker.loop import StopFlag, WorkerLoop
 from worker.images import ImageLoader, ImagePolicy
 from worker.metrics import WorkerMetrics
 from worker.settings import Settings
@@ -49,11 +50,12 @@ def run_worker(
     from profiles import ProfileStore
 
     from worker.kafka_io import ensure_topics, make_consumer, make_producer
-    from worker.loop import WorkerLoop
     from worker.processing import Processor
 
-    stop_requested = stop or threading.Event()
-    _install_signal_handlers(stop_requested)
+    stop_flag = StopFlag()
+    _install_signal_handlers(stop_flag)
+    if stop is not None:
+        threading.Thread(target=_relay_stop, args=(stop, stop_flag), daemon=True, name="uapt-stop-relay").start()
 
     metrics = WorkerMetrics()
     readiness = Readiness()
@@ -91,33 +93,36 @@ def run_worker(
             make_producer(settings.bootstrap_servers),
             metrics,
             readiness,
+            stop_flag,
         )
-        threading.Thread(target=_relay_stop, args=(stop_requested, loop), daemon=True).start()
         if on_ready is not None:
             on_ready(server)
-        if not stop_requested.is_set():
+        if not stop_flag.is_set():
             loop.run()
         return 0
     finally:
-        stop_requested.set()  # releases the relay thread
+        stop_flag.set()  # lets the relay thread end
         store.close()
         if server is not None:
             server.stop()
 
 
-def _relay_stop(stop_requested: threading.Event, loop) -> None:
-    stop_requested.wait()
-    loop.stop()
+def _relay_stop(stop: threading.Event, stop_flag: StopFlag) -> None:
+    """Forward an in-process caller's Event to the loop's lock-free flag."""
+    while not stop.wait(0.2):
+        if stop_flag.is_set():
+            return
+    stop_flag.set()
 
 
-def _install_signal_handlers(stop_requested: threading.Event) -> None:
+def _install_signal_handlers(stop_flag: StopFlag) -> None:
     """SIGTERM/SIGINT ask for a clean stop; only the main thread may install handlers."""
     if threading.current_thread() is not threading.main_thread():
         return
 
     def handle(signum, _frame) -> None:
         log.info("received %s: finishing the current batch, then stopping", signal.Signals(signum).name)
-        stop_requested.set()
+        stop_flag.set()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
