@@ -1,0 +1,60 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from worker.settings import Settings, SettingsError
+
+
+def test_defaults_match_the_design():
+    s = Settings.from_sources(env={})
+    assert (s.input_topic, s.output_topic, s.dlq_topic) == ("uapt.posts", "uapt.captions", "uapt.posts.dlq")
+    assert s.database_url == "sqlite:///uapt-profiles.db" and s.preset == "offline" and s.allow_hosts == ()
+
+
+def test_env_is_read_and_flags_win():
+    env = {"UAPT_BATCH_SIZE": "32", "UAPT_PRESET": "tiny", "UAPT_ALLOW_HOSTS": "10.0.0.0/8, cdn.local",
+           "UAPT_CREATE_TOPICS": "false", "UAPT_IMAGE_ROOT": "/srv/img", "UAPT_CONNECT_TIMEOUT_S": "1.5"}
+    s = Settings.from_sources({"batch_size": "8", "preset": None}, env=env)
+    assert s.batch_size == 8 and s.preset == "tiny" and s.create_topics is False
+    assert s.allow_hosts == ("10.0.0.0/8", "cdn.local") and s.image_root == Path("/srv/img")
+    assert s.connect_timeout_s == 1.5
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [({"UAPT_BATCH_SIZE": "many"}, "UAPT_BATCH_SIZE"), ({"UAPT_BATCH_SIZE": "0"}, "batch_size"),
+     ({"UAPT_CREATE_TOPICS": "maybe"}, "create_topics"), ({"UAPT_NUM_CAPTIONS": "9"}, "max_captions")],
+)
+def test_bad_values_are_named(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_sources(env=env)
+
+
+def run_cli(*args: str) -> SystemExit:
+    from worker.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    return exited.value
+
+
+def test_worker_help_documents_every_setting(capsys):
+    assert run_cli("worker", "--help").code == 0
+    out = capsys.readouterr().out
+    for field in dataclasses.fields(Settings):
+        assert f"--{field.name.replace('_', '-')}" in out
+        assert f"UAPT_{field.name.upper()}" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("worker", "--batch-size", "zero"), "uapt worker: --batch-size"),
+        (("worker", "--linger-ms", "-5"), "uapt worker: linger_ms"),
+        (("publish", "/no/such/image.png", "--user", "u"), "uapt publish: IMAGE '/no/such/image.png'"),
+    ],
+)
+def test_user_errors_are_one_clear_line(args, message):
+    code = run_cli(*args).code
+    assert isinstance(code, str) and code.startswith(message) and "\n" not in code
