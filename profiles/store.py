@@ -156,7 +156,8 @@ class ProfileStore:
 
     def _transaction(self, work: Callable[[Connection], _T]) -> _T:
         """Run ``work`` in one transaction, re-running it whole after transient conflicts."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             try:
                 with self._engine.begin() as connection:
                     return work(connection)
@@ -166,47 +167,24 @@ class ProfileStore:
                 delay = RETRY_BASE_DELAY_S * 2 ** (attempt - 1) * (1 + random.random())
                 logger.warning("profile write conflicted (%s); retry %d in %.2fs", error.orig, attempt, delay)
                 time.sleep(delay)
-        raise AssertionError("unreachable")
+                attempt += 1
 
     def _insert(self, table: Table):
         return (postgresql if self._dialect == "postgresql" else sqlite).insert(table)
 
     def _fold(self, connection: Connection, analyzed: dict[str, tuple[str, Counter[str]]]) -> int:
-        inserted = self._insert(_posts).on_conflict_do_nothing(index_elements=["post_id"])
-        post_rows = [{"post_id": post_id, "user_id": analyzed[post_id][0]} for post_id in sorted(analyzed)]
-        new_post_ids = connection.execute(inserted.returning(_posts.c.post_id), post_rows).scalars().all()
-        if not new_post_ids:
-            return 0
-
+        """The body of add_posts' transaction; rows are touched in the global lock order (see module doc)."""
+        new_post_ids = self._insert_new_posts(connection, analyzed)
         new_posts: Counter[str] = Counter()
         tf_delta: dict[str, Counter[str]] = defaultdict(Counter)
         for post_id in new_post_ids:
             user_id, counts = analyzed[post_id]
             new_posts[user_id] += 1
             tf_delta[user_id].update(counts)
-
-        users = self._insert(_users)
-        users = users.on_conflict_do_update(
-            index_elements=["user_id"], set_={"n_posts": _users.c.n_posts + users.excluded.n_posts}
-        ).returning(_users.c.user_id, _users.c.n_posts)
-        user_rows = [{"user_id": user_id, "n_posts": new_posts[user_id]} for user_id in sorted(new_posts)]
-        n_new_users = sum(n_posts == new_posts[user_id] for user_id, n_posts in connection.execute(users, user_rows))
-
-        term_rows = [
-            {"user_id": user_id, "term": term, "tf": tf_delta[user_id][term]}
-            for user_id in sorted(tf_delta)
-            for term in sorted(tf_delta[user_id])
-        ]
-        df_delta: Counter[str] = Counter()
-        if term_rows:
-            user_terms = self._insert(_user_terms)
-            user_terms = user_terms.on_conflict_do_update(
-                index_elements=["user_id", "term"], set_={"tf": _user_terms.c.tf + user_terms.excluded.tf}
-            ).returning(_user_terms.c.user_id, _user_terms.c.term, _user_terms.c.tf)
-            for user_id, term, tf in connection.execute(user_terms, term_rows):
-                if tf == tf_delta[user_id][term]:  # the row did not exist: u uses t for the first time
-                    df_delta[term] += 1
-
+        if not new_posts:
+            return 0
+        n_new_users = self._add_user_posts(connection, new_posts)
+        df_delta = self._add_term_counts(connection, tf_delta)
         if df_delta:
             terms = self._insert(_terms)
             # RETURNING (unused) makes SQLAlchemy send multi-row statements instead of one per row
@@ -214,12 +192,50 @@ class ProfileStore:
                 index_elements=["term"], set_={"df": _terms.c.df + terms.excluded.df}
             ).returning(_terms.c.term)
             connection.execute(terms, [{"term": term, "df": df_delta[term]} for term in sorted(df_delta)])
-
         if n_new_users:
             connection.execute(
                 update(_corpus).where(_corpus.c.id == CORPUS_ROW_ID).values(n_users=_corpus.c.n_users + n_new_users)
             )
         return len(new_post_ids)
+
+    def _insert_new_posts(self, connection: Connection, analyzed: dict[str, tuple[str, Counter[str]]]) -> list[str]:
+        """Record the batch's post ids; returns those not folded before (the rest are replays)."""
+        inserted = self._insert(_posts).on_conflict_do_nothing(index_elements=["post_id"])
+        rows = [{"post_id": post_id, "user_id": analyzed[post_id][0]} for post_id in sorted(analyzed)]
+        return list(connection.execute(inserted.returning(_posts.c.post_id), rows).scalars())
+
+    def _add_user_posts(self, connection: Connection, new_posts: Counter[str]) -> int:
+        """Count the new posts per user (locking each user's row); returns how many users are new."""
+        users = self._insert(_users)
+        users = users.on_conflict_do_update(
+            index_elements=["user_id"], set_={"n_posts": _users.c.n_posts + users.excluded.n_posts}
+        ).returning(_users.c.user_id, _users.c.n_posts)
+        rows = [{"user_id": user_id, "n_posts": new_posts[user_id]} for user_id in sorted(new_posts)]
+        return sum(n_posts == new_posts[user_id] for user_id, n_posts in connection.execute(users, rows))
+
+    def _add_term_counts(self, connection: Connection, tf_delta: dict[str, Counter[str]]) -> Counter[str]:
+        """Add to tf(u, t); returns, per term, how many users used it for the first time (their df increment).
+
+        A row whose tf after the upsert equals the added count did not exist
+        before. That test is exact because the user's row lock, taken in
+        _add_user_posts, keeps other writers off this user's terms.
+        """
+        rows = [
+            {"user_id": user_id, "term": term, "tf": counts[term]}
+            for user_id, counts in sorted(tf_delta.items())
+            for term in sorted(counts)
+        ]
+        df_delta: Counter[str] = Counter()
+        if not rows:
+            return df_delta
+        user_terms = self._insert(_user_terms)
+        user_terms = user_terms.on_conflict_do_update(
+            index_elements=["user_id", "term"], set_={"tf": _user_terms.c.tf + user_terms.excluded.tf}
+        ).returning(_user_terms.c.user_id, _user_terms.c.term, _user_terms.c.tf)
+        for user_id, term, tf in connection.execute(user_terms, rows):
+            if tf == tf_delta[user_id][term]:
+                df_delta[term] += 1
+        return df_delta
 
     def _top_k_query(self, user_ids: list[str], k: int):
         one = literal(1.0, Double)
