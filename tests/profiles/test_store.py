@@ -105,3 +105,34 @@ def test_reopen_without_create_needs_schema(store_url: str, tmp_path) -> None:
         assert store.stats().posts == 1
     with pytest.raises(FileNotFoundError):
         ProfileStore(f"sqlite:///{tmp_path / 'missing.db'}", create=False)
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"
+
+
+def test_transient_conflicts_are_retried_then_surface(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from profiles import store as store_module
+
+    monkeypatch.setattr(store_module, "RETRY_BASE_DELAY_S", 0.0)
+    with ProfileStore(f"sqlite:///{tmp_path / 'p.db'}") as store:
+        fold, calls = store._fold, []
+
+        def conflicting_fold(connection, analyzed, failures: int):
+            calls.append(1)
+            if len(calls) <= failures:
+                raise OperationalError("INSERT …", {}, _Deadlock("deadlock detected"))
+            return fold(connection, analyzed)
+
+        monkeypatch.setattr(store, "_fold", lambda c, a: conflicting_fold(c, a, failures=2))
+        assert store.add_posts([Post("p1", "u1", "retried")]) == 1
+        assert len(calls) == 3
+
+        calls.clear()
+        monkeypatch.setattr(store, "_fold", lambda c, a: conflicting_fold(c, a, failures=99))
+        with pytest.raises(OperationalError, match="deadlock"):
+            store.add_posts([Post("p2", "u1", "gives up")])
+        assert len(calls) == store_module.MAX_ATTEMPTS
+        assert store.stats().posts == 1
