@@ -13,7 +13,8 @@ def loaded_after(statement: str) -> set[str]:
 
 def test_profiles_never_imports_torch() -> None:
     modules = loaded_after(
-        "import profiles.store, profiles.importer, profiles.cli; from profiles import ProfileStore, analyze; analyze('x')"
+        "import profiles.store, profiles.importer, profiles.cli; "
+        "from profiles import ProfileStore, analyze; analyze('x')"
     )
     assert "torch" not in modules
 
