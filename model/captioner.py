@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from model.generation import BeamSettings
 from model.uapt import UAPT, Caption, keywords_to_text
 
 
@@ -21,6 +22,8 @@ class Captioner:
         max_new_tokens: int | None = None,
         length_penalty: float = 1.0,
     ) -> None:
+        # Validate now (GenerationError), not at the first batch of a running worker.
+        BeamSettings(num_beams=num_beams, temperature=temperature, max_new_tokens=max_new_tokens or 1)
         self.model = model
         self.num_beams = num_beams
         self.temperature = temperature

@@ -19,7 +19,7 @@ class ModelUnavailable(ValueError):
 
 
 def load_model(
-    preset: str | UAPTConfig = "offline",
+    preset: str | UAPTConfig | None = "offline",
     *,
     checkpoint: str | Path | None = None,
     device: str = "auto",
@@ -28,15 +28,23 @@ def load_model(
 ):
     """Build UAPT for `preset` (a name or a config), optionally load a checkpoint; eval mode, backbones frozen.
 
-    dtype None means the inference default (half precision on CUDA, float32 on CPU);
-    training should pass "float32".
+    preset None means the checkpoint's own preset and ablation (or "offline" without a
+    checkpoint). dtype None means the inference default (half precision on CUDA, float32
+    on CPU); training should pass "float32".
     """
-    from model.checkpoint import load_checkpoint
+    from model.checkpoint import load_checkpoint, read_checkpoint_config
     from model.encoders import build_encoders
     from model.lm import load_lm
     from model.uapt import UAPT
 
-    config = preset if isinstance(preset, UAPTConfig) else get_config(preset, ablation)
+    if isinstance(preset, UAPTConfig):
+        config = preset
+    elif preset is None and checkpoint is not None:
+        config = read_checkpoint_config(checkpoint)
+        if ablation is not None and ablation != config.ablation:
+            config = config.with_ablation(ablation)  # load_checkpoint will report the mismatch
+    else:
+        config = get_config(preset or "offline", ablation)
     target = resolve_device(device)
     try:
         image_encoder, context_encoder = build_encoders(config)

@@ -1,0 +1,70 @@
+"""`uapt caption` and `uapt model info` on the tiny preset, and their one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model import save_checkpoint
+from model_fixtures import sample_images, tiny_model
+from worker.cli import main
+
+
+def _run(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--log-level", "ERROR", *argv])
+    return exit_info.value.code
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = [folder / "one.png", folder / "two.jpg"]
+    for path, image in zip(paths, sample_images(2)):
+        image.save(path)
+    return paths
+
+
+def test_caption_prints_n_best_per_image(image_files: list[Path], capsys: pytest.CaptureFixture) -> None:
+    argv = ["caption", *map(str, image_files), "--preset", "tiny", "--keywords", "beach, sunset", "-n", "2"]
+    assert _run([*argv, "--max-new-tokens", "5", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6
+    assert lines[0].startswith(str(image_files[0])) and "tiny:untrained" in lines[0]
+    assert lines[1].startswith("  1. ") and lines[2].startswith("  2. ") and "score -" in lines[1]
+    assert lines[3].startswith(str(image_files[1]))
+
+
+def test_caption_uses_the_checkpoint_and_its_preset(
+    image_files: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoint = save_checkpoint(tiny_model(), tmp_path / "ckpt")
+    assert _run(["caption", str(image_files[0]), "--checkpoint", str(checkpoint), "--max-new-tokens", "3"]) == 0
+    assert "[model ckpt@" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["caption", "{missing}", "--preset", "tiny"], "cannot read image"),
+        (["caption", "{image}", "--preset", "tiny", "--num-beams", "0"], "num_beams"),
+        (["caption", "{image}", "--preset", "tiny", "-n", "0"], "--num-captions"),
+        (["caption", "{image}", "--checkpoint", "{missing}"], "not a UAPT checkpoint"),
+        (["caption", "{image}", "--preset", "paper"], "preset 'paper' cannot be loaded here"),
+    ],
+)
+def test_caption_errors_are_one_line(argv, message, image_files, tmp_path, capsys) -> None:
+    paths = {"image": str(image_files[0]), "missing": str(tmp_path / "nope.png")}
+    code = _run([arg.format(**paths) for arg in argv])
+    assert isinstance(code, str) and code.startswith("uapt ") and message in code and "\n" not in code
+
+
+def test_model_info_counts_trainable_and_frozen(capsys: pytest.CaptureFixture) -> None:
+    assert _run(["model", "info", "--preset", "tiny", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    model = tiny_model()
+    trainable = sum(p.numel() for p in model.trainable_parameters())
+    frozen = sum(p.numel() for m in model.frozen_modules() for p in m.parameters())
+    assert f"trainable parameters: {trainable:,}" in out
+    assert f"frozen parameters:    {frozen:,}" in out

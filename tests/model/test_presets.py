@@ -1,0 +1,49 @@
+"""The presets that need real files: `paper` fails clearly here, `offline` loads SmolLM2 from its GGUF."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from model import ModelUnavailable, load_model
+
+
+def test_paper_preset_fails_fast_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="preset 'paper' cannot be loaded here.*EVA02-L-14") as error:
+        load_model("paper", device="cpu")
+    assert "\n" not in str(error.value)
+    assert time.monotonic() - start < 60
+
+
+def test_unknown_lm_hub_id_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.lm import load_lm
+    from model.assets import AssetMissing
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(AssetMissing, match="not in the Hugging Face cache"):
+        load_lm("someone/not-a-cached-model")
+
+
+@pytest.mark.slow
+def test_smollm2_from_gguf_takes_a_prefix() -> None:
+    """The shipped SmolLM2-135M GGUF loads and runs a prefix forward pass and a short beam search."""
+    from model.assets import smollm2_gguf
+    from model.generation import BeamSettings, beam_search
+    from model.lm import load_lm
+
+    lm, tokenizer = load_lm(str(smollm2_gguf()))
+    assert lm.config.hidden_size == 576 and tokenizer.eos_token_id is not None
+    lm.requires_grad_(False).eval()
+    prefix = torch.randn(2, 20, 576) * 0.5
+    ids = torch.tensor([tokenizer("a dog on the beach", add_special_tokens=False).input_ids] * 2)
+    embeds = torch.cat([prefix, lm.get_input_embeddings()(ids)], dim=1)
+    with torch.no_grad():
+        logits = lm(inputs_embeds=embeds).logits
+    assert logits.shape == (2, 20 + ids.size(1), lm.config.vocab_size)
+    assert torch.isfinite(logits).all()
+    nbest = beam_search(lm, prefix, tokenizer.eos_token_id, BeamSettings(max_new_tokens=3))
+    assert [len(image) for image in nbest] == [3, 3]
