@@ -209,7 +209,7 @@ def format_caption(message: dict) -> str:
     """One caption message as a few readable lines."""
     keywords = ", ".join(message.get("keywords") or []) or "(no profile yet)"
     lines = [f"{message['user_id']} / {message['post_id']}  keywords: {keywords}"]
-    lines += [f"    {c['score']:8.3f}  {c['text']}" for c in message["captions"]]
+    lines += [f"    {c['score']:8.3f}  {' '.join(c['text'].split())}" for c in message["captions"]]
     return "\n".join(lines)
 
 
@@ -241,8 +241,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     from worker.demo import DemoError, run_demo
 
     _quiet_kafka()
-    if logging.getLogger().level > logging.DEBUG:  # the printed table is the demo's output, not the worker log
-        logging.getLogger("worker").setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if root.level > logging.DEBUG:  # the printed table is the demo's output; --log-level DEBUG shows the rest
+        root.setLevel(logging.WARNING)
     try:
         return run_demo(
             preset=args.preset,

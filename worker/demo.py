@@ -73,6 +73,7 @@ def run_demo(
             store.close()
         print(f"demo: {users} synthetic users, {folded} past posts folded into their profiles", flush=True)
 
+        _hide_library_progress_bars()
         captioner = _with_status_line(f"loading model preset {preset!r}", lambda: load_captioner(settings))
         ensure_topics(settings.bootstrap_servers, [settings.input_topic, settings.output_topic, settings.dlq_topic], settings.partitions)
 
@@ -132,8 +133,19 @@ def _print_results(new_posts, results: dict[str, dict]) -> None:
             print(f"\n{post.user_id}   keywords: {', '.join(message['keywords']) or '(none)'}")
         print(f"  {post.post_id} ({message['latency_ms']:.0f} ms)   they wrote: {post.text}")
         for caption in message["captions"]:
-            print(f"      {caption['score']:7.2f}  {caption['text']}")
-    print(f"\nmodel: {next(iter(results.values()))['model']}")
+            print(f"      {caption['score']:7.2f}  {' '.join(caption['text'].split())}")
+    model_id = next(iter(results.values()))["model"]
+    print(f"\nmodel: {model_id}")
+    if model_id.endswith(":untrained"):
+        print("note: the prefix networks are untrained, so the captions are not meaningful yet; "
+              "train them ('uapt train') and pass --checkpoint.")
+
+
+def _hide_library_progress_bars() -> None:
+    """The demo shows one status line of its own instead of the model libraries' progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _with_status_line(label: str, work):
