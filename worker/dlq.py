@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MAX_HEADER_CHARS = 1000
 
@@ -14,6 +14,11 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+
+    def without_value(self) -> DeadLetter:
+        """The same letter minus the original bytes, for when they are too large for the topic."""
+        size = len(self.value or b"")
+        return replace(self, value=None, headers=[*self.headers, ("value_dropped_bytes", str(size).encode())])
 
 
 def dead_letter(record, error: Exception, reason: str) -> DeadLetter:

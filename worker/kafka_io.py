@@ -14,7 +14,6 @@ log = logging.getLogger(__name__)
 
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 1000
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 def make_consumer(bootstrap_servers: str, group_id: str | None, *, max_poll_records: int = 500, **extra):
@@ -45,7 +44,7 @@ def make_producer(bootstrap_servers: str, **extra):
         acks="all",
         linger_ms=5,
         retries=5,
-        max_request_size=MAX_MESSAGE_BYTES,
+        max_request_size=16 * 1024 * 1024,
         client_id="uapt-worker",
     )
     config.update(extra)

@@ -14,9 +14,10 @@ import time
 from collections.abc import Sequence
 
 from kafka import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from worker.dlq import DeadLetter
 from worker.http import Readiness
 from worker.metrics import WorkerMetrics
 from worker.processing import BatchResult, Processor
@@ -134,13 +135,24 @@ class WorkerLoop:
         futures = [
             self.producer.send(self.settings.output_topic, key=out.key, value=out.value) for out in result.outputs
         ]
-        futures += [
-            self.producer.send(self.settings.dlq_topic, key=dl.key, value=dl.value, headers=dl.headers)
-            for dl in result.dead_letters
-        ]
+        letters = [(letter, self._send_dead_letter(letter)) for letter in result.dead_letters]
         self.producer.flush()
         for future in futures:
             future.get(timeout=30)  # re-raises the send error: no commit, the batch is replayed
+        for letter, future in letters:
+            try:
+                future.get(timeout=30)
+            except MessageSizeTooLargeError:  # the broker's limit is below the input's size plus headers
+                self._send_dead_letter(letter.without_value()).get(timeout=30)
+
+    def _send_dead_letter(self, letter: DeadLetter):
+        """Send a dead letter; one too large for the producer goes without its value, so it cannot block the stream."""
+        try:
+            return self.producer.send(self.settings.dlq_topic, key=letter.key, value=letter.value, headers=letter.headers)
+        except MessageSizeTooLargeError:
+            log.warning("dead letter of %d bytes is over the message limit; sending its headers only", len(letter.value or b""))
+            letter = letter.without_value()
+            return self.producer.send(self.settings.dlq_topic, key=letter.key, value=letter.value, headers=letter.headers)
 
     def _commit(self, batch: Sequence) -> None:
         next_offsets: dict[TopicPartition, int] = {}

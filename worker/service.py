@@ -90,7 +90,7 @@ def run_worker(
             processor,
             store,
             make_consumer(settings.bootstrap_servers, settings.group_id, max_poll_records=settings.batch_size),
-            make_producer(settings.bootstrap_servers),
+            make_producer(settings.bootstrap_servers, max_request_size=settings.max_message_bytes),
             metrics,
             readiness,
             stop_flag,

@@ -61,6 +61,11 @@ class Settings:
     num_captions: int = _opt(3, "captions per post when the event does not ask for a number")
     max_captions: int = _opt(5, "upper bound on the num_captions an event may ask for")
     top_k: int = _opt(5, "user keywords (top TF-IDF terms) fed to the model")
+    max_message_bytes: int = _opt(
+        16 * 1024 * 1024,
+        "largest message the worker produces (keep at or below the broker's message.max.bytes); "
+        "a larger dead letter is sent without its value",
+    )
     metrics_host: str = _opt("127.0.0.1", "address of the /metrics, /healthz and /readyz server")
     metrics_port: int = _opt(9108, "port of that server (0 picks a free port, -1 turns it off)")
     image_root: Path | None = _opt(None, "directory 'path' images must live under (unset: path images refused)", parse=_optional_path)
@@ -77,7 +82,7 @@ class Settings:
     max_redirects: int = _opt(3, "most HTTP redirects followed for one image URL")
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "num_captions", "max_captions", "top_k", "partitions", "max_image_bytes", "max_image_pixels")
+        positive = ("batch_size", "max_message_bytes", "num_captions", "max_captions", "top_k", "partitions", "max_image_bytes", "max_image_pixels")
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
