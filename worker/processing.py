@@ -9,9 +9,11 @@ profile read here never contains the batch's own text.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,7 +23,11 @@ from PIL import Image
 from profiles import Keyword, Post
 from worker.dlq import DeadLetter, dead_letter
 from worker.images import ImageLoader
-from worker.schemas import CaptionEvent, CaptionOut, EventError, PostEvent, parse_post
+from worker.schemas import CaptionEvent, CaptionOut, EventError, ImageRef, PostEvent, parse_post
+
+log = logging.getLogger(__name__)
+
+IMAGE_THREADS = 8  # concurrent image loads per batch (URL fetches are network-bound)
 
 
 class Record(Protocol):
@@ -55,6 +61,12 @@ class CaptionerLike(Protocol):
 
 class KeywordSource(Protocol):
     def top_keywords(self, user_ids: Sequence[str], k: int) -> dict[str, list[Keyword]]: ...
+
+
+class ModelError(EventError):
+    """The model failed on this post alone (while the others of its batch were captioned)."""
+
+    reason = "model_error"
 
 
 @dataclass(frozen=True)
@@ -116,11 +128,11 @@ class Processor:
 
         accepted: list[_Accepted] = []
         with _timed(result.stage_seconds, "image"):
-            for record, event in parsed:
-                try:
-                    accepted.append(_Accepted(record, event, self.loader.load(event.image)))
-                except EventError as exc:
-                    self._refuse(result, record, exc)
+            for (record, event), outcome in zip(parsed, self._load_images([e.image for _, e in parsed]), strict=True):
+                if isinstance(outcome, EventError):
+                    self._refuse(result, record, outcome)
+                else:
+                    accepted.append(_Accepted(record, event, outcome))
         if not accepted:
             return result
 
@@ -131,11 +143,13 @@ class Processor:
         keyword_terms = [[kw.term for kw in profiles.get(a.event.user_id, [])] for a in accepted]
         wanted = [min(a.event.num_captions or self.num_captions, self.max_captions) for a in accepted]
         with _timed(result.stage_seconds, "generate"):
-            captions = self.captioner.caption([a.image for a in accepted], keyword_terms, num_captions=max(wanted))
+            captions = self._caption(accepted, keyword_terms, max(wanted), result)
 
         now_ms = time.time() * 1000
         folded: set[str] = set()
         for item, terms, n, suggestions in zip(accepted, keyword_terms, wanted, captions, strict=True):
+            if suggestions is None:  # this post broke the model; it is in the dead letters
+                continue
             event = item.event
             message = CaptionEvent(
                 post_id=event.post_id,
@@ -152,6 +166,46 @@ class Processor:
                 folded.add(event.post_id)
                 result.posts.append(Post(post_id=event.post_id, user_id=event.user_id, text=event.text))
         return result
+
+    def _load_images(self, refs: Sequence[ImageRef]) -> list[Image.Image | EventError]:
+        """Load all images of the batch at once: URL fetches wait on the network, not on each other."""
+        if not refs:
+            return []
+
+        def load(ref: ImageRef) -> Image.Image | EventError:
+            try:
+                return self.loader.load(ref)
+            except EventError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=min(IMAGE_THREADS, len(refs)), thread_name_prefix="uapt-image") as pool:
+            return list(pool.map(load, refs))
+
+    def _caption(self, accepted: Sequence[_Accepted], keyword_terms, num_captions: int, result: BatchResult) -> list:
+        """One batched model call; if it fails, caption each post alone so one bad post cannot block the stream.
+
+        Posts that still fail alone go to the dead letters. If every post fails alone (or the
+        batch holds one post), the fault is the model's, not the data's: it is re-raised, the
+        loop stops without committing, and the batch is replayed after a restart.
+        """
+        try:
+            return self.captioner.caption([a.image for a in accepted], keyword_terms, num_captions=num_captions)
+        except Exception:
+            if len(accepted) == 1:
+                raise
+            log.exception("batched captioning of %d posts failed; retrying them one by one", len(accepted))
+        alone: list = []
+        errors: list[Exception] = []
+        for item, terms in zip(accepted, keyword_terms, strict=True):
+            try:
+                alone.append(self.captioner.caption([item.image], [terms], num_captions=num_captions)[0])
+            except Exception as exc:  # noqa: BLE001 (sorted below: data fault or model fault)
+                alone.append(None)
+                errors.append(exc)
+                self._refuse(result, item.record, ModelError(f"captioning this post failed: {type(exc).__name__}: {exc}"))
+        if len(errors) == len(accepted):
+            raise errors[0]
+        return alone
 
     @staticmethod
     def _refuse(result: BatchResult, record: Record, error: EventError) -> None:

@@ -3,11 +3,13 @@
 import base64
 import json
 
+import pytest
+
 from profiles import Post
 from worker.events import post_event
 from worker.images import ImageLoader, ImagePolicy
 from worker.processing import InputRecord, Processor
-from worker_samples import jpeg_bytes, png_bytes
+from worker_samples import FakeCaptioner, jpeg_bytes, png_bytes
 
 
 def record(value: bytes | None, offset: int = 0, partition: int = 0) -> InputRecord:
@@ -94,3 +96,27 @@ def test_b64_event_round_trip_keeps_pixels(fake_captioner, store):
     value = json.dumps({"schema": "uapt.post/1", "post_id": "p", "user_id": "u", "image": {"b64": data}}).encode()
     result = processor(fake_captioner, store).process_batch([record(value)])
     assert json.loads(result.outputs[0].value)["captions"][0]["text"].startswith("rgb(1, 2, 3)")
+
+
+class PickyCaptioner(FakeCaptioner):
+    """Fails on any batch holding a pure-blue image (a post that breaks the model)."""
+
+    def caption(self, images, keywords, num_captions=3):
+        if any(image.getpixel((0, 0)) == (0, 0, 255) for image in images):
+            raise RuntimeError("model blew up")
+        return super().caption(images, keywords, num_captions)
+
+
+def test_a_post_that_breaks_the_model_is_isolated(store):
+    values = [post_event("ok1", "u", image_bytes=png_bytes((1, 1, 1))), post_event("boom", "u", image_bytes=png_bytes((0, 0, 255))),
+              post_event("ok2", "u", image_bytes=png_bytes((2, 2, 2)), text="fine words")]
+    result = processor(PickyCaptioner(), store).process_batch([record(v, i) for i, v in enumerate(values)])
+    assert [o.post_id for o in result.outputs] == ["ok1", "ok2"]
+    assert [dict(d.headers)["reason"] for d in result.dead_letters] == [b"model_error"]
+    assert [p.post_id for p in result.posts] == ["ok2"]
+
+
+def test_a_model_that_fails_on_everything_raises(store):
+    values = [post_event(f"b{i}", "u", image_bytes=png_bytes((0, 0, 255))) for i in range(2)]
+    with pytest.raises(RuntimeError, match="blew up"):
+        processor(PickyCaptioner(), store).process_batch([record(v, i) for i, v in enumerate(values)])
