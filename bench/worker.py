@@ -73,7 +73,9 @@ def sample_posts(n: int, users: int, seed: int) -> list[tuple[str, str, bytes, s
     return posts
 
 
-def run_once(bootstrap: str, captioner, posts, *, batch_size: int, linger_ms: int, workdir: Path) -> RunResult:
+def run_once(
+    bootstrap: str, captioner, posts, *, batch_size: int, linger_ms: int, rate: float, workdir: Path
+) -> RunResult:
     tag = f"{batch_size}-{uuid.uuid4().hex[:6]}"
     settings = Settings(
         bootstrap_servers=bootstrap,
@@ -110,7 +112,10 @@ def run_once(bootstrap: str, captioner, posts, *, batch_size: int, linger_ms: in
         sent_at: dict[str, float] = {}
         received_at: dict[str, float] = {}
         producer = make_producer(bootstrap)
-        for post_id, user_id, png, text in posts:
+        start = time.perf_counter()
+        for i, (post_id, user_id, png, text) in enumerate(posts):
+            if rate > 0:  # paced: post i leaves at start + i / rate
+                time.sleep(max(0.0, start + i / rate - time.perf_counter()))
             sent_at[post_id] = time.perf_counter()
             producer.send(settings.input_topic, key=user_id.encode(), value=post_event(post_id, user_id, image_bytes=png, text=text))
         producer.flush()
@@ -168,17 +173,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=20, help="distinct users (default: 20)")
     parser.add_argument("--batch-size", type=int, default=16, help="micro-batch size under test (default: 16)")
     parser.add_argument("--linger-ms", type=int, default=200, help="micro-batch linger (default: 200)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=0, help="posts per second to publish (default 0: all at once, a burst)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample posts (default: 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     posts = sample_posts(args.posts, args.users, args.seed)
     captioner = load_captioner(Settings(preset=args.preset, checkpoint=args.checkpoint))
     captioner.caption([Image.new("RGB", (224, 224))], [["warm", "up"]], num_captions=3)  # first call pays one-off costs
-    print(f"bench.worker: preset={args.preset} model={captioner.model_id} posts={args.posts} users={args.users}", flush=True)
+    load = f"{args.rate:g} posts/s" if args.rate > 0 else "burst"
+    print(f"bench.worker: preset={args.preset} model={captioner.model_id} posts={args.posts} users={args.users} load={load}", flush=True)
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="uapt-bench-") as tmp:
         results = [
-            run_once(broker.bootstrap_servers, captioner, posts, batch_size=size, linger_ms=args.linger_ms, workdir=Path(tmp))
+            run_once(broker.bootstrap_servers, captioner, posts, batch_size=size, linger_ms=args.linger_ms, rate=args.rate, workdir=Path(tmp))
             for size in (1, args.batch_size)
         ]
     single, batched = results

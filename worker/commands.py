@@ -98,15 +98,17 @@ def _run_worker(args: argparse.Namespace) -> int:
         return run_worker(settings)
     except Exception as exc:
         if _is_user_error(exc):
-            raise SystemExit(f"uapt worker: {exc}") from None
+            raise SystemExit(f"uapt worker: {str(exc).splitlines()[0]}") from None
         raise
 
 
 def _is_user_error(exc: Exception) -> bool:
-    """Configuration mistakes (bad preset, checkpoint, URL, unreachable broker) get one line, not a traceback."""
+    """Configuration mistakes (bad preset, checkpoint, database URL, unreachable broker or database)
+    get one line, not a traceback."""
     from kafka.errors import KafkaError
+    from sqlalchemy.exc import ArgumentError, OperationalError
 
-    return isinstance(exc, (ValueError, FileNotFoundError, KafkaError))
+    return isinstance(exc, (ValueError, FileNotFoundError, KafkaError, ArgumentError, OperationalError))
 
 
 # --- publish --------------------------------------------------------------------------------
