@@ -5,6 +5,11 @@ committed only after every output and dead letter is acknowledged and the
 profile transaction has committed. A crash anywhere before the commit replays
 the batch; the store's idempotence by post_id keeps the replay from counting a
 post twice.
+
+Rebalances: every processed batch is committed before the next poll, and
+rebalance callbacks only run inside poll, so when partitions are revoked there is
+nothing processed left to commit; records still being gathered for the next
+batch are dropped for the new owner to read from the committed offset.
 """
 
 from __future__ import annotations
