@@ -1,0 +1,290 @@
+"""Offline training of the prefix networks (paper eq. 1), backbones frozen.
+
+Frozen features are computed once through `model.features.FeatureCache`; each
+step only runs the trainable mapping/fusion networks and the frozen LM.
+Optimizer and schedule follow the paper (see `model.train_config`).
+
+Resuming is exact: each epoch's shuffle comes from its own seeded generator,
+and the checkpoint folder carries the optimizer moments, scheduler state and
+global step (``train_state.safetensors`` + ``train_state.json``; no pickle),
+so a run stopped at step s and resumed ends where an unbroken run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from model.config import UAPTConfig
+from model.dataset import PostRecord
+from model.features import FeatureCache
+from model.samples import Sample, build_samples, train_profiles
+from model.train_config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+STATE_TENSORS = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+METRICS_FILE = "metrics.json"
+CURVE_FILE = "curve.png"
+
+
+class TrainingError(ValueError):
+    """Training cannot start or resume with these inputs; the message names the problem."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    wall_s: float
+    final_val_loss: float
+    encoded_images: int  # inputs this run sent to the frozen encoders (0 when the cache had all)
+    encoded_contexts: int
+    train_losses: list[float] = field(default_factory=list)  # one per step
+    val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) per epoch
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's samples with their cached frozen features (CPU tensors)."""
+
+    samples: list[Sample]
+    image_features: torch.Tensor  # (N, *feat_shape)
+    context_features: torch.Tensor  # (N, d_ctx)
+
+
+def encode_split(
+    records: Sequence[PostRecord], split: str, k: int, cache: FeatureCache, profiles=None
+) -> Split:
+    """Samples of `split` plus their frozen features, from the cache where possible."""
+    profiles = profiles if profiles is not None else train_profiles(records)
+    samples = build_samples(records, split, k, profiles)
+    if not samples:
+        return Split(samples, torch.empty(0), torch.empty(0))
+    return Split(
+        samples,
+        cache.image_features([s.image for s in samples]),
+        cache.context_features([s.context_text for s in samples]),
+    )
+
+
+def cosine_with_warmup(warmup: int, total: int):
+    """lr multiplier: linear 0 -> 1 over `warmup` steps, then cosine 1 -> 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def batch_loss(model, split: Split, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Mean caption-token NLL of the samples at `index`, and their caption-token count."""
+    input_ids, attention_mask = model.tokenize_captions([split.samples[i].text for i in index.tolist()])
+    out = model(
+        split.image_features[index].to(device),
+        split.context_features[index].to(device),
+        input_ids.to(device),
+        attention_mask.to(device),
+    )
+    return out.loss, int(attention_mask.sum())
+
+
+@torch.no_grad()
+def evaluate_loss(model, split: Split, batch_size: int, device: torch.device) -> float:
+    """Token-weighted mean NLL over a whole split."""
+    total, tokens = 0.0, 0
+    for start in range(0, len(split.samples), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(split.samples)))
+        loss, n = batch_loss(model, split, index, device)
+        total += float(loss) * n
+        tokens += n
+    return total / max(tokens, 1)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffle of one epoch; depends only on (seed, epoch), which makes resume exact."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def save_train_state(out_dir: Path, optimizer, scheduler, step: int, history: dict) -> None:
+    """Optimizer moments as safetensors, the rest as JSON."""
+    opt_state = optimizer.state_dict()
+    tensors = {}
+    for idx, state in opt_state["state"].items():
+        for name, value in state.items():
+            tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous() if torch.is_tensor(value) else torch.tensor(value)
+    save_file(tensors, str(out_dir / STATE_TENSORS))
+    meta = {
+        "step": step,
+        "param_groups": opt_state["param_groups"],
+        "scheduler": scheduler.state_dict(),
+        "history": history,
+    }
+    (out_dir / STATE_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def load_train_state(ckpt_dir: Path, optimizer, scheduler) -> tuple[int, dict]:
+    """Restore optimizer and scheduler in place; returns (global step, history)."""
+    try:
+        meta = json.loads((ckpt_dir / STATE_JSON).read_text(encoding="utf-8"))
+        tensors = load_file(str(ckpt_dir / STATE_TENSORS))
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"resume: {ckpt_dir} has no readable training state ({exc})") from exc
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        scheduler.load_state_dict(meta["scheduler"])
+    except (KeyError, ValueError) as exc:
+        raise TrainingError(f"resume: the training state in {ckpt_dir} does not fit this model ({exc})") from exc
+    return int(meta["step"]), meta["history"]
+
+
+def train(
+    records: Sequence[PostRecord],
+    *,
+    preset: str | UAPTConfig,
+    out_dir: str | Path,
+    config: TrainConfig = TrainConfig(),
+    ablation: str | None = None,
+    cache_dir: str | Path = "runs/feature-cache",
+    device: str = "auto",
+    resume: str | Path | None = None,
+) -> TrainResult:
+    """Train on the train split, report val loss each epoch, checkpoint into `out_dir`.
+
+    `preset` is a preset name or a UAPTConfig (as `load_model` takes it).
+    """
+    from model import load_model
+    from model.checkpoint import load_checkpoint, save_checkpoint
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = load_model(preset, device=device, ablation=ablation, dtype="float32")
+    if resume is not None:
+        load_checkpoint(model, resume)
+    params = model.trainable_parameters()
+    dev = params[0].device
+
+    cache = FeatureCache(cache_dir, model)
+    profiles = train_profiles(records)
+    train_split = encode_split(records, "train", config.keywords_k, cache, profiles)
+    val_split = encode_split(records, "val", config.keywords_k, cache, profiles)
+    n = len(train_split.samples)
+    if n == 0:
+        raise TrainingError("records: the dataset has no train posts")
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = config.resolved_warmup(total_steps)
+    logger.info(
+        "training %s%s on %d posts (%d val): %d steps, warm-up %d, encoded %d images + %d contexts",
+        model.config.preset,
+        f"/{ablation}" if ablation else "",
+        n,
+        len(val_split.samples),
+        total_steps,
+        warmup,
+        cache.encoded_images,
+        cache.encoded_contexts,
+    )
+
+    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
+    history: dict = {"train_losses": [], "val_losses": []}
+    step = 0
+    if resume is not None:
+        step, history = load_train_state(Path(resume), optimizer, scheduler)
+        logger.info("resumed from %s at step %d", resume, step)
+    stop_at = min(total_steps, config.max_steps or total_steps)
+
+    def checkpoint() -> None:
+        extra = {"train": config.to_dict(), "step": step, "total_steps": total_steps, "ablation": ablation}
+        save_checkpoint(model, out_dir, extra=extra)
+        save_train_state(out_dir, optimizer, scheduler, step, history)
+
+    while step < stop_at:
+        epoch, skip = divmod(step, steps_per_epoch)
+        order = epoch_order(n, config.seed, epoch)
+        batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)][skip:]
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, mininterval=5)
+        for index in bar:
+            loss, _ = batch_loss(model, train_split, index, dev)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            history["train_losses"].append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if step >= stop_at:
+                break
+        bar.close()
+        if step % steps_per_epoch == 0 and val_split.samples:
+            val_loss = evaluate_loss(model, val_split, config.batch_size, dev)
+            history["val_losses"].append([step, val_loss])
+            logger.info("epoch %d/%d step %d: train loss %.4f, val loss %.4f", epoch + 1, config.epochs, step,
+                        history["train_losses"][-1], val_loss)
+        checkpoint()
+
+    wall_s = time.perf_counter() - started
+    result = TrainResult(
+        steps=step,
+        wall_s=wall_s,
+        final_val_loss=history["val_losses"][-1][1] if history["val_losses"] else float("nan"),
+        encoded_images=cache.encoded_images,
+        encoded_contexts=cache.encoded_contexts,
+        train_losses=history["train_losses"],
+        val_losses=[tuple(v) for v in history["val_losses"]],
+    )
+    write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
+                 warmup=warmup, total_steps=total_steps)
+    return result
+
+
+def write_report(out_dir: Path, result: TrainResult, config: TrainConfig, **info) -> None:
+    """metrics.json and curve.png (train loss per step, val loss per epoch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = {
+        "config": config.to_dict(),
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in info.items()},
+        "steps": result.steps,
+        "wall_s": result.wall_s,
+        "encoded_images": result.encoded_images,
+        "encoded_contexts": result.encoded_contexts,
+        "final_val_loss": result.final_val_loss,
+        "train_losses": result.train_losses,
+        "val_losses": [list(v) for v in result.val_losses],
+    }
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(range(1, len(result.train_losses) + 1), result.train_losses, label="train (per step)", alpha=0.7)
+    if result.val_losses:
+        xs, ys = zip(*result.val_losses)
+        ax.plot(xs, ys, "o-", label="val (per epoch)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("caption NLL")
+    title = info.get("preset", "") + (f" / {info['ablation']}" if info.get("ablation") else "")
+    ax.set_title(f"UAPT training {title}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / CURVE_FILE, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,91 @@
+"""Trainer on the tiny preset: it learns, reuses the feature cache, and resumes exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.config import PRESETS
+from model.dataset import load_posts
+from model.synth import write_dataset
+from model.train_config import TrainConfig
+from model.trainer import cosine_with_warmup, train
+
+# The tiny preset's random GPT-2 has HF's default init (std 0.02): its logits span so
+# little that no prefix can move the loss much. A wider init keeps every other part of
+# the tiny preset and gives the prefix a LM it can steer.
+TINY = dataclasses.replace(PRESETS["tiny"], lm_config={**PRESETS["tiny"].lm_config, "initializer_range": 0.3})
+
+
+@pytest.fixture(scope="module")
+def posts(tmp_path_factory: pytest.TempPathFactory):
+    """2 users x 4 posts: 4 train, 2 val, 2 test."""
+    return load_posts(write_dataset(tmp_path_factory.mktemp("d"), users=2, posts_per_user=4, seed=5))
+
+
+def test_overfits_a_small_set(posts, tmp_path: Path) -> None:
+    """One batch holds the whole train split, so each step's loss is the loss on the set."""
+    config = TrainConfig(epochs=60, batch_size=4, lr=1e-2, warmup_steps=2)
+    result = train(posts, preset=TINY, out_dir=tmp_path / "ckpt", config=config, cache_dir=tmp_path / "cache")
+    assert result.steps == 60
+    assert result.train_losses[-1] < 0.7 * result.train_losses[0]
+    metrics = json.loads((tmp_path / "ckpt" / "metrics.json").read_text())
+    assert len(metrics["val_losses"]) == 60 and metrics["warmup"] == 2
+    assert (tmp_path / "ckpt" / "curve.png").stat().st_size > 1000
+    assert (tmp_path / "ckpt" / "trainable.safetensors").is_file()
+
+
+def test_second_run_reuses_feature_cache(posts, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, batch_size=4)
+    first = train(posts, preset=TINY, out_dir=tmp_path / "a", config=config, cache_dir=tmp_path / "cache")
+    assert (first.encoded_images, first.encoded_contexts) == (6, 6)  # 4 train + 2 val posts, distinct contexts
+    second = train(posts, preset=TINY, out_dir=tmp_path / "b", config=config, cache_dir=tmp_path / "cache")
+    assert (second.encoded_images, second.encoded_contexts) == (0, 0)
+    assert second.train_losses == pytest.approx(first.train_losses)
+
+
+def test_resume_continues_from_saved_step(posts, tmp_path: Path) -> None:
+    """Stopped mid-epoch at step 3 and resumed, a run ends exactly where an unbroken one does."""
+    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1)  # 2 steps per epoch
+    cache = tmp_path / "cache"
+    whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
+    part = train(posts, preset=TINY, out_dir=tmp_path / "part",
+                 config=dataclasses.replace(config, max_steps=3), cache_dir=cache)
+    assert part.steps == 3
+    saved_moments = load_file(str(tmp_path / "part" / "train_state.safetensors"))
+    resumed = train(posts, preset=TINY, out_dir=tmp_path / "resumed", config=config, cache_dir=cache,
+                    resume=tmp_path / "part")
+    assert resumed.steps == 4
+    assert resumed.train_losses[:3] == part.train_losses
+    assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
+    final_whole = load_file(str(tmp_path / "whole" / "trainable.safetensors"))
+    final_resumed = load_file(str(tmp_path / "resumed" / "trainable.safetensors"))
+    for name, tensor in final_whole.items():
+        torch.testing.assert_close(final_resumed[name], tensor, rtol=1e-5, atol=1e-6)
+    step_counts = {k: v for k, v in saved_moments.items() if k.endswith(".step")}
+    assert step_counts and all(float(v) == 3 for v in step_counts.values())
+
+
+def test_resume_refuses_a_folder_without_training_state(posts, tmp_path: Path) -> None:
+    from model.trainer import TrainingError
+
+    with pytest.raises(ValueError):
+        train(posts, preset=TINY, out_dir=tmp_path / "x", config=TrainConfig(epochs=1), cache_dir=tmp_path / "c",
+              resume=tmp_path / "nothing-here")
+    assert issubclass(TrainingError, ValueError)
+
+
+def test_schedule_warms_up_then_decays_to_zero() -> None:
+    factor = cosine_with_warmup(warmup=4, total=20)
+    assert [factor(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factor(4) == pytest.approx(1.0)
+    assert factor(12) == pytest.approx(0.5)
+    assert factor(20) == pytest.approx(0.0)
+    assert TrainConfig().resolved_warmup(132_000) == 6000  # the paper's warm-up at its scale
+    assert TrainConfig().resolved_warmup(60) == 3  # 5% of a small run
+    assert TrainConfig(warmup_steps=7).resolved_warmup(60) == 7
