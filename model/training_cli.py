@@ -119,7 +119,13 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default=Path("runs/feature-cache"),
         help="frozen-feature cache, keyed by backbone and input (default: runs/feature-cache)",
     )
-    parser.add_argument("--keywords", type=int, default=5, help="top-k TF-IDF keywords per user as context (default: 5)")
+    parser.add_argument(
+        "--keywords",
+        type=int,
+        default=None,
+        help="top-k TF-IDF keywords per user as context (default: 5 when training; "
+        "evaluate uses what the checkpoint was trained with)",
+    )
 
 
 def _add_training_args(parser: argparse.ArgumentParser) -> None:
@@ -142,13 +148,15 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--betas", type=float, nargs=2, default=d.betas, metavar=("B1", "B2"), help="AdamW betas (default: 0.9 0.96, paper)"
     )
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed for init and shuffling (default: {d.seed})")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of each epoch's shuffle (default: {d.seed}; "
+        "the initial prefix weights come from the preset's backbone seed)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop (and checkpoint) after this many steps in total")
 
 
 def _train_config(args: argparse.Namespace):
     from model.train_config import TrainConfig
 
+    keywords = {} if args.keywords is None else {"keywords_k": args.keywords}
     return TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -157,8 +165,8 @@ def _train_config(args: argparse.Namespace):
         weight_decay=args.weight_decay,
         betas=tuple(args.betas),
         seed=args.seed,
-        keywords_k=args.keywords,
         max_steps=args.max_steps,
+        **keywords,
     )
 
 
