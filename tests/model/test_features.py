@@ -25,7 +25,7 @@ class FakeModel:
 
     def encode_images(self, images):
         self.image_calls += 1
-        return torch.tensor([np.asarray(im, dtype=np.float32).mean(axis=(0, 1)) for im in images])
+        return torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32).mean(axis=(0, 1)) for im in images]))
 
     def encode_context(self, texts):
         self.context_calls += 1
