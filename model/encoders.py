@@ -59,7 +59,7 @@ class SentenceTransformerContext(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.dim = int(model.get_sentence_embedding_dimension())
+        self.dim = int(model.get_embedding_dimension())
 
     @torch.no_grad()
     def forward(self, texts: Sequence[str]) -> Tensor:
@@ -130,7 +130,6 @@ def _sentence_transformer(spec: str) -> nn.Module:
         raise assets.AssetMissing(f"sentence-transformers model {spec!r} is not local and the hub cannot be reached")
     from sentence_transformers import SentenceTransformer
 
-    if os.path.isdir(source):
-        # A local directory needs no hub; keep sentence-transformers from asking it anything.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return SentenceTransformerContext(SentenceTransformer(source, device="cpu"))
+    # A local directory needs no hub: keep sentence-transformers from asking it anything.
+    model = SentenceTransformer(source, device="cpu", local_files_only=os.path.isdir(source))
+    return SentenceTransformerContext(model)

@@ -140,7 +140,9 @@ def _prefill(lm: nn.Module, prefix: Tensor, prompts: list[list[int]]) -> tuple[T
             ids = torch.tensor(prompt, device=prefix.device)
             embeds[row, start + prefix_len :] = embed(ids).to(prefix.dtype)
         mask[row, start:] = 1
-    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
+    out = lm(
+        inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask), use_cache=True, logits_to_keep=1
+    )
     return out.logits[:, -1], out.cache, mask
 
 
@@ -189,7 +191,7 @@ def beam_search(
                 top_scores[slot], [i // vocab for i in index], [i % vocab for i in index], live[image]
             )
             new_live = [(live[image][beam] + (token,), score) for beam, token, score in chosen]
-            done = beams[image].is_done(chosen[0][2], step + 1)
+            done = not chosen or beams[image].is_done(chosen[0][2], step + 1)
             if done or step + 1 == settings.max_new_tokens:
                 results[image] = beams[image].finalize(new_live, done)
                 continue
@@ -218,7 +220,10 @@ def naive_beam_search(
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Hypothesis]]:
-    """Reference beam search: one image at a time, the full sequence recomputed every step, no cache."""
+    """Reference beam search: one image at a time, the full sequence recomputed every step, no cache.
+
+    (Only the last position goes through the LM head, as in the batched prefill.)
+    """
     prompts = _check_inputs(prefix, prompt_ids)
     embed = lm.get_input_embeddings()
     results = []
@@ -230,7 +235,7 @@ def naive_beam_search(
             for tokens, _ in live:
                 ids = torch.tensor(prompt + list(tokens), dtype=torch.long, device=prefix.device)
                 sequences.append(torch.cat([prefix[row], embed(ids).to(prefix.dtype)]))
-            logits = lm(inputs_embeds=torch.stack(sequences), use_cache=False).logits[:, -1]
+            logits = lm(inputs_embeds=torch.stack(sequences), use_cache=False, logits_to_keep=1).logits[:, -1]
             log_probs = _log_probs(logits, settings.temperature)  # (beams, V)
             vocab = log_probs.size(-1)
             beam_scores = torch.tensor([score for _, score in live], device=prefix.device)
@@ -241,7 +246,7 @@ def naive_beam_search(
                 top_scores.tolist(), [i // vocab for i in index], [i % vocab for i in index], [t for t, _ in live]
             )
             live = [(live[beam][0] + (token,), score) for beam, token, score in chosen]
-            done = beams.is_done(chosen[0][2], step + 1)
+            done = not chosen or beams.is_done(chosen[0][2], step + 1)
             if done or step + 1 == settings.max_new_tokens:
                 results.append(beams.finalize(live, done))
                 break

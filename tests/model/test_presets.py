@@ -47,3 +47,24 @@ def test_smollm2_from_gguf_takes_a_prefix() -> None:
     assert torch.isfinite(logits).all()
     nbest = beam_search(lm, prefix, tokenizer.eos_token_id, BeamSettings(max_new_tokens=3))
     assert [len(image) for image in nbest] == [3, 3]
+
+
+@pytest.mark.slow
+def test_offline_preset_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
+    """ViT-B-32 (random, frozen) + MiniLM + SmolLM2 GGUF: sizes as configured, captions come out."""
+    from model import Captioner
+    from model_fixtures import sample_images
+
+    with caplog.at_level("WARNING"):
+        model = load_model("offline", device="cpu")
+    assert "captions depend on random image features" in caplog.text
+    assert model.image_encoder.dim == 512 and model.context_encoder.dim == 384
+    assert model.lm.config.hidden_size == 576
+    trainable_bytes = 4 * sum(p.numel() for p in model.trainable_parameters())
+    assert trainable_bytes < 30 * 2**20
+    similar = model.encode_context(["beach sunset sea", "sunset at the beach", "tax forms and invoices"])
+    similar = torch.nn.functional.normalize(similar, dim=-1)
+    assert similar[0] @ similar[1] > similar[0] @ similar[2]  # MiniLM gives real semantics
+    captions = Captioner(model, max_new_tokens=4).caption(sample_images(2), [["beach"], []], num_captions=2)
+    assert [len(c) for c in captions] == [2, 2]
+    assert all(isinstance(c.text, str) and c.token_ids for image in captions for c in image)
