@@ -73,3 +73,19 @@ def worker_settings(broker, topics, tmp_path):
         linger_ms=100,
         num_captions=2,
     )
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (the production store) for one test, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    admin_dsn = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+    name = f"uapt_worker_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import urllib.request
@@ -150,3 +151,17 @@ def test_two_workers_split_partitions_and_caption_everything(worker_settings, ca
         consumed = [scrape(w["port"])[("uapt_events_consumed_total", ())] for w in (first, second)]
     assert set(captions_by_post(outputs)) == {f"p{i}" for i in range(40)}
     assert sum(consumed) >= 40 and min(consumed) > 0, consumed
+
+
+def test_postgres_profile_store(worker_settings, captioner, postgres_url):
+    settings = dataclasses.replace(worker_settings, database_url=postgres_url)
+    publish(settings.bootstrap_servers, settings.input_topic, good_posts(6))
+    with running_worker(settings, captioner):
+        outputs = read_topic(settings.bootstrap_servers, settings.output_topic, until=lambda r: len(r) >= 6)
+    assert set(captions_by_post(outputs)) == {f"p{i}" for i in range(6)}
+    store = ProfileStore(postgres_url, create=False)
+    try:
+        assert store.stats().posts == 6
+        assert {k.term for k in store.top_keywords(["user1"], 5)["user1"]} == {"coffee", "latte", "art"}
+    finally:
+        store.close()
