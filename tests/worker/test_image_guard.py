@@ -198,3 +198,15 @@ def test_http_error_status(local_server):
 def test_read_timeout(local_server):
     with pytest.raises(ImageFetchError):
         loopback_loader(read_timeout_s=0.3).load(ImageRef(url=local_server + "/slow"))
+
+
+def test_only_raster_formats_are_decoded():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(ImageDecodeError, match="accepted format"):
+        decode_image(eps, max_pixels=40_000_000)
+
+
+def test_b64_with_line_breaks_is_accepted():
+    text = base64.encodebytes(png_bytes((4, 5, 6))).decode()  # 76-char lines
+    assert "\n" in text
+    assert ImageLoader(ImagePolicy()).load(ImageRef(b64=text)).getpixel((0, 0)) == (4, 5, 6)
