@@ -97,8 +97,7 @@ def run_worker(
         )
         if on_ready is not None:
             on_ready(server)
-        if not stop_flag.is_set():
-            loop.run()
+        loop.run()  # returns at once, closing the clients, if a stop came during start-up
         return 0
     finally:
         stop_flag.set()  # lets the relay thread end
