@@ -1,0 +1,30 @@
+"""A float16 copy of a checkpoint loads through model.checkpoint unchanged, at half the size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from model import load_model
+from model.dataset import load_posts
+from model.ship import half_precision_copy
+from model.train_config import TrainConfig
+from model.trainer import train
+
+
+def test_half_precision_copy_loads(small_dataset: Path, tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    train(load_posts(small_dataset), preset="tiny", out_dir=full, config=TrainConfig(epochs=1, batch_size=36),
+          cache_dir=tmp_path / "cache")
+    half = half_precision_copy(full, tmp_path / "half")
+    size_full = (full / "trainable.safetensors").stat().st_size
+    size_half = (half / "trainable.safetensors").stat().st_size
+    assert size_half < 0.55 * size_full
+
+    a = load_model("tiny", checkpoint=full, device="cpu")
+    b = load_model("tiny", checkpoint=half, device="cpu")
+    for (name, x), (_, y) in zip(a.prefix.state_dict().items(), b.prefix.state_dict().items()):
+        assert y.dtype == torch.float32, name
+        torch.testing.assert_close(y, x.half().float(), rtol=0, atol=0)
+    assert b.checkpoint_id and b.checkpoint_id != a.checkpoint_id
