@@ -111,15 +111,9 @@ def run_once(
         _wait_ready(status["port"])
         sent_at: dict[str, float] = {}
         received_at: dict[str, float] = {}
-        producer = make_producer(bootstrap)
-        start = time.perf_counter()
-        for i, (post_id, user_id, png, text) in enumerate(posts):
-            if rate > 0:  # paced: post i leaves at start + i / rate
-                time.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            sent_at[post_id] = time.perf_counter()
-            producer.send(settings.input_topic, key=user_id.encode(), value=post_event(post_id, user_id, image_bytes=png, text=text))
-        producer.flush()
-        producer.close()
+        # Publish from a thread so that captions are read (and timed) while posts still go out.
+        publisher = threading.Thread(target=_publish, args=(bootstrap, settings.input_topic, posts, rate, sent_at))
+        publisher.start()
         deadline = time.monotonic() + 60 + 10 * len(posts)
         while len(received_at) < len(posts):
             if time.monotonic() > deadline:
@@ -128,6 +122,7 @@ def run_once(
                 now = time.perf_counter()
                 for record in batch:
                     received_at.setdefault(json.loads(record.value)["post_id"], now)
+        publisher.join()
         batch_mean = _batch_mean(status["port"])
     finally:
         stop.set()
@@ -143,6 +138,20 @@ def run_once(
         p99_ms=latencies_ms[min(len(latencies_ms) - 1, round(0.99 * (len(latencies_ms) - 1)))],
         batch_mean=batch_mean,
     )
+
+
+def _publish(bootstrap: str, topic: str, posts, rate: float, sent_at: dict[str, float]) -> None:
+    """Send every post, paced at ``rate`` posts/s (0: as fast as possible), noting each send time."""
+    producer = make_producer(bootstrap)
+    start = time.perf_counter()
+    for i, (post_id, user_id, png, text) in enumerate(posts):
+        if rate > 0:  # post i leaves at start + i / rate
+            time.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        value = post_event(post_id, user_id, image_bytes=png, text=text)
+        sent_at[post_id] = time.perf_counter()
+        producer.send(topic, key=user_id.encode(), value=value)
+    producer.flush()
+    producer.close()
 
 
 def _wait_ready(port: int, timeout_s: float = 120) -> None:
