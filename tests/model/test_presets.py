@@ -61,7 +61,7 @@ def test_offline_preset_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
     assert model.image_encoder.dim == 512 and model.context_encoder.dim == 384
     assert model.lm.config.hidden_size == 576
     trainable_bytes = 4 * sum(p.numel() for p in model.trainable_parameters())
-    assert trainable_bytes < 30 * 2**20
+    assert trainable_bytes < 48 * 2**20  # d_model 256 keeps the checkpoint small (about 40 MiB)
     similar = model.encode_context(["beach sunset sea", "sunset at the beach", "tax forms and invoices"])
     similar = torch.nn.functional.normalize(similar, dim=-1)
     assert similar[0] @ similar[1] > similar[0] @ similar[2]  # MiniLM gives real semantics
