@@ -6,6 +6,8 @@ import base64
 import dataclasses
 import json
 import os
+import shutil
+import subprocess
 import urllib.request
 from collections import Counter
 
@@ -28,8 +30,12 @@ from worker_samples import (
 pytestmark = pytest.mark.integration
 
 
+def scrape_text(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    text = scrape_text(port)
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -72,6 +78,22 @@ def test_end_to_end_captions_and_profiles(worker_settings, captioner):
     assert metrics[("uapt_end_to_end_seconds_count", ())] == 12
     assert metrics[("uapt_model_info", (("checkpoint", ""), ("model_id", captioner.model_id), ("preset", "tiny")))] == 1
     assert any(name == "uapt_consumer_lag" for name, _ in metrics)
+
+
+def test_scraped_metrics_pass_promtool_lint(worker_settings, captioner):
+    """Prometheus' own linter, a second real peer beside prometheus_client's parser (CI installs it)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus; .ci/run installs it)")
+    publish(worker_settings.bootstrap_servers, worker_settings.input_topic, good_posts(3))
+    with running_worker(worker_settings, captioner) as info:
+        read_topic(worker_settings.bootstrap_servers, worker_settings.output_topic, until=lambda r: len(r) >= 3)
+        exposition = scrape_text(info["port"])
+    assert "uapt_stage_seconds_bucket" in exposition
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def bad_events(image_root) -> dict[str, tuple[bytes, str]]:
