@@ -1,0 +1,48 @@
+"""Device and dtype choice: CUDA with half precision when present, CPU float32 otherwise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.device import DeviceError, resolve_device, resolve_dtype
+
+
+def test_auto_picks_cuda_only_when_present() -> None:
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_without_gpu_is_a_clear_error() -> None:
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        resolve_device("cuda")
+
+
+def test_bad_device_and_dtype_names() -> None:
+    with pytest.raises(DeviceError, match="device must be"):
+        resolve_device("tpu:7")
+    with pytest.raises(DeviceError, match="dtype must be"):
+        resolve_dtype("float8", torch.device("cpu"))
+
+
+def test_inference_dtype_defaults() -> None:
+    assert resolve_dtype(None, torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    if torch.cuda.is_available():
+        assert resolve_dtype(None, torch.device("cuda")) in (torch.bfloat16, torch.float16)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tiny_model_captions_on_cuda_in_half_precision() -> None:
+    from model import load_model
+    from model_fixtures import sample_images
+
+    model = load_model("tiny", device="cuda")
+    assert next(model.lm.parameters()).dtype in (torch.bfloat16, torch.float16)
+    features = model.encode_images(sample_images(2))
+    context = model.encode_context(["beach", ""])
+    assert features.device.type == "cuda" and features.dtype == torch.float32
+    captions = model.generate(features, context, max_new_tokens=4)
+    assert [len(c) for c in captions] == [3, 3]
