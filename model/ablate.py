@@ -1,9 +1,11 @@
 """The paper's Table 3: the full model against each ablation, same seed, data and schedule.
 
-Every variant trains from the same initial prefix weights (load_model seeds
-them from the config's backbone seed), on the same samples and shuffles (the
-trainer's per-epoch generators), and shares one frozen-feature cache, so the
-only difference between rows is the switched-off part.
+Every variant trains on the same samples and shuffles (the trainer's
+per-epoch generators), with the same schedule, from prefix weights drawn
+from the same seed (load_model seeds them from the config's backbone seed),
+and shares one frozen-feature cache. A removed part shifts the random
+stream, so the parts the variants share do not start from identical values:
+with one seed, small differences between rows can be initialisation noise.
 """
 
 from __future__ import annotations
