@@ -21,6 +21,21 @@ log = logging.getLogger(__name__)
 
 DEMO_GROUP = "uapt-demo"
 
+DEMO_DATA = {"users": 8, "posts_per_user": 20, "seed": 0}
+"""The synthetic dataset the demo checkpoint was trained on (docs/RESULTS.md). The demo folds
+its train posts into the profiles and publishes held-out test posts: a user's style depends on
+all three numbers, so the checkpoint only knows these users with exactly these values."""
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo-offline"
+"""The trained offline-preset checkpoint committed with the repository (float16, ~21 MB)."""
+
+
+def default_checkpoint(preset: str, checkpoint: str | None, untrained: bool) -> str | None:
+    """The checkpoint the demo runs: the one asked for, else the demo checkpoint for `offline`."""
+    if checkpoint or untrained or preset != "offline" or not DEMO_CHECKPOINT.is_dir():
+        return checkpoint
+    return str(DEMO_CHECKPOINT)
+
 
 class DemoError(RuntimeError):
     """The demo could not finish (for instance no caption arrived in time)."""
@@ -46,8 +61,8 @@ def run_demo(
     from worker.service import load_captioner, run_worker
     from worker.settings import Settings
 
-    if users < 1 or posts_per_user < 1:
-        raise DemoError("--users and --posts-per-user must be at least 1")
+    if not 1 <= users <= DEMO_DATA["users"] or posts_per_user < 1:
+        raise DemoError(f"--users must be 1..{DEMO_DATA['users']} and --posts-per-user at least 1")
     with tempfile.TemporaryDirectory(prefix="uapt-demo-") as tmp, EmbeddedBroker() as broker:
         workdir = Path(tmp)
         settings = Settings(
@@ -63,9 +78,10 @@ def run_demo(
         )
         print(f"demo: broker on {broker.bootstrap_servers}, profiles in {workdir / 'profiles.db'}", flush=True)
 
-        # Enough history per user that the synthetic split leaves test posts to publish.
-        history = max(8, round(posts_per_user / 0.15) + 1)
-        records = load_posts(write_dataset(workdir / "data", users=users, posts_per_user=history, seed=seed))
+        data = {**DEMO_DATA, "seed": seed}
+        records = load_posts(write_dataset(workdir / "data", **data))
+        shown = sorted({r.user_id for r in records})[:users]
+        records = [r for r in records if r.user_id in shown]
         store = ProfileStore(settings.database_url)
         try:
             folded = store.add_posts([Post(r.post_id, r.user_id, r.text) for r in records if r.split == "train"])
