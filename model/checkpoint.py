@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +19,55 @@ from model.config import ConfigError, UAPTConfig
 WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "uapt-checkpoint/1"
+SIDE_FILES = ("metrics.json", "curve.png")  # written by the trainer; travel with a copied checkpoint
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or made for a different model."""
 
 
-def save_checkpoint(model, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write trainable.safetensors and config.json to `out_dir`; returns the directory."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.prefix.state_dict().items()}
-    weights = out / WEIGHTS_FILE
-    save_file(tensors, str(weights))
+def save_checkpoint(
+    model, out_dir: str | Path, extra: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32
+) -> Path:
+    """Write trainable.safetensors (in `dtype`) and config.json to `out_dir`; returns the directory."""
+    tensors = {name: t.detach().to("cpu") for name, t in model.prefix.state_dict().items()}
     meta = {
         "format": FORMAT,
         "config": model.config.to_dict(),
         "backbone_id": model.backbone_id(),
-        "sha256": _sha256(weights),
         "trainable_parameters": sum(p.numel() for p in model.trainable_parameters()),
         "extra": extra or {},
     }
+    return _write(Path(out_dir), tensors, meta, dtype)
+
+
+def copy_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Copy a checkpoint with its weights stored in `dtype`, e.g. float16 to ship a small one.
+
+    Needs no model: the weights and config are read and written as they are. Loading
+    casts the weights back to the model's dtype.
+    """
+    from safetensors.torch import load_file
+
+    src, out = Path(ckpt_dir), Path(out_dir)
+    meta = _read_meta(src)
+    if src.resolve() == out.resolve():
+        raise CheckpointError(f"out_dir must differ from ckpt_dir ({src})")
+    _write(out, load_file(str(src / WEIGHTS_FILE)), meta, dtype)
+    for name in SIDE_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, out / name)
+    return out
+
+
+def _write(out: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], dtype: torch.dtype) -> Path:
+    """The one writer of a checkpoint folder: weights in `dtype`, then config.json with their checksum."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / WEIGHTS_FILE
+    save_file({name: t.to(dtype).contiguous() for name, t in tensors.items()}, str(weights))
+    meta = {**meta, "sha256": _sha256(weights), "stored_dtype": str(dtype).removeprefix("torch.")}
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return out
 

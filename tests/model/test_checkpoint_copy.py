@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from model import load_model
 from model.dataset import load_posts
-from model.ship import half_precision_copy
+from model.checkpoint import CheckpointError, copy_checkpoint
 from model.train_config import TrainConfig
 from model.trainer import train
 
 
-def test_half_precision_copy_loads(small_dataset: Path, tmp_path: Path) -> None:
+def test_float16_copy_loads(small_dataset: Path, tmp_path: Path) -> None:
     full = tmp_path / "full"
     train(load_posts(small_dataset), preset="tiny", out_dir=full, config=TrainConfig(epochs=1, batch_size=36),
           cache_dir=tmp_path / "cache")
-    half = half_precision_copy(full, tmp_path / "half")
+    half = copy_checkpoint(full, tmp_path / "half", dtype=torch.float16)
     size_full = (full / "trainable.safetensors").stat().st_size
     size_half = (half / "trainable.safetensors").stat().st_size
     assert size_half < 0.55 * size_full
@@ -28,3 +29,11 @@ def test_half_precision_copy_loads(small_dataset: Path, tmp_path: Path) -> None:
         assert y.dtype == torch.float32, name
         torch.testing.assert_close(y, x.half().float(), rtol=0, atol=0)
     assert b.checkpoint_id and b.checkpoint_id != a.checkpoint_id
+
+
+def test_copy_refuses_to_overwrite_its_source(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ckpt"
+    train(load_posts(small_dataset), preset="tiny", out_dir=out, config=TrainConfig(epochs=1, batch_size=36),
+          cache_dir=tmp_path / "cache")
+    with pytest.raises(CheckpointError, match="must differ"):
+        copy_checkpoint(out, out)
