@@ -104,7 +104,9 @@ _TINY_CLIP = {
     "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
-_TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128}
+# initializer_range 0.3 (HF default 0.02): a random GPT-2 with the default init has logits so
+# flat that no prefix can steer it, and the tiny preset must be trainable for the trainer tests.
+_TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128, "initializer_range": 0.3}
 
 PRESETS: dict[str, UAPTConfig] = {
     "paper": UAPTConfig(
