@@ -213,6 +213,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_options(args: argparse.Namespace):
+    """The decoding and scoring options of `evaluate` and `ablate` (see _add_eval_args)."""
+    from model.evaluate import EvalOptions
+
+    return EvalOptions(
+        split=args.split, num_beams=args.num_beams, temperature=args.temperature, limit=args.limit, keywords_k=args.keywords
+    )
+
+
 def _add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score (default: test)")
     parser.add_argument("--num-beams", type=int, default=3, help="beam size (default: 3, paper)")
@@ -239,13 +248,11 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from model.evaluate import EvalOptions, evaluate_checkpoint
+    from model.evaluate import evaluate_checkpoint
     from model.metrics import MetricsError
 
     records = _load_or_exit("evaluate", args.data)
-    options = EvalOptions(
-        split=args.split, num_beams=args.num_beams, temperature=args.temperature, limit=args.limit, keywords_k=args.keywords
-    )
+    options = _eval_options(args)
     try:
         report = evaluate_checkpoint(records, args.checkpoint, options=options, cache_dir=args.cache_dir, device=args.device)
     except (MetricsError, ValueError) as exc:
@@ -277,14 +284,11 @@ def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from model.ablate import run_ablation
-    from model.evaluate import EvalOptions
     from model.metrics import MetricsError
     from model.trainer import TrainingError
 
     records = _load_or_exit("ablate", args.data)
-    options = EvalOptions(
-        split=args.split, num_beams=args.num_beams, temperature=args.temperature, limit=args.limit, keywords_k=args.keywords
-    )
+    options = _eval_options(args)
     try:
         table = run_ablation(
             records,
