@@ -119,6 +119,9 @@ class WorkerLoop:
         started = time.perf_counter()
         self._produce(result)
         result.stage_seconds["produce"] = time.perf_counter() - started
+        self.metrics.captions_produced.inc(len(result.outputs))
+        for reason, count in result.failures.items():
+            self.metrics.failures.labels(reason=reason).inc(count)
         produced_at_ms = time.time() * 1000
         for output in result.outputs:
             self.metrics.end_to_end_seconds.observe(max(0.0, produced_at_ms - output.event_timestamp_ms) / 1000)
@@ -129,9 +132,6 @@ class WorkerLoop:
         result.stage_seconds["profile_write"] = time.perf_counter() - started
 
         self._commit(batch)
-        self.metrics.captions_produced.inc(len(result.outputs))
-        for reason, count in result.failures.items():
-            self.metrics.failures.labels(reason=reason).inc(count)
         self.metrics.observe_stages(result.stage_seconds)
         log.debug("batch of %d: %d captions, %d dead letters", len(batch), len(result.outputs), len(result.dead_letters))
 

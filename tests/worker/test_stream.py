@@ -8,7 +8,9 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import urllib.request
+from collections.abc import Callable
 from collections import Counter
 
 import pytest
@@ -30,11 +32,14 @@ from worker_samples import (
 pytestmark = pytest.mark.integration
 
 
+Metrics = dict[tuple[str, tuple], float]
+
+
 def scrape_text(port: int) -> str:
     return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
 
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
+def scrape(port: int) -> Metrics:
     text = scrape_text(port)
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -43,13 +48,23 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
     }
 
 
+def scrape_until(port: int, done: Callable[[Metrics], bool], timeout_s: float = 30.0) -> Metrics:
+    """Scrape until `done` holds: a consumer can read an output before the worker's producer hears the broker's ack."""
+    deadline = time.monotonic() + timeout_s
+    metrics = scrape(port)
+    while not done(metrics) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        metrics = scrape(port)
+    return metrics
+
+
 def test_end_to_end_captions_and_profiles(worker_settings, captioner):
     posts = good_posts(12)
     publish(worker_settings.bootstrap_servers, worker_settings.input_topic, posts)
     with running_worker(worker_settings, captioner) as info:
         outputs = read_topic(worker_settings.bootstrap_servers, worker_settings.output_topic, until=lambda r: len(r) >= 12)
         port = info["port"]
-        metrics = scrape(port)
+        metrics = scrape_until(port, lambda m: m.get(("uapt_captions_produced_total", ())) == 12)
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
 
@@ -132,6 +147,10 @@ def bad_events(image_root) -> dict[str, tuple[bytes, str]]:
     }
 
 
+def failure_count(metrics: Metrics) -> float:
+    return sum(value for (name, _), value in metrics.items() if name == "uapt_failures_total")
+
+
 def test_bad_inputs_go_to_the_dlq_and_good_ones_still_get_captions(worker_settings, captioner):
     bad = bad_events(worker_settings.image_root)
     assert len(bad) >= 15
@@ -144,7 +163,7 @@ def test_bad_inputs_go_to_the_dlq_and_good_ones_still_get_captions(worker_settin
     with running_worker(worker_settings, captioner) as info:
         outputs = read_topic(worker_settings.bootstrap_servers, worker_settings.output_topic, until=lambda r: len(r) >= len(good))
         dead = read_topic(worker_settings.bootstrap_servers, worker_settings.dlq_topic, until=lambda r: len(r) >= len(bad))
-        metrics = scrape(info["port"])
+        metrics = scrape_until(info["port"], lambda m: failure_count(m) == len(bad))
 
     assert set(captions_by_post(outputs)) == {f"good{i}" for i in range(len(good))}
     assert len(dead) == len(bad)
