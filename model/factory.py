@@ -51,9 +51,7 @@ def load_model(
         lm, tokenizer = load_lm(config.lm, config.lm_config, seed=config.backbone_seed)
     except assets.AssetMissing as error:
         raise ModelUnavailable(f"preset {config.preset!r} cannot be loaded here: {error}") from error
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.backbone_seed)  # the same untrained prefix weights in every process
-        model = UAPT(config, image_encoder, context_encoder, lm, tokenizer)
+    model = UAPT(config, image_encoder, context_encoder, lm, tokenizer)  # prefix weights seeded per part
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     model.to(device=target, dtype=resolve_dtype(dtype, target))

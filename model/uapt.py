@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -44,17 +46,30 @@ class UAPTOutput:
     loss: Tensor | None  # mean NLL over the caption tokens the attention mask marks
 
 
+@contextmanager
+def part_seed(seed: int, part: str) -> Iterator[None]:
+    """Draw one part's initial weights from a stream of its own.
+
+    Then an ablation that removes a part leaves the starting weights of every other
+    part as they are in the full model, and Table 3 compares like with like.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 1_000_003 + zlib.crc32(part.encode()))
+        yield
+
+
 class PrefixTransformer(nn.Module):
     """A pre-norm transformer encoder with learned positions; the body of both mapping and fusion."""
 
     def __init__(self, width: int, layers: int, heads: int, length: int, dropout: float) -> None:
         super().__init__()
-        self.positions = nn.Parameter(torch.randn(length, width) * 0.02)
         layer = nn.TransformerEncoderLayer(
             width, heads, dim_feedforward=4 * width, dropout=dropout, activation="gelu", batch_first=True, norm_first=True
         )
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
+        # drawn last: a no_context fusion has fewer positions but the same layer weights as the full one
+        self.positions = nn.Parameter(torch.randn(length, width) * 0.02)
 
     def forward(self, tokens: Tensor) -> Tensor:  # (B, L, d) -> (B, L, d)
         return self.norm(self.layers(tokens + self.positions))
@@ -69,10 +84,12 @@ class MappingNetwork(nn.Module):
         if config.ablation == "no_query":
             self.register_buffer("queries", torch.zeros(count, width))  # zero and frozen
         else:
-            self.queries = nn.Parameter(torch.randn(count, width) * 0.02)
-        self.transformer = PrefixTransformer(
-            width, config.mapping_layers, config.mapping_heads, 2 * count, config.dropout
-        )
+            with part_seed(config.backbone_seed, "mapping.queries"):
+                self.queries = nn.Parameter(torch.randn(count, width) * 0.02)
+        with part_seed(config.backbone_seed, "mapping.transformer"):
+            self.transformer = PrefixTransformer(
+                width, config.mapping_layers, config.mapping_heads, 2 * count, config.dropout
+            )
 
     def forward(self, visual_tokens: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
         queries = self.queries.expand(visual_tokens.size(0), -1, -1)
@@ -85,22 +102,26 @@ class PrefixNetwork(nn.Module):
     def __init__(self, config: UAPTConfig, image_dim: int, context_dim: int, lm_hidden: int) -> None:
         super().__init__()
         self.config = config
-        width = config.d_model
-        self.visual_projection = nn.Sequential(
-            nn.LayerNorm(image_dim), nn.Linear(image_dim, config.num_visual_tokens * width)
-        )
-        self.user_projection = (
-            nn.Sequential(nn.LayerNorm(context_dim), nn.Linear(context_dim, config.num_user_tokens * width))
-            if config.uses_context
-            else None
-        )
+        width, seed = config.d_model, config.backbone_seed
+        with part_seed(seed, "visual_projection"):
+            self.visual_projection = nn.Sequential(
+                nn.LayerNorm(image_dim), nn.Linear(image_dim, config.num_visual_tokens * width)
+            )
+        self.user_projection = None
+        if config.uses_context:
+            with part_seed(seed, "user_projection"):
+                self.user_projection = nn.Sequential(
+                    nn.LayerNorm(context_dim), nn.Linear(context_dim, config.num_user_tokens * width)
+                )
         self.mapping = MappingNetwork(config) if config.ablation != "no_mapping" else None
-        self.fusion = (
-            PrefixTransformer(width, config.fusion_layers, config.fusion_heads, config.prefix_length, config.dropout)
-            if config.ablation != "no_fusion"
-            else None
-        )
-        self.to_lm = nn.Linear(width, lm_hidden)
+        self.fusion = None
+        if config.ablation != "no_fusion":
+            with part_seed(seed, "fusion"):
+                self.fusion = PrefixTransformer(
+                    width, config.fusion_layers, config.fusion_heads, config.prefix_length, config.dropout
+                )
+        with part_seed(seed, "to_lm"):
+            self.to_lm = nn.Linear(width, lm_hidden)
 
     def forward(self, image_features: Tensor, context_features: Tensor | None) -> Tensor:
         batch, width = image_features.size(0), self.config.d_model

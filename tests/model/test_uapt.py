@@ -48,6 +48,16 @@ def test_ablations_change_the_trainable_parts() -> None:
     assert not queries.requires_grad and torch.count_nonzero(queries) == 0
 
 
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_ablations_start_the_parts_they_keep_from_the_full_models_weights(ablation: str) -> None:
+    full = dict(tiny_model().prefix.named_parameters())
+    ablated = dict(tiny_model(ablation).prefix.named_parameters())
+    shared = [name for name in ablated if name in full and ablated[name].shape == full[name].shape]
+    assert "to_lm.weight" in shared and "visual_projection.1.weight" in shared
+    for name in shared:
+        assert torch.equal(ablated[name], full[name]), f"{ablation}: {name} starts from other values"
+
+
 def test_no_context_ignores_context_and_full_model_uses_it() -> None:
     images = tiny_model().encode_images(sample_images(2))
     context = tiny_model().encode_context(["beach sunset", "coffee"])
