@@ -40,7 +40,9 @@ class Captioner:
         if not images:
             return []
         image_features = self.model.encode_images(images)
-        context_features = self.model.encode_context([keywords_to_text(words) for words in keywords])
+        texts = [keywords_to_text(words) for words in keywords]
+        distinct = {text: row for row, text in enumerate(dict.fromkeys(texts))}
+        context_features = self.model.encode_context(list(distinct))[[distinct[text] for text in texts]]  # once per user
         return self.model.generate(
             image_features,
             context_features,

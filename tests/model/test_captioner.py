@@ -1,0 +1,39 @@
+"""`Captioner`: what the worker calls, on the tiny preset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model import Captioner, keywords_to_text
+from model_fixtures import sample_images, tiny_model
+
+
+def test_each_distinct_user_context_is_encoded_once_and_lands_on_its_own_images(monkeypatch) -> None:
+    model = tiny_model()
+    keywords = [["beach", "sunset"], ["coffee"], ["beach", "sunset"], [], ["coffee"]]
+    encoded: list[list[str]] = []
+    real_encode = model.encode_context
+
+    def counting_encode(texts):
+        encoded.append(list(texts))
+        return real_encode(texts)
+
+    seen: dict[str, torch.Tensor] = {}
+
+    def capture_generate(image_features, context_features, **settings):
+        seen["context"] = context_features
+        return [[] for _ in range(image_features.size(0))]
+
+    monkeypatch.setattr(model, "encode_context", counting_encode)
+    monkeypatch.setattr(model, "generate", capture_generate)
+    Captioner(model).caption(sample_images(5), keywords)
+
+    assert encoded == [["beach sunset", "coffee", ""]]
+    expected = real_encode([keywords_to_text(words) for words in keywords])
+    assert torch.allclose(seen["context"], expected, atol=1e-6)
+
+
+def test_mismatched_keywords_are_refused() -> None:
+    with pytest.raises(ValueError, match="2 entries for 3 images"):
+        Captioner(tiny_model()).caption(sample_images(3), [["a"], ["b"]])
