@@ -1,17 +1,19 @@
-"""The paper's Table 3: the full model against each ablation, same seed, data and schedule.
+"""The paper's Table 3: the full model against each ablation, same seeds, data and schedule.
 
 Every variant trains on the same samples and shuffles (the trainer's
-per-epoch generators), with the same schedule, from prefix weights drawn
-from the same seed (load_model seeds them from the config's backbone seed),
-and shares one frozen-feature cache. A removed part shifts the random
-stream, so the parts the variants share do not start from identical values:
-with one seed, small differences between rows can be initialisation noise.
+per-epoch generators), with the same schedule, and shares one frozen-feature
+cache. Each part of the prefix network draws its initial weights from a
+stream of its own (`model.uapt.part_seed`), so for one init seed the parts a
+variant keeps start exactly as in the full model. On small data the result
+still depends on that seed, so the table can repeat every variant over
+several init seeds and report mean ± standard deviation.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,21 +39,31 @@ TABLE_FILE = "ablation.md"
 JSON_FILE = "ablation.json"
 
 
-def ablation_table(reports: dict[str, EvalReport], val_losses: dict[str, float]) -> str:
-    """Markdown rows in the paper's order (ablations first, full last), metrics x100 as in the paper."""
+def ablation_table(runs: dict[str, list[tuple[EvalReport, float]]]) -> str:
+    """Markdown rows in the paper's order (ablations first, full last), metrics x100 as in the paper.
+
+    `runs` maps a variant to its (report, final val loss) per init seed.
+    """
     header = ["model", *METRIC_NAMES, "personalization", "val loss"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    order = [v for v in (*ABLATIONS, FULL) if v in reports]
-    for variant in order:
-        report = reports[variant]
-        cells = [f"{100 * report.metrics[n]:.2f}" for n in METRIC_NAMES]
-        cells += [f"{100 * report.personalization:.1f}", f"{val_losses[variant]:.4f}"]
+    for variant in [v for v in (*ABLATIONS, FULL) if v in runs]:
+        reports = [report for report, _ in runs[variant]]
+        cells = [_cell([100 * r.metrics[name] for r in reports], 2) for name in METRIC_NAMES]
+        cells.append(_cell([100 * r.personalization for r in reports], 1))
+        cells.append(_cell([loss for _, loss in runs[variant]], 4))
         lines.append(f"| {ROW_NAMES[variant]} | " + " | ".join(cells) + " |")
-    ceiling = next(iter(reports.values())).personalization_ceiling
+    ceiling = next(iter(runs.values()))[0][0].personalization_ceiling
     lines.append(
         f"| ground-truth captions | " + " | ".join("—" for _ in METRIC_NAMES) + f" | {100 * ceiling:.1f} | — |"
     )
     return "\n".join(lines)
+
+
+def _cell(values: Sequence[float], digits: int) -> str:
+    """One value, or mean ± sample standard deviation over the init seeds."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def run_ablation(
@@ -64,32 +76,48 @@ def run_ablation(
     cache_dir: str | Path = "runs/feature-cache",
     device: str = "auto",
     variants: Sequence[str] | None = None,
+    init_seeds: Sequence[int] = (0,),
 ) -> str:
-    """Train and evaluate each variant under `out_dir/<variant>`; write and return the table."""
+    """Train and evaluate each variant per init seed under `out_dir/<variant>-init<seed>`; write and return the table."""
     variants = list(variants or VARIANTS)
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    if not init_seeds or len(set(init_seeds)) != len(init_seeds):
+        raise ValueError(f"init seeds must be distinct and at least one, got {list(init_seeds)}")
     out_dir = Path(out_dir)
-    reports: dict[str, EvalReport] = {}
-    val_losses: dict[str, float] = {}
-    timings: dict[str, dict[str, float]] = {}
-    for variant in variants:
-        ckpt = out_dir / variant
-        ablation = None if variant == FULL else variant
-        logger.info("ablation run %s -> %s", variant, ckpt)
-        result = train(
-            records, preset=preset, ablation=ablation, out_dir=ckpt, config=config, cache_dir=cache_dir, device=device
-        )
-        report = evaluate_checkpoint(records, ckpt, options=options, cache_dir=cache_dir, device=device)
-        (ckpt / f"eval-{options.split}.json").write_text(
-            json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        reports[variant], val_losses[variant] = report, result.final_val_loss
-        timings[variant] = {"train_s": result.wall_s, "eval_s": report.wall_s}
-        logger.info("%s: %s", variant, report.markdown().splitlines()[-1])
-    table = ablation_table(reports, val_losses)
+    runs: dict[str, list[tuple[EvalReport, float]]] = {}
+    summary: dict[str, list[dict]] = {}
+    for seed in init_seeds:
+        for variant in variants:
+            ckpt = out_dir / f"{variant}-init{seed}"
+            logger.info("ablation run %s, init seed %d -> %s", variant, seed, ckpt)
+            result = train(
+                records,
+                preset=preset,
+                ablation=None if variant == FULL else variant,
+                out_dir=ckpt,
+                config=config,
+                cache_dir=cache_dir,
+                device=device,
+                init_seed=seed,
+            )
+            report = evaluate_checkpoint(records, ckpt, options=options, cache_dir=cache_dir, device=device)
+            (ckpt / f"eval-{options.split}.json").write_text(
+                json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+            runs.setdefault(variant, []).append((report, result.final_val_loss))
+            summary.setdefault(variant, []).append(
+                {
+                    "init_seed": seed,
+                    **report.to_dict(),
+                    "final_val_loss": result.final_val_loss,
+                    "train_s": result.wall_s,
+                    "eval_s": report.wall_s,
+                }
+            )
+            logger.info("%s (init %d): %s", variant, seed, report.markdown().splitlines()[-1])
+    table = ablation_table(runs)
     (out_dir / TABLE_FILE).write_text(table + "\n", encoding="utf-8")
-    summary = {v: {**reports[v].to_dict(), "final_val_loss": val_losses[v], **timings[v]} for v in reports}
     (out_dir / JSON_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return table

@@ -19,6 +19,8 @@ from model.config import ConfigError, UAPTConfig
 WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "uapt-checkpoint/1"
+NOT_COMPARED = {"notes", "init_seed"}
+"""Config fields a checkpoint may differ in from the model it loads into: they say nothing about its weights."""
 SIDE_FILES = ("metrics.json", "curve.png")  # written by the trainer; travel with a copied checkpoint
 
 
@@ -86,7 +88,9 @@ def load_checkpoint(model, ckpt_dir: str | Path) -> None:
     meta = _read_meta(directory)
     saved = meta["config"]
     current = model.config.to_dict()
-    differing = sorted(k for k in set(saved) | set(current) if k != "notes" and saved.get(k) != current.get(k))
+    differing = sorted(
+        k for k in set(saved) | set(current) if k not in NOT_COMPARED and saved.get(k) != current.get(k)
+    )
     if differing:
         details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs model {current.get(k)!r}" for k in differing)
         raise CheckpointError(f"checkpoint {directory} was made for a different model ({details})")

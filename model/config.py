@@ -50,6 +50,7 @@ class UAPTConfig:
     clip_config: dict[str, Any] | None = None
     lm_config: dict[str, Any] | None = None
     backbone_seed: int = 0
+    init_seed: int = 0  # initial values of the trainable prefix weights (model.uapt.part_seed)
     num_visual_tokens: int = 16
     num_user_tokens: int = 4
     mapping_layers: int = 5

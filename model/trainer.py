@@ -17,14 +17,14 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from model.config import UAPTConfig
+from model.config import UAPTConfig, get_config
 from model.dataset import PostRecord
 from model.features import FeatureCache
 from model.samples import Sample, build_samples, train_profiles
@@ -164,10 +164,12 @@ def train(
     cache_dir: str | Path = "runs/feature-cache",
     device: str = "auto",
     resume: str | Path | None = None,
+    init_seed: int | None = None,
 ) -> TrainResult:
     """Train on the train split, report val loss each epoch, checkpoint into `out_dir`.
 
-    `preset` is a preset name or a UAPTConfig (as `load_model` takes it).
+    `preset` is a preset name (with `ablation` applied) or a UAPTConfig; `init_seed`
+    replaces its seed of the initial prefix weights.
     """
     from model import load_model
     from model.checkpoint import load_checkpoint, save_checkpoint
@@ -175,7 +177,10 @@ def train(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(preset, device=device, ablation=ablation, dtype="float32")
+    model_config = get_config(preset, ablation) if isinstance(preset, str) else preset
+    if init_seed is not None:
+        model_config = replace(model_config, init_seed=init_seed)
+    model = load_model(model_config, device=device, dtype="float32")
     if resume is not None:
         load_checkpoint(model, resume)
     params = model.trainable_parameters()

@@ -148,8 +148,7 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--betas", type=float, nargs=2, default=d.betas, metavar=("B1", "B2"), help="AdamW betas (default: 0.9 0.96, paper)"
     )
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of each epoch's shuffle (default: {d.seed}; "
-        "the initial prefix weights come from the preset's backbone seed)")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of each epoch's shuffle (default: {d.seed})")
     parser.add_argument("--max-steps", type=int, default=None, help="stop (and checkpoint) after this many steps in total")
 
 
@@ -184,6 +183,9 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     _add_model_args(train)
     _add_training_args(train)
     train.add_argument("--ablation", default=None, help="no_context, no_mapping, no_fusion or no_query")
+    train.add_argument(
+        "--init-seed", type=int, default=None, help="seed of the initial prefix weights (default: the preset's, 0)"
+    )
     train.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
     train.add_argument("--resume", type=Path, default=None, help="checkpoint folder to resume from (e.g. the same --out)")
     train.set_defaults(func=_cmd_train)
@@ -203,6 +205,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             device=args.device,
             resume=args.resume,
+            init_seed=args.init_seed,
         )
     except (TrainingError, ValueError) as exc:
         raise SystemExit(f"uapt train: {exc}") from None
@@ -269,16 +272,26 @@ def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
         "ablate",
         help="train + evaluate the full model and the four ablations (paper Table 3)",
         description=(
-            "Trains full, no_context, no_mapping, no_fusion and no_query with the same seed, data and "
-            "schedule, evaluates each on the split, and prints a markdown table shaped like the "
+            "Trains full, no_context, no_mapping, no_fusion and no_query with the same data, shuffles "
+            "and schedule, once per --init-seeds seed (the parts a variant keeps start from the full "
+            "model's weights), evaluates each on the split, and prints a markdown table shaped like the "
             "paper's Table 3 (plus the personalization score)."
         ),
     )
     _add_model_args(ablate)
     _add_training_args(ablate)
     _add_eval_args(ablate)
-    ablate.add_argument("--out", type=Path, default=Path("runs/ablate"), help="folder for the five checkpoints and the table")
+    ablate.add_argument("--out", type=Path, default=Path("runs/ablate"), help="folder for the checkpoints (VARIANT-initSEED) and the table")
     ablate.add_argument("--only", nargs="+", default=None, help="run only these variants (full and/or ablation names)")
+    ablate.add_argument(
+        "--init-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        metavar="SEED",
+        help="train every variant once per seed of the initial prefix weights; with several, each cell is "
+        "mean ± standard deviation over them (default: 0)",
+    )
     ablate.set_defaults(func=_cmd_ablate)
 
 
@@ -299,6 +312,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             device=args.device,
             variants=args.only,
+            init_seeds=args.init_seeds,
         )
     except (MetricsError, TrainingError, ValueError) as exc:
         raise SystemExit(f"uapt ablate: {exc}") from None

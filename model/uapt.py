@@ -84,9 +84,9 @@ class MappingNetwork(nn.Module):
         if config.ablation == "no_query":
             self.register_buffer("queries", torch.zeros(count, width))  # zero and frozen
         else:
-            with part_seed(config.backbone_seed, "mapping.queries"):
+            with part_seed(config.init_seed, "mapping.queries"):
                 self.queries = nn.Parameter(torch.randn(count, width) * 0.02)
-        with part_seed(config.backbone_seed, "mapping.transformer"):
+        with part_seed(config.init_seed, "mapping.transformer"):
             self.transformer = PrefixTransformer(
                 width, config.mapping_layers, config.mapping_heads, 2 * count, config.dropout
             )
@@ -102,7 +102,7 @@ class PrefixNetwork(nn.Module):
     def __init__(self, config: UAPTConfig, image_dim: int, context_dim: int, lm_hidden: int) -> None:
         super().__init__()
         self.config = config
-        width, seed = config.d_model, config.backbone_seed
+        width, seed = config.d_model, config.init_seed
         with part_seed(seed, "visual_projection"):
             self.visual_projection = nn.Sequential(
                 nn.LayerNorm(image_dim), nn.Linear(image_dim, config.num_visual_tokens * width)

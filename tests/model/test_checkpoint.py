@@ -61,6 +61,16 @@ def test_changed_architecture_in_config_is_refused(trained_checkpoint, tmp_path:
         load_model("tiny", device="cpu", checkpoint=bad)
 
 
+def test_checkpoint_from_another_init_seed_loads_into_the_preset(trained_checkpoint, tmp_path: Path) -> None:
+    path, trained = trained_checkpoint
+    reseeded = _copy(path, tmp_path)
+    meta = json.loads((reseeded / CONFIG_FILE).read_text())
+    meta["config"]["init_seed"] = 3  # where training started says nothing about what the weights mean
+    (reseeded / CONFIG_FILE).write_text(json.dumps(meta))
+    loaded = load_model("tiny", device="cpu", checkpoint=reseeded)
+    assert torch.equal(loaded.prefix.to_lm.weight, trained.prefix.to_lm.weight)
+
+
 def test_corrupt_weights_are_refused(trained_checkpoint, tmp_path: Path) -> None:
     path, _ = trained_checkpoint
     bad = _copy(path, tmp_path)

@@ -52,3 +52,29 @@ def test_cli_errors_are_one_line(tmp_path: Path, small_dataset: Path) -> None:
         main(["evaluate", "--data", str(small_dataset), "--checkpoint", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"^uapt ablate: variants: unknown"):
         main(["ablate", "--data", str(small_dataset), "--preset", "tiny", "--only", "no_such"])
+
+
+def test_ablate_repeats_each_variant_per_init_seed(tmp_path: Path, small_dataset: Path, capsys) -> None:
+    out = tmp_path / "ablate"
+    with pytest.raises(SystemExit) as done:
+        main(["ablate", "--data", str(small_dataset), "--preset", "tiny", "--only", "full", "no_context",
+              "--init-seeds", "0", "1", "--epochs", "1", "--batch-size", "20", "--num-beams", "1", "--limit", "2",
+              "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert done.value.code == 0
+    table = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"w/o context", "UAPT (full)", "ground-truth captions"}
+    assert rows["UAPT (full)"].count(" ± ") == len(METRIC_NAMES) + 2  # every cell is mean ± sd over the 2 seeds
+
+    summary = json.loads((out / "ablation.json").read_text())
+    assert [run["init_seed"] for run in summary["full"]] == [0, 1]
+    configs = [json.loads((out / f"full-init{seed}" / "config.json").read_text())["config"] for seed in (0, 1)]
+    assert [c["init_seed"] for c in configs] == [0, 1]
+    weights = [(out / f"full-init{seed}" / "trainable.safetensors").read_bytes() for seed in (0, 1)]
+    assert weights[0] != weights[1]
+
+
+def test_ablate_refuses_repeated_init_seeds(tmp_path: Path, small_dataset: Path) -> None:
+    with pytest.raises(SystemExit, match=r"^uapt ablate: init seeds must be distinct"):
+        main(["ablate", "--data", str(small_dataset), "--preset", "tiny", "--init-seeds", "1", "1",
+              "--out", str(tmp_path / "o")])
