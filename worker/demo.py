@@ -91,7 +91,8 @@ def run_demo(
 
         _hide_library_progress_bars()
         captioner = _with_status_line(f"loading model preset {preset!r}", lambda: load_captioner(settings))
-        ensure_topics(settings.bootstrap_servers, [settings.input_topic, settings.output_topic, settings.dlq_topic], settings.partitions)
+        topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+        ensure_topics(settings.bootstrap_servers, topics, settings.partitions, settings.replication_factor)
 
         new_posts = _pick_new_posts(records, posts_per_user)
         stop = threading.Event()

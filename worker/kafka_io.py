@@ -51,7 +51,9 @@ def make_producer(bootstrap_servers: str, **extra):
     return KafkaProducer(**config)
 
 
-def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int) -> list[str]:
+def ensure_topics(
+    bootstrap_servers: str, topics: Iterable[str], partitions: int, replication_factor: int = 1
+) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -62,10 +64,12 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if missing:
             try:
-                admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing])
+                admin.create_topics(
+                    [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor) for t in missing]
+                )
             except TopicAlreadyExistsError:
                 log.info("another client created some of %s first", missing)
-            log.info("created topics %s with %d partitions", missing, partitions)
+            log.info("created topics %s with %d partitions, replication %d", missing, partitions, replication_factor)
         return missing
     finally:
         admin.close()

@@ -76,6 +76,7 @@ def run_worker(
                 settings.bootstrap_servers,
                 [settings.input_topic, settings.output_topic, settings.dlq_topic],
                 settings.partitions,
+                settings.replication_factor,
             )
         processor = Processor(
             captioner,

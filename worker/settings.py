@@ -49,6 +49,9 @@ class Settings:
     group_id: str = _opt("uapt-worker", "Kafka consumer group; run more workers with the same id to scale out")
     create_topics: bool = _opt(True, "create missing topics at start-up (off where topics are managed)")
     partitions: int = _opt(4, "partitions for topics the worker creates")
+    replication_factor: int = _opt(
+        1, "replication factor for topics the worker creates (1 suits one broker; 3 on a production cluster)"
+    )
     database_url: str = _opt(
         "sqlite:///uapt-profiles.db",
         "profile store URL: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB",
@@ -82,7 +85,7 @@ class Settings:
     max_redirects: int = _opt(3, "most HTTP redirects followed for one image URL")
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "max_message_bytes", "num_captions", "max_captions", "top_k", "partitions", "max_image_bytes", "max_image_pixels")
+        positive = ("batch_size", "max_message_bytes", "num_captions", "max_captions", "top_k", "partitions", "replication_factor", "max_image_bytes", "max_image_pixels")
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -14,17 +14,19 @@ def test_defaults_match_the_design():
 
 def test_env_is_read_and_flags_win():
     env = {"UAPT_BATCH_SIZE": "32", "UAPT_PRESET": "tiny", "UAPT_ALLOW_HOSTS": "10.0.0.0/8, cdn.local",
-           "UAPT_CREATE_TOPICS": "false", "UAPT_IMAGE_ROOT": "/srv/img", "UAPT_CONNECT_TIMEOUT_S": "1.5"}
+           "UAPT_CREATE_TOPICS": "false", "UAPT_IMAGE_ROOT": "/srv/img", "UAPT_CONNECT_TIMEOUT_S": "1.5",
+           "UAPT_REPLICATION_FACTOR": "3"}
     s = Settings.from_sources({"batch_size": "8", "preset": None}, env=env)
     assert s.batch_size == 8 and s.preset == "tiny" and s.create_topics is False
     assert s.allow_hosts == ("10.0.0.0/8", "cdn.local") and s.image_root == Path("/srv/img")
-    assert s.connect_timeout_s == 1.5
+    assert s.connect_timeout_s == 1.5 and s.replication_factor == 3
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [({"UAPT_BATCH_SIZE": "many"}, "UAPT_BATCH_SIZE"), ({"UAPT_BATCH_SIZE": "0"}, "batch_size"),
-     ({"UAPT_CREATE_TOPICS": "maybe"}, "create_topics"), ({"UAPT_NUM_CAPTIONS": "9"}, "max_captions")],
+     ({"UAPT_CREATE_TOPICS": "maybe"}, "create_topics"), ({"UAPT_NUM_CAPTIONS": "9"}, "max_captions"),
+     ({"UAPT_REPLICATION_FACTOR": "0"}, "replication_factor")],
 )
 def test_bad_values_are_named(env, message):
     with pytest.raises(SettingsError, match=message):
