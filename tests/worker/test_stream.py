@@ -58,13 +58,20 @@ def scrape_until(port: int, done: Callable[[Metrics], bool], timeout_s: float = 
     return metrics
 
 
+def all_stages_observed(metrics: Metrics) -> bool:
+    """Every batch counted so far has had each of its stages observed (the worker observes them after the commit)."""
+    batches = metrics.get(("uapt_batch_size_count", ()), 0)
+    stages = [value for (name, _), value in metrics.items() if name == "uapt_stage_seconds_count"]
+    return batches > 0 and len(stages) >= 6 and all(count == batches for count in stages)
+
+
 def test_end_to_end_captions_and_profiles(worker_settings, captioner):
     posts = good_posts(12)
     publish(worker_settings.bootstrap_servers, worker_settings.input_topic, posts)
     with running_worker(worker_settings, captioner) as info:
         outputs = read_topic(worker_settings.bootstrap_servers, worker_settings.output_topic, until=lambda r: len(r) >= 12)
         port = info["port"]
-        metrics = scrape_until(port, lambda m: m.get(("uapt_captions_produced_total", ())) == 12)
+        metrics = scrape_until(port, lambda m: m.get(("uapt_captions_produced_total", ())) == 12 and all_stages_observed(m))
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
 
