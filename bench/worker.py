@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from worker.broker import EmbeddedBroker
 from worker.events import post_event
-from worker.kafka_io import ensure_topics, make_consumer, make_producer
+from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
 from worker.service import load_captioner, run_worker
 from worker.settings import Settings
 
@@ -89,7 +89,7 @@ def run_once(
         batch_size=batch_size,
         linger_ms=linger_ms,
     )
-    ensure_topics(bootstrap, [settings.input_topic, settings.output_topic, settings.dlq_topic], settings.partitions)
+    ensure_worker_topics(settings)
 
     stop, ready = threading.Event(), threading.Event()
     status: dict = {}

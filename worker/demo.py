@@ -57,7 +57,7 @@ def run_demo(
 
     from worker.broker import EmbeddedBroker
     from worker.events import post_event
-    from worker.kafka_io import ensure_topics, make_consumer, make_producer
+    from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
     from worker.service import load_captioner, run_worker
     from worker.settings import Settings
 
@@ -91,8 +91,7 @@ def run_demo(
 
         _hide_library_progress_bars()
         captioner = _with_status_line(f"loading model preset {preset!r}", lambda: load_captioner(settings))
-        topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
-        ensure_topics(settings.bootstrap_servers, topics, settings.partitions, settings.replication_factor)
+        ensure_worker_topics(settings)
 
         new_posts = _pick_new_posts(records, posts_per_user)
         stop = threading.Event()

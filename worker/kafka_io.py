@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +77,13 @@ def ensure_topics(
         return missing
     finally:
         admin.close()
+
+
+def ensure_worker_topics(settings: Settings) -> list[str]:
+    """Create the worker's input, output and dead-letter topics as its settings size them."""
+    return ensure_topics(
+        settings.bootstrap_servers,
+        [settings.input_topic, settings.output_topic, settings.dlq_topic],
+        settings.partitions,
+        settings.replication_factor,
+    )

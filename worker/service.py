@@ -49,7 +49,7 @@ def run_worker(
     """
     from profiles import ProfileStore
 
-    from worker.kafka_io import ensure_topics, make_consumer, make_producer
+    from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
     from worker.processing import Processor
 
     stop_flag = StopFlag()
@@ -72,12 +72,7 @@ def run_worker(
             {"model_id": captioner.model_id, "preset": settings.preset, "checkpoint": str(settings.checkpoint or "")}
         )
         if settings.create_topics:
-            ensure_topics(
-                settings.bootstrap_servers,
-                [settings.input_topic, settings.output_topic, settings.dlq_topic],
-                settings.partitions,
-                settings.replication_factor,
-            )
+            ensure_worker_topics(settings)
         processor = Processor(
             captioner,
             store,
