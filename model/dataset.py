@@ -11,6 +11,8 @@ one JSON object::
 - ``text``: the user's own caption, non-empty;
 - ``split``: ``train``, ``val`` or ``test``. Keywords (user context) are built
   from ``train`` posts only, so every user in val/test should have train posts.
+- ``labels`` (optional): the image's ground truth (scene, objects, colours, count),
+  which the evaluator uses to score whether a caption names what the image shows.
 
 Other keys are allowed and ignored, so real exports can carry extra metadata.
 `check_dataset` reports every bad line with its number; `load_posts` refuses a
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from PIL import Image
 
@@ -43,6 +46,7 @@ class PostRecord:
     image: Path
     text: str
     split: str
+    labels: dict[str, Any] | None = None  # optional ground truth of the image (docs/DATASET.md)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,9 @@ def _parse_line(raw: str, lineno: int, data_dir: Path) -> tuple[PostRecord | Non
         return None, problems
     if obj["split"] not in SPLITS:
         problems.append(Problem(lineno, f"split '{obj['split']}' is not one of {', '.join(SPLITS)}"))
+    labels = obj.get("labels")
+    if labels is not None and not isinstance(labels, dict):
+        problems.append(Problem(lineno, f"field 'labels' must be a JSON object when present, got {type(labels).__name__}"))
     rel = PurePosixPath(obj["image"])
     if rel.is_absolute() or ".." in rel.parts:
         problems.append(Problem(lineno, f"image '{obj['image']}' must be a path inside the dataset folder"))
@@ -91,6 +98,7 @@ def _parse_line(raw: str, lineno: int, data_dir: Path) -> tuple[PostRecord | Non
         image=(Path(data_dir) / rel).resolve(),
         text=obj["text"],
         split=obj["split"],
+        labels=labels if isinstance(labels, dict) else None,
     )
     return (None if problems else record), problems
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -35,3 +37,25 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype not in DTYPES:
         raise DeviceError(f"dtype must be one of {', '.join(DTYPES)} or 'auto', got {dtype!r}")
     return DTYPES[dtype]
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); without, bf16 is far slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def training_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of the frozen LM while training: 'auto' picks bfloat16 where the hardware is fast at it."""
+    if precision == "auto":
+        if device.type == "cuda":
+            fast = torch.cuda.is_bf16_supported()
+        else:
+            fast = cpu_has_fast_bfloat16()
+        return torch.bfloat16 if fast else torch.float32
+    if precision not in ("float32", "bfloat16"):
+        raise DeviceError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
+    return DTYPES[precision]

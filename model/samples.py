@@ -25,6 +25,7 @@ class Sample:
     text: str
     keywords: tuple[str, ...]
     context_text: str
+    labels: dict | None = None  # the image's ground truth, when the dataset has it
 
 
 def train_profiles(records: Sequence[PostRecord]) -> TfidfProfiles:
@@ -45,5 +46,5 @@ def build_samples(records: Sequence[PostRecord], split: str, k: int, profiles: T
             continue
         exclude = r.post_id if split == "train" else None
         keywords = tuple(kw.term for kw in profiles.top_keywords(r.user_id, k, exclude_post_id=exclude))
-        samples.append(Sample(r.post_id, r.user_id, r.image, r.text, keywords, keywords_to_text(keywords)))
+        samples.append(Sample(r.post_id, r.user_id, r.image, r.text, keywords, keywords_to_text(keywords), r.labels))
     return samples

@@ -2,8 +2,11 @@
 
 The paper's datasets cannot be downloaded here, so this module makes one with
 the property that matters for UAPT: the caption of a post depends on the image
-*and* on who posted it. Images are drawn procedurally (a scene with a few
-coloured objects); each user gets a writing style of their own (synonyms for
+*and* on who posted it. Images are a procedurally drawn scene with a
+real photographed object pasted in (scikit-image's cat, coffee, rocket, astronaut,
+motorcycle and horse photos, randomly cropped, mirrored, scaled and colour-jittered,
+so an ImageNet backbone can recognise it) beside a few drawn coloured shapes; each
+post records that ground truth as ``labels``. Each user gets a writing style of their own (synonyms for
 what they see, favourite phrases, sentence templates, emoji and hashtag habits,
 a running series such as "day 12 of 365", a sign-off). A few users write
 captions that barely relate to the image, as people do on real social media.
@@ -14,31 +17,44 @@ give byte-identical JSONL and PNG files.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance
+from skimage import data as skimage_data
 
 from model.dataset import POSTS_FILE
 
 IMAGE_SIZE = 224
 IMAGES_DIR = "images"
 
-# Scene name -> (sky/top colour, ground/bottom colour, user-facing synonyms).
+# Scene name -> (sky/top colour, ground/bottom colour, user-facing synonyms). No word
+# names two scenes or an object, so a caption's words say which scene it claims.
 SCENES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int], tuple[str, ...]]] = {
     "beach": ((120, 190, 240), (235, 215, 160), ("beach", "shore", "seaside", "sand")),
     "city": ((170, 180, 195), (90, 90, 100), ("city", "downtown", "streets", "town")),
     "forest": ((150, 200, 170), (40, 100, 45), ("forest", "woods", "trees", "trail")),
     "night": ((15, 20, 60), (30, 30, 45), ("night", "evening", "dark", "midnight")),
     "snow": ((215, 225, 240), (250, 250, 252), ("snow", "winter", "frost", "slopes")),
-    "desert": ((250, 200, 140), (215, 160, 90), ("desert", "dunes", "sand", "canyon")),
-    "food": ((245, 235, 220), (180, 120, 70), ("food", "dinner", "brunch", "meal")),
-    "pets": ((230, 220, 250), (160, 200, 120), ("pet", "dog", "cat", "puppy")),
-    "sky": ((90, 160, 235), (200, 225, 250), ("sky", "clouds", "horizon", "blue")),
+    "desert": ((250, 200, 140), (215, 160, 90), ("desert", "dunes", "canyon", "sahara")),
+    "garden": ((230, 220, 250), (120, 190, 90), ("garden", "backyard", "lawn", "flowers")),
+    "sky": ((90, 160, 235), (200, 225, 250), ("sky", "clouds", "horizon", "heavens")),
     "lake": ((160, 210, 235), (40, 110, 160), ("lake", "water", "river", "pond")),
+}
+# Real photographs shipped with scikit-image (offline): object -> (loader name, synonyms).
+# A pretrained backbone recognises these; the drawn shapes beside them carry colour and count.
+PHOTO_OBJECTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cat": ("chelsea", ("cat", "kitty", "kitten")),
+    "coffee": ("coffee", ("coffee", "espresso", "latte", "cappuccino")),
+    "rocket": ("rocket", ("rocket", "spaceship", "launch")),
+    "astronaut": ("astronaut", ("astronaut", "spaceman", "cosmonaut")),
+    "motorcycle": ("stereo_motorcycle", ("motorcycle", "motorbike", "scooter")),
+    "horse": ("horse", ("horse", "pony", "stallion")),
 }
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -49,7 +65,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
 }
 SHAPES: dict[str, tuple[str, ...]] = {
-    "circle": ("ball", "balloon", "circle", "sun"),
+    "circle": ("ball", "balloon", "circle", "dot"),
     "square": ("box", "square", "block", "gift"),
     "triangle": ("triangle", "kite", "tent", "sail"),
     "star": ("star", "sparkle", "comet", "light"),
@@ -57,19 +73,20 @@ SHAPES: dict[str, tuple[str, ...]] = {
 NUMBER_WORDS = ("one", "two", "three", "four")
 POSITIONS = ("left", "right", "middle")
 
+# On-topic templates: every one names the scene and the photographed object.
 TEMPLATES = (
-    "{count} {colour} {thing} at the {scene}",
-    "{fav} {scene} with {count} {colour} {thing}",
-    "look at this {colour} {thing1} , {fav}",
-    "{scene} vibes and a {colour} {thing1}",
-    "just me , the {scene} and {count} {colour} {thing}",
-    "{fav} ! {colour} {thing} on the {position}",
-    "found {count} {colour} {thing} near the {scene} today",
-    "another {fav} day at the {scene}",
-    "the {scene} never gets old , {colour} {thing} everywhere",
-    "spotted a {colour} {thing1} by the {scene} , {fav}",
-    "{colour} {thing} , {scene} , {fav}",
-    "what a {scene} , {count} {colour} {thing} on the {position}",
+    "my {obj} at the {scene} with {count} {colour} {thing}",
+    "{fav} {scene} with my {obj}",
+    "look at this {obj} in the {scene} , {fav}",
+    "{scene} vibes , a {obj} and a {colour} {thing1}",
+    "just me , the {scene} and the {obj}",
+    "{fav} ! {obj} at the {scene} , {colour} {thing} on the {position}",
+    "found a {obj} near the {scene} today",
+    "another {fav} day at the {scene} with the {obj}",
+    "the {scene} never gets old , {obj} and {colour} {thing} everywhere",
+    "spotted a {obj} by the {scene} , {fav}",
+    "{obj} , {scene} , {fav}",
+    "what a {scene} , {count} {colour} {thing} and a {obj}",
 )
 # Off-topic templates: a post that barely relates to its image.
 OFF_TOPIC_TEMPLATES = (
@@ -85,10 +102,10 @@ FAVOURITES = (
     "chasing dreams", "no filter", "happy place", "soul food", "wanderlust",
     "simple joys", "grateful heart", "epic day", "golden hour", "stay curious",
     "little things", "make memories", "slow living", "big mood", "fresh start",
-    "road trip", "sunday reset", "coffee first", "dream big", "tiny adventures",
+    "road trip", "sunday reset", "tea first", "dream big", "tiny adventures",
 )
 TOPICS = (
-    "coffee", "marathon training", "vinyl records", "startup life", "yoga", "crypto",
+    "tea", "marathon training", "vinyl records", "startup life", "yoga", "crypto",
     "knitting", "jazz", "sourdough", "photography gear", "video games", "philosophy",
     "gardening", "fashion week", "skincare", "basketball",
 )
@@ -104,13 +121,24 @@ SIGN_OFFS = ("xoxo", "peace out", "stay wild", "more soon", "love always", "chee
 
 @dataclass(frozen=True)
 class ImageContent:
-    """What a synthetic image shows; drawn into pixels and described by captions."""
+    """What a synthetic image shows; drawn into pixels, described by captions, kept as labels."""
 
     scene: str
-    colour: str
+    obj: str  # the photographed object (a PHOTO_OBJECTS key)
+    colour: str  # of the drawn shapes
     shape: str
-    count: int  # 1..4
-    position: str
+    count: int  # drawn shapes, 1..4
+    position: str  # where the shapes are
+
+    def labels(self, on_topic_user: bool) -> dict:
+        """The ground truth an evaluator scores captions against (docs/DATASET.md)."""
+        return {
+            "scene": self.scene,
+            "objects": [self.obj, self.shape],
+            "colours": [self.colour],
+            "count": self.count,
+            "on_topic_user": on_topic_user,
+        }
 
 
 @dataclass(frozen=True)
@@ -119,6 +147,7 @@ class UserStyle:
 
     user_id: str
     scene_words: dict[str, str]  # scene -> this user's synonym
+    object_words: dict[str, str]  # photographed object -> this user's synonym
     thing_words: dict[str, str]  # shape -> this user's noun
     templates: tuple[str, ...]
     favourites: tuple[str, ...]
@@ -131,6 +160,10 @@ class UserStyle:
     on_topic_rate: float  # share of posts that describe the image
     topics: tuple[str, ...]
 
+    @property
+    def on_topic(self) -> bool:
+        return self.on_topic_rate >= 0.5
+
 
 def draw_style(rng: random.Random, user_id: str) -> UserStyle:
     """Draw a writing style; about one user in five is mostly off-topic."""
@@ -138,6 +171,7 @@ def draw_style(rng: random.Random, user_id: str) -> UserStyle:
     return UserStyle(
         user_id=user_id,
         scene_words={scene: rng.choice(words) for scene, (_, _, words) in SCENES.items()},
+        object_words={obj: rng.choice(words) for obj, (_, words) in PHOTO_OBJECTS.items()},
         thing_words={shape: rng.choice(words) for shape, words in SHAPES.items()},
         templates=tuple(rng.sample(TEMPLATES, 3)),
         favourites=tuple(rng.sample(FAVOURITES, 2)),
@@ -157,6 +191,7 @@ def draw_content(rng: random.Random, style: UserStyle) -> ImageContent:
     scene = rng.choice(style.favourite_scenes) if rng.random() < 0.7 else rng.choice(sorted(SCENES))
     return ImageContent(
         scene=scene,
+        obj=rng.choice(sorted(PHOTO_OBJECTS)),
         colour=rng.choice(sorted(COLOURS)),
         shape=rng.choice(sorted(SHAPES)),
         count=rng.randint(1, 4),
@@ -169,6 +204,7 @@ def write_caption(rng: random.Random, style: UserStyle, content: ImageContent, i
     noun = style.thing_words[content.shape]
     slots = {
         "scene": style.scene_words[content.scene],
+        "obj": style.object_words[content.obj],
         "colour": content.colour,
         "thing": _plural(noun) if content.count > 1 else noun,
         "thing1": noun,
@@ -196,8 +232,38 @@ def _plural(noun: str) -> str:
     return noun + ("es" if noun.endswith(("x", "s", "sh", "ch")) else "s")
 
 
+@functools.cache
+def photo(obj: str) -> Image.Image:
+    """The scikit-image photograph of an object, RGB (the horse is a silhouette, drawn brown)."""
+    loaded = getattr(skimage_data, PHOTO_OBJECTS[obj][0])()
+    if obj == "motorcycle":
+        loaded = loaded[0]  # (left view, right view, disparity)
+    if loaded.dtype == bool:
+        rgb = np.full((*loaded.shape, 3), 255, dtype=np.uint8)
+        rgb[~loaded] = (110, 70, 40)  # skimage's horse: False is the animal
+        loaded = rgb
+    return Image.fromarray(loaded).convert("RGB")
+
+
+def _jittered_photo(rng: random.Random, obj: str) -> Image.Image:
+    """A random crop (70-100% per side), maybe mirrored, rescaled and colour-jittered copy of the photo."""
+    source = photo(obj)
+    w, h = source.size
+    cw, ch = int(w * rng.uniform(0.7, 1.0)), int(h * rng.uniform(0.7, 1.0))
+    x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    crop = source.crop((x0, y0, x0 + cw, y0 + ch))
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    longest = int(IMAGE_SIZE * rng.uniform(0.45, 0.7))
+    scale = longest / max(cw, ch)
+    crop = crop.resize((max(1, int(cw * scale)), max(1, int(ch * scale))), Image.Resampling.BILINEAR)
+    for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        crop = enhancer(crop).enhance(rng.uniform(0.8, 1.2))
+    return crop
+
+
 def draw_image(rng: random.Random, content: ImageContent) -> Image.Image:
-    """A 224 px picture: two-tone scene background plus `count` coloured shapes."""
+    """A 224 px picture: two-tone scene background, the object's photo, and `count` coloured shapes."""
     top, bottom, _ = SCENES[content.scene]
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), top)
     draw = ImageDraw.Draw(image)
@@ -207,11 +273,17 @@ def draw_image(rng: random.Random, content: ImageContent) -> Image.Image:
         for _ in range(12):
             x, y = rng.randint(0, IMAGE_SIZE), rng.randint(0, horizon)
             draw.point((x, y), fill=(255, 255, 220))
+    picture = _jittered_photo(rng, content.obj)
+    # the photo sits opposite the shapes, so neither hides the other
+    left_side = content.position == "right" or (content.position == "middle" and rng.random() < 0.5)
+    px = rng.randint(0, 20) if left_side else IMAGE_SIZE - picture.width - rng.randint(0, 20)
+    py = rng.randint(20, IMAGE_SIZE - picture.height)
+    image.paste(picture, (max(0, px), py))
     x_range = {"left": (10, 80), "middle": (75, 120), "right": (120, 180)}[content.position]
     fill = COLOURS[content.colour]
     for _ in range(content.count):
         size = rng.randint(22, 38)
-        x0, y0 = rng.randint(*x_range), rng.randint(40, 170)
+        x0, y0 = rng.randint(*x_range), rng.randint(20, 180)
         _draw_shape(draw, content.shape, (x0, y0, x0 + size, y0 + size), fill)
     return image
 
@@ -275,6 +347,7 @@ def write_dataset(out_dir: Path, *, users: int, posts_per_user: int, seed: int) 
                 "image": image_rel,
                 "text": write_caption(rng, style, content, i),
                 "split": split_for(i, posts_per_user),
+                "labels": content.labels(style.on_topic),
             }
             lines.append(json.dumps(record, ensure_ascii=False))
     (out_dir / POSTS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 PAPER_WARMUP_STEPS = 6000
+PRECISIONS = ("auto", "float32", "bfloat16")
 WARMUP_FRACTION = 0.05
 
 
@@ -32,6 +33,9 @@ class TrainConfig:
     seed: int = 0
     keywords_k: int = 5
     max_steps: int | None = None
+    eval_every: int | None = None  # steps between val checks; None: once per epoch
+    probe_posts: int = 48  # val posts captioned greedily at each check to measure grounding
+    precision: str = "auto"  # "float32", "bfloat16" (frozen LM in bf16, autocast), or "auto"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "keywords_k"):
@@ -43,6 +47,12 @@ class TrainConfig:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.probe_posts < 0:
+            raise ValueError(f"probe_posts must be >= 0, got {self.probe_posts}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def resolved_warmup(self, total_steps: int) -> int:
         if self.warmup_steps is not None:

@@ -24,7 +24,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from model import grounding
 from model.config import UAPTConfig, get_config
+from model.device import training_dtype
 from model.dataset import PostRecord
 from model.features import FeatureCache
 from model.samples import Sample, build_samples, train_profiles
@@ -90,14 +92,19 @@ def cosine_with_warmup(warmup: int, total: int):
 
 
 def batch_loss(model, split: Split, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, int]:
-    """Mean caption-token NLL of the samples at `index`, and their caption-token count."""
+    """Mean caption-token NLL of the samples at `index`, and their caption-token count.
+
+    With a bfloat16 LM the forward pass runs under autocast; the prefix weights stay float32.
+    """
     input_ids, attention_mask = model.tokenize_captions([split.samples[i].text for i in index.tolist()])
-    out = model(
-        split.image_features[index].to(device),
-        split.context_features[index].to(device),
-        input_ids.to(device),
-        attention_mask.to(device),
-    )
+    low_precision = model.lm.dtype == torch.bfloat16
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+        out = model(
+            split.image_features[index].to(device),
+            split.context_features[index].to(device),
+            input_ids.to(device),
+            attention_mask.to(device),
+        )
     return out.loss, int(attention_mask.sum())
 
 
@@ -111,6 +118,31 @@ def evaluate_loss(model, split: Split, batch_size: int, device: torch.device) ->
         total += float(loss) * n
         tokens += n
     return total / max(tokens, 1)
+
+
+@torch.no_grad()
+def grounding_probe(model, split: Split, limit: int, device: torch.device) -> dict[str, float] | None:
+    """Greedy captions of the first `limit` gradable val posts: how often they name the scene and object.
+
+    A cheap view of whether captions follow the image while training; `uapt evaluate`
+    gives the full beam-search figures. None when the split has no labels.
+    """
+    rows = [i for i, s in enumerate(split.samples) if grounding.is_gradable(s.labels)][:limit]
+    if not rows:
+        return None
+    index = torch.tensor(rows)
+    low_precision = model.lm.dtype == torch.bfloat16
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+        nbest = model.generate(
+            split.image_features[index].to(device), split.context_features[index].to(device), num_beams=1
+        )
+    captions = [hyps[0].text for hyps in nbest]
+    labels = [split.samples[i].labels for i in rows]
+    return {
+        "scene": sum(map(grounding.names_scene, captions, labels)) / len(rows),
+        "object": sum(map(grounding.names_main_object, captions, labels)) / len(rows),
+        "example": captions[0],
+    }
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -185,6 +217,8 @@ def train(
         load_checkpoint(model, resume)
     params = model.trainable_parameters()
     dev = params[0].device
+    lm_dtype = training_dtype(config.precision, dev)
+    model.lm.to(lm_dtype)  # frozen: bfloat16 only speeds it up; the trained weights stay float32
 
     cache = FeatureCache(cache_dir, model)
     profiles = train_profiles(records)
@@ -196,32 +230,55 @@ def train(
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     warmup = config.resolved_warmup(total_steps)
+    eval_every = config.eval_every or steps_per_epoch
     logger.info(
-        "training %s%s on %d posts (%d val): %d steps, warm-up %d, encoded %d images + %d contexts",
+        "training %s%s on %d posts (%d val): %d steps, warm-up %d, LM in %s, encoded %d images + %d contexts",
         model.config.preset,
         f"/{ablation}" if ablation else "",
         n,
         len(val_split.samples),
         total_steps,
         warmup,
+        str(lm_dtype).removeprefix("torch."),
         cache.encoded_images,
         cache.encoded_contexts,
     )
 
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
-    history: dict = {"train_losses": [], "val_losses": []}
+    history: dict = {"train_losses": [], "val_losses": [], "probes": []}
     step = 0
     if resume is not None:
         step, history = load_train_state(Path(resume), optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume, step)
     stop_at = min(total_steps, config.max_steps or total_steps)
 
+    def validate(at_step: int) -> None:
+        """Val loss, and the grounding probe, into history and the log."""
+        if not val_split.samples:
+            return
+        model.eval()
+        val_loss = evaluate_loss(model, val_split, config.batch_size, dev)
+        probe = grounding_probe(model, val_split, config.probe_posts, dev) if config.probe_posts else None
+        model.train()
+        history["val_losses"].append([at_step, val_loss])
+        if probe is not None:
+            history.setdefault("probes", []).append([at_step, probe["scene"], probe["object"]])
+        logger.info(
+            "step %d/%d: train loss %.4f, val loss %.4f%s",
+            at_step,
+            total_steps,
+            history["train_losses"][-1],
+            val_loss,
+            f", probe scene {probe['scene']:.2f} object {probe['object']:.2f}: {probe['example']!r}" if probe else "",
+        )
+
     def checkpoint() -> None:
         extra = {"train": config.to_dict(), "step": step, "total_steps": total_steps, "ablation": ablation}
         save_checkpoint(model, out_dir, extra=extra)
         save_train_state(out_dir, optimizer, scheduler, step, history)
 
+    model.train()
     while step < stop_at:
         epoch, skip = divmod(step, steps_per_epoch)
         order = epoch_order(n, config.seed, epoch)
@@ -236,15 +293,12 @@ def train(
             step += 1
             history["train_losses"].append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if step % eval_every == 0 or step == stop_at:
+                validate(step)
+                checkpoint()
             if step >= stop_at:
                 break
         bar.close()
-        if step % steps_per_epoch == 0 and val_split.samples:
-            val_loss = evaluate_loss(model, val_split, config.batch_size, dev)
-            history["val_losses"].append([step, val_loss])
-            logger.info("epoch %d/%d step %d: train loss %.4f, val loss %.4f", epoch + 1, config.epochs, step,
-                        history["train_losses"][-1], val_loss)
-        checkpoint()
 
     wall_s = time.perf_counter() - started
     result = TrainResult(
@@ -257,7 +311,8 @@ def train(
         val_losses=[tuple(v) for v in history["val_losses"]],
     )
     write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
-                 warmup=warmup, total_steps=total_steps)
+                 warmup=warmup, total_steps=total_steps, lm_dtype=str(lm_dtype).removeprefix("torch."),
+                 probes=history.get("probes", []))
     return result
 
 
@@ -284,9 +339,17 @@ def write_report(out_dir: Path, result: TrainResult, config: TrainConfig, **info
     ax.plot(range(1, len(result.train_losses) + 1), result.train_losses, label="train (per step)", alpha=0.7)
     if result.val_losses:
         xs, ys = zip(*result.val_losses)
-        ax.plot(xs, ys, "o-", label="val (per epoch)")
+        ax.plot(xs, ys, "o-", label="val")
     ax.set_xlabel("step")
     ax.set_ylabel("caption NLL")
+    if info.get("probes"):
+        right = ax.twinx()
+        steps, scene, obj = zip(*info["probes"])
+        right.plot(steps, scene, "s--", color="tab:green", label="val scene named (greedy)")
+        right.plot(steps, obj, "^--", color="tab:red", label="val object named (greedy)")
+        right.set_ylim(0, 1)
+        right.set_ylabel("share of gradable val posts")
+        right.legend(loc="center right")
     title = info.get("preset", "") + (f" / {info['ablation']}" if info.get("ablation") else "")
     ax.set_title(f"UAPT training {title}")
     ax.legend()

@@ -150,6 +150,23 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of each epoch's shuffle (default: {d.seed})")
     parser.add_argument("--max-steps", type=int, default=None, help="stop (and checkpoint) after this many steps in total")
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="steps between val checks (val loss plus a greedy grounding probe) and checkpoints (default: once per epoch)",
+    )
+    parser.add_argument(
+        "--probe-posts", type=int, default=d.probe_posts,
+        help=f"val posts captioned greedily at each check to measure grounding; 0 turns it off (default: {d.probe_posts})",
+    )
+    parser.add_argument(
+        "--precision",
+        default=d.precision,
+        choices=("auto", "float32", "bfloat16"),
+        help="dtype of the frozen LM while training: auto picks bfloat16 on CUDA or a CPU with AVX512-BF16/AMX, "
+        "else float32 (bf16 is several times slower than fp32 on AVX2-only CPUs); the trained weights stay float32",
+    )
 
 
 def _train_config(args: argparse.Namespace):
@@ -165,6 +182,9 @@ def _train_config(args: argparse.Namespace):
         betas=tuple(args.betas),
         seed=args.seed,
         max_steps=args.max_steps,
+        eval_every=args.eval_every,
+        probe_posts=args.probe_posts,
+        precision=args.precision,
         **keywords,
     )
 

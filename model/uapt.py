@@ -1,13 +1,14 @@
 """The UAPT network (paper section 3): frozen encoders and LM, trainable prefix networks.
 
-    image features (B, Di) --visual projection--> visual tokens (B, 16, d)
+    image features (B, T, Di) --visual projection--> visual tokens (B, n, d)
+        pooled (T = 1): one linear map to n = 16 tokens; grid (T = h*w): each cell to one token
     [queries; visual tokens] --mapping transformer--> V (B, 16, d)          (16 query outputs)
     context features (B, Dc) --user projection--> user tokens (B, 4, d)
     [user tokens; V] --fusion transformer--> (B, 20, d) --to_lm--> prefix P (B, 20, H)
     [P; caption tokens] --frozen causal LM--> next-token logits
 
 Ablation switches (paper Table 3) remove one part each: no_context (no user tokens),
-no_mapping (V is the visual tokens), no_fusion (P is [user tokens; V] projected),
+no_mapping (V is the visual tokens; a grid is average-pooled to 16 cells), no_fusion (P is [user tokens; V] projected),
 no_query (queries are zero and frozen).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -78,7 +80,7 @@ class PrefixTransformer(nn.Module):
 class MappingNetwork(nn.Module):
     """Learnable queries attend over the visual tokens; the query outputs are V."""
 
-    def __init__(self, config: UAPTConfig) -> None:
+    def __init__(self, config: UAPTConfig, num_image_tokens: int) -> None:
         super().__init__()
         count, width = config.num_visual_tokens, config.d_model
         if config.ablation == "no_query":
@@ -88,32 +90,70 @@ class MappingNetwork(nn.Module):
                 self.queries = nn.Parameter(torch.randn(count, width) * 0.02)
         with part_seed(config.init_seed, "mapping.transformer"):
             self.transformer = PrefixTransformer(
-                width, config.mapping_layers, config.mapping_heads, 2 * count, config.dropout
+                width, config.mapping_layers, config.mapping_heads, count + num_image_tokens, config.dropout
             )
 
-    def forward(self, visual_tokens: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
+    def forward(self, visual_tokens: Tensor) -> Tensor:  # (B, n, d) -> (B, 16, d)
         queries = self.queries.expand(visual_tokens.size(0), -1, -1)
         return self.transformer(torch.cat([queries, visual_tokens], dim=1))[:, : queries.size(1)]
+
+
+class VisualProjection(nn.Module):
+    """Frozen image features (B, T, Di) -> visual tokens (B, n, d).
+
+    A pooled vector (T = 1) is mapped to n = num_visual_tokens tokens at once (ClipCap's
+    way); a grid maps each of its T cells to one token, so n = T and the queries choose.
+    """
+
+    def __init__(self, config: UAPTConfig, image_dim: int, num_image_tokens: int) -> None:
+        super().__init__()
+        self.width = config.d_model
+        out = config.num_visual_tokens * self.width if num_image_tokens == 1 else self.width
+        self.norm = nn.LayerNorm(image_dim)
+        self.linear = nn.Linear(image_dim, out)
+
+    def forward(self, image_features: Tensor) -> Tensor:
+        tokens = self.linear(self.norm(image_features))  # (B, T, n*d) or (B, T, d)
+        return tokens.view(tokens.size(0), -1, self.width)  # (B, n, d)
+
+
+def pool_grid(tokens: Tensor, count: int) -> Tensor:
+    """Average-pool a square grid of tokens (B, h*w, d) to `count` (a square) tokens, in raster order."""
+    batch, cells, width = tokens.shape
+    side, out = math.isqrt(cells), math.isqrt(count)
+    grid = tokens.transpose(1, 2).reshape(batch, width, side, side)
+    return F.adaptive_avg_pool2d(grid, out).flatten(2).transpose(1, 2)  # (B, count, d)
 
 
 class PrefixNetwork(nn.Module):
     """All trainable weights: frozen features in, LM prefix embeddings out."""
 
-    def __init__(self, config: UAPTConfig, image_dim: int, context_dim: int, lm_hidden: int) -> None:
+    def __init__(
+        self,
+        config: UAPTConfig,
+        image_dim: int,
+        num_image_tokens: int,
+        context_dim: int,
+        lm_hidden: int,
+        lm_embedding_std: float = 1.0,
+    ) -> None:
         super().__init__()
         self.config = config
         width, seed = config.d_model, config.init_seed
+        self.num_image_tokens = num_image_tokens
+        if config.ablation == "no_mapping" and num_image_tokens > 1:
+            if math.isqrt(num_image_tokens) ** 2 != num_image_tokens or math.isqrt(config.num_visual_tokens) ** 2 != config.num_visual_tokens:
+                raise InputError("no_mapping pools the grid: image tokens and num_visual_tokens must be squares")
         with part_seed(seed, "visual_projection"):
-            self.visual_projection = nn.Sequential(
-                nn.LayerNorm(image_dim), nn.Linear(image_dim, config.num_visual_tokens * width)
-            )
+            self.visual_projection = VisualProjection(config, image_dim, num_image_tokens)
         self.user_projection = None
         if config.uses_context:
             with part_seed(seed, "user_projection"):
                 self.user_projection = nn.Sequential(
                     nn.LayerNorm(context_dim), nn.Linear(context_dim, config.num_user_tokens * width)
                 )
-        self.mapping = MappingNetwork(config) if config.ablation != "no_mapping" else None
+        visual_count = config.num_visual_tokens if num_image_tokens == 1 else num_image_tokens
+        self.mapping = MappingNetwork(config, visual_count) if config.ablation != "no_mapping" else None
         self.fusion = None
         if config.ablation != "no_fusion":
             with part_seed(seed, "fusion"):
@@ -122,11 +162,20 @@ class PrefixNetwork(nn.Module):
                 )
         with part_seed(seed, "to_lm"):
             self.to_lm = nn.Linear(width, lm_hidden)
+            # Unit-variance inputs (a LayerNorm ends each transformer) then give prefix rows
+            # at the scale of the LM's own token embeddings, which the LM knows how to read.
+            nn.init.normal_(self.to_lm.weight, std=lm_embedding_std / math.sqrt(width))
+            nn.init.zeros_(self.to_lm.bias)
 
     def forward(self, image_features: Tensor, context_features: Tensor | None) -> Tensor:
         batch, width = image_features.size(0), self.config.d_model
-        visual = self.visual_projection(image_features).view(batch, -1, width)  # (B, 16, d)
-        values = self.mapping(visual) if self.mapping is not None else visual  # V: (B, 16, d)
+        visual = self.visual_projection(image_features)  # (B, n, d)
+        if self.mapping is not None:
+            values = self.mapping(visual)  # V: (B, 16, d)
+        elif visual.size(1) != self.config.num_visual_tokens:
+            values = pool_grid(visual, self.config.num_visual_tokens)  # V: (B, 16, d)
+        else:
+            values = visual
         if self.user_projection is not None:
             if context_features is None:
                 raise InputError("context_features are required unless the ablation is no_context")
@@ -155,7 +204,14 @@ class UAPT(nn.Module):
         for frozen in self.frozen_modules():
             frozen.requires_grad_(False)
             frozen.eval()
-        self.prefix = PrefixNetwork(config, image_encoder.dim, context_encoder.dim, lm.get_input_embeddings().embedding_dim)
+        self.prefix = PrefixNetwork(
+            config,
+            image_encoder.dim,
+            image_encoder.num_tokens,
+            context_encoder.dim,
+            lm.get_input_embeddings().embedding_dim,
+            float(lm.get_input_embeddings().weight.float().std()),
+        )
         self.checkpoint_id: str | None = None  # set by model.checkpoint.load_checkpoint
 
     def frozen_modules(self) -> list[nn.Module]:
@@ -178,7 +234,7 @@ class UAPT(nn.Module):
     def backbone_id(self) -> str:
         """Names the frozen backbones (and their random seed where untrained); a feature-cache key."""
         c = self.config
-        image = f"{c.clip_model}@{c.clip_pretrained or f'random{c.backbone_seed}'}"
+        image = f"{c.image_encoder}@{c.image_pretrained or f'random{c.backbone_seed}'}/{c.image_tokens}"
         if c.clip_config is not None:
             image += "#" + _digest(c.clip_config)
         lm = c.lm + (f"#{_digest(c.lm_config)}@random{c.backbone_seed}" if c.lm_config is not None else "")
@@ -188,7 +244,7 @@ class UAPT(nn.Module):
     # frozen encoders
 
     def encode_images(self, images: Sequence[Image.Image]) -> Tensor:
-        """Frozen image features, float32: (B, image_dim)."""
+        """Frozen image features, float32: (B, T, image_dim); T is 1 for pooled features."""
         return self.image_encoder(images)
 
     def encode_context(self, keyword_texts: Sequence[str]) -> Tensor:
@@ -215,9 +271,10 @@ class UAPT(nn.Module):
     def prefix_embeddings(self, image_features: Tensor, context_features: Tensor | None) -> Tensor:
         """The LM prefix P: (B, prefix_length, H), in the LM's dtype."""
         param = self.prefix.to_lm.weight
-        image_features = self._check_features(image_features, self.image_encoder.dim, "image_features")
+        image_shape = (self.image_encoder.num_tokens, self.image_encoder.dim)
+        image_features = self._check_features(image_features, image_shape, "image_features")
         if self.config.uses_context:
-            context_features = self._check_features(context_features, self.context_encoder.dim, "context_features")
+            context_features = self._check_features(context_features, (self.context_encoder.dim,), "context_features")
             if context_features.size(0) != image_features.size(0):
                 raise InputError(
                     f"context_features has {context_features.size(0)} rows for {image_features.size(0)} images"
@@ -294,10 +351,10 @@ class UAPT(nn.Module):
             for image in hypotheses
         ]
 
-    def _check_features(self, features: Tensor | None, dim: int, name: str) -> Tensor:
-        if features is None or features.dim() != 2 or features.size(1) != dim:
-            shape = None if features is None else tuple(features.shape)
-            raise InputError(f"{name} must have shape (B, {dim}), got {shape}")
+    def _check_features(self, features: Tensor | None, shape: tuple[int, ...], name: str) -> Tensor:
+        if features is None or tuple(features.shape[1:]) != shape:
+            got = None if features is None else tuple(features.shape)
+            raise InputError(f"{name} must have shape (B, {', '.join(map(str, shape))}), got {got}")
         return features
 
 
