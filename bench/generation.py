@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.generation --preset offline --batch 16 --num-beams 3 --max-new-tokens 20
 
-Both decoders caption the same images with the same prefix in the same run; the
-outputs must be identical (token ids, scores within 1e-4). Untrained prefix weights
+Both decoders caption the same images with the same prefix and the same settings
+(repetition control included, as served) in the same run; the outputs must be identical (token ids, scores within 1e-4). Untrained prefix weights
 rarely emit eos, so every caption runs to --max-new-tokens: the comparison is of
 equal work. The last line is machine-readable:
 
@@ -23,6 +23,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image, ImageDraw
+
+from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
+from model.factory import load_model
+from model.generation import BeamSettings, beam_search, naive_beam_search
+from model.keywords import keywords_to_text
 
 KEYWORDS = [["beach", "sunset"], ["coffee", "morning"], [], ["dog", "park", "run"], ["city", "night"], ["cake"]]
 SCORE_TOLERANCE = 1e-4
@@ -71,6 +76,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-beams", type=int, default=3, help="beam width (default: 3)")
     parser.add_argument("--temperature", type=float, default=0.8, help="logit temperature (default: 0.8)")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="caption length in tokens (default: 20)")
+    parser.add_argument(
+        "--no-repeat-ngram-size", type=int, default=NO_REPEAT_NGRAM_SIZE,
+        help=f"n-gram blocking in both decoders (default: {NO_REPEAT_NGRAM_SIZE}, as served)",
+    )
+    parser.add_argument(
+        "--repetition-penalty", type=float, default=REPETITION_PENALTY,
+        help=f"repetition penalty in both decoders (default: {REPETITION_PENALTY}, as served)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each decoder (default: 3)")
     parser.add_argument("--prompts", action="store_true", help="give each image a text prompt of a different length")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -79,8 +92,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    from model import load_model, keywords_to_text
 
     start = time.perf_counter()
     model = load_model(args.preset, device=args.device, dtype=args.dtype)
@@ -95,23 +106,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         words = "a photo of my new favourite place in the whole city".split()
         prompts = [" ".join(words[: i % 6]) for i in range(args.batch)]
 
-    def decode(reference: bool) -> list:
-        result = model.generate(
-            image_features,
-            context_features,
-            num_beams=args.num_beams,
-            temperature=args.temperature,
-            max_new_tokens=args.max_new_tokens,
-            prompts=prompts,
-            reference=reference,
-        )
+    settings = BeamSettings(
+        num_beams=args.num_beams,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        repetition_penalty=args.repetition_penalty,
+    )
+    with torch.no_grad():
+        prefix = model.prefix_embeddings(image_features, context_features)
+    prompt_ids = None if prompts is None else [model.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+
+    def decode(search) -> list:
+        result = search(model.lm, prefix, model.eos_id, settings, prompt_ids)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         return result
 
-    decode(reference=False)  # warm-up: first-call allocations and kernel selection
-    batched_times, batched = timed(lambda: decode(False), args.repeats)
-    naive_times, naive = timed(lambda: decode(True), args.repeats)
+    decode(beam_search)  # warm-up: first-call allocations and kernel selection
+    batched_times, batched = timed(lambda: decode(beam_search), args.repeats)
+    naive_times, naive = timed(lambda: decode(naive_beam_search), args.repeats)
     batched_s, naive_s = statistics.median(batched_times), statistics.median(naive_times)
     identical = same_outputs(batched, naive)
     lengths = [len(c.token_ids) for image in batched for c in image]
@@ -124,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"load_s={load_s:.1f} encode_s={encode_s:.2f} mean_caption_tokens={statistics.mean(lengths):.1f}")
     print(f"batched_s={batched_s:.3f} runs={[round(t, 3) for t in batched_times]}")
     print(f"naive_s={naive_s:.3f} runs={[round(t, 3) for t in naive_times]}")
-    print(f"example: {batched[0][0].text!r}")
+    print(f"example: {model.tokenizer.decode(list(batched[0][0].token_ids)).strip()!r}")
     print(
         f"speedup_vs_naive={naive_s / batched_s:.2f} identical={str(identical).lower()} "
         f"captions_per_s={args.batch / batched_s:.2f}"

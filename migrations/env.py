@@ -1,7 +1,8 @@
 """Alembic environment: runs migrations on the connection ``profiles.database`` hands over.
 
-With no connection given (the ``alembic`` command line), it connects to
-``sqlalchemy.url`` from the config or $UAPT_DATABASE_URL.
+profiles/ drives migrations/, never the other way: this file imports nothing of
+profiles. With no connection given (the plain ``alembic`` command line, with an
+ini file the user writes), it connects to that config's ``sqlalchemy.url``.
 On PostgreSQL the migration transaction holds an advisory lock, so workers
 starting together do not race to create the same tables.
 """
@@ -9,10 +10,7 @@ starting together do not race to create the same tables.
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection, text
-
-from profiles.database import open_engine
-from profiles.urls import normalize_url, resolve_url
+from sqlalchemy import Connection, create_engine, text
 
 MIGRATION_LOCK_ID = 0x0A17_0001  # arbitrary, fixed: the advisory lock key for profile migrations
 
@@ -33,9 +31,15 @@ def main() -> None:
     if connection is not None:
         run_migrations(connection)
         return
-    url = normalize_url(context.config.get_main_option("sqlalchemy.url") or resolve_url(None))
-    with open_engine(url).begin() as connection:
-        run_migrations(connection)
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("no sqlalchemy.url in the alembic config; run 'uapt db upgrade --db URL' instead")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            run_migrations(connection)
+    finally:
+        engine.dispose()
 
 
 main()

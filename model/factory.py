@@ -8,8 +8,12 @@ from pathlib import Path
 import torch
 
 from model import assets
+from model.checkpoint import load_checkpoint, read_checkpoint_config
 from model.config import UAPTConfig, get_config
 from model.device import resolve_device, resolve_dtype
+from model.encoders import build_encoders
+from model.lm import load_lm
+from model.uapt import UAPT
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +36,6 @@ def load_model(
     checkpoint). dtype None means the inference default (half precision on CUDA, float32
     on CPU); training should pass "float32".
     """
-    from model.checkpoint import load_checkpoint, read_checkpoint_config
-    from model.encoders import build_encoders
-    from model.lm import load_lm
-    from model.uapt import UAPT
 
     if isinstance(preset, UAPTConfig):
         config = preset

@@ -12,6 +12,13 @@ are computed.
 
 Scores are length-normalized sums of log-probabilities of the generated tokens
 (eos included), computed from logits divided by the temperature.
+
+Every decoder applies the same repetition control to each row, from the tokens that
+row has generated so far (`next_log_probs`): a repetition penalty on the logits of
+tokens already generated (the CTRL rule, as Hugging Face's
+`RepetitionPenaltyLogitsProcessor`), and a ban on any token that would repeat an
+n-gram (`NoRepeatNGramLogitsProcessor`'s rule). Scores include both, so the batched
+and naive searches still choose the same beams.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
+
 
 class GenerationError(ValueError):
     """Decoding settings or inputs that cannot work."""
@@ -31,11 +40,13 @@ class GenerationError(ValueError):
 
 @dataclass(frozen=True)
 class BeamSettings:
-    num_beams: int = 3
-    temperature: float = 0.8
+    num_beams: int = NUM_BEAMS
+    temperature: float = TEMPERATURE
     max_new_tokens: int = 20
     num_return_sequences: int | None = None  # default: num_beams
     length_penalty: float = 1.0  # score = sum log p / length ** length_penalty
+    no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE  # 0: off
+    repetition_penalty: float = REPETITION_PENALTY  # 1.0: off
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -44,6 +55,10 @@ class BeamSettings:
             raise GenerationError(f"temperature must be > 0, got {self.temperature}")
         if self.max_new_tokens < 1:
             raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.no_repeat_ngram_size < 0:
+            raise GenerationError(f"no_repeat_ngram_size must be >= 0 (0 turns it off), got {self.no_repeat_ngram_size}")
+        if not self.repetition_penalty >= 1.0:
+            raise GenerationError(f"repetition_penalty must be >= 1.0 (1.0 turns it off), got {self.repetition_penalty}")
         if not 1 <= self.n_best <= self.num_beams:
             raise GenerationError(
                 f"num_return_sequences must be between 1 and num_beams ({self.num_beams}), got {self.num_return_sequences}"
@@ -107,8 +122,27 @@ class _ImageBeams:
         return sorted(candidates, key=lambda h: h.score, reverse=True)[: self.settings.n_best]
 
 
-def _log_probs(logits: Tensor, temperature: float) -> Tensor:
-    return torch.log_softmax(logits.float() / temperature, dim=-1)
+def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings) -> Tensor:
+    """Next-token log-probabilities (N, V) of rows whose generated tokens so far are `history` (N, t).
+
+    Repetition penalty on the logits of generated tokens (positive ones divided, negative
+    ones multiplied), then temperature, log-softmax, and -inf for every token that would
+    complete an n-gram the row has already generated.
+    """
+    logits = logits.float()
+    if settings.repetition_penalty != 1.0 and history.size(1):
+        seen = logits.gather(1, history)
+        seen = torch.where(seen > 0, seen / settings.repetition_penalty, seen * settings.repetition_penalty)
+        logits = logits.scatter(1, history, seen)
+    log_probs = torch.log_softmax(logits / settings.temperature, dim=-1)
+    n = settings.no_repeat_ngram_size
+    if n and history.size(1) >= n:
+        grams = history.unfold(1, n, 1)  # (N, W, n): every n-gram generated so far
+        tail = history[:, history.size(1) - (n - 1) :]  # (N, n-1): what the next token would extend
+        repeats = (grams[:, :, : n - 1] == tail[:, None, :]).all(dim=-1)  # (N, W)
+        banned = torch.zeros_like(log_probs).scatter_add_(1, grams[:, :, n - 1], repeats.float())
+        log_probs = log_probs.masked_fill(banned > 0, -math.inf)
+    return log_probs
 
 
 def _positions(mask: Tensor) -> Tensor:
@@ -168,7 +202,8 @@ def beam_search(
     rows = torch.arange(prefix.size(0), device=prefix.device).repeat_interleave(width)
     cache.reorder_cache(rows)
     mask = mask[rows]  # (B*K, L)
-    log_probs = _log_probs(logits, settings.temperature)[rows]  # (B*K, V)
+    history = torch.zeros(len(rows), 0, dtype=torch.long, device=prefix.device)  # (B*K, t): generated tokens
+    log_probs = next_log_probs(logits, history[: prefix.size(0)], settings)[rows]  # (B*K, V)
     vocab = log_probs.size(-1)
 
     beams = [_ImageBeams(settings, eos_id) for _ in prompts]
@@ -207,8 +242,10 @@ def beam_search(
         cache.reorder_cache(source)
         mask = torch.cat([mask[source], mask.new_ones(len(sources), 1)], dim=1)
         scores = torch.tensor(next_scores, device=prefix.device).view(len(active), width)
-        logits, cache = _step(lm, torch.tensor(next_tokens, device=prefix.device), mask, cache)
-        log_probs = _log_probs(logits, settings.temperature)
+        tokens = torch.tensor(next_tokens, device=prefix.device)
+        history = torch.cat([history[source], tokens[:, None]], dim=1)
+        logits, cache = _step(lm, tokens, mask, cache)
+        log_probs = next_log_probs(logits, history, settings)
     return results
 
 
@@ -236,7 +273,8 @@ def naive_beam_search(
                 ids = torch.tensor(prompt + list(tokens), dtype=torch.long, device=prefix.device)
                 sequences.append(torch.cat([prefix[row], embed(ids).to(prefix.dtype)]))
             logits = lm(inputs_embeds=torch.stack(sequences), use_cache=False, logits_to_keep=1).logits[:, -1]
-            log_probs = _log_probs(logits, settings.temperature)  # (beams, V)
+            history = torch.tensor([tokens for tokens, _ in live], dtype=torch.long, device=prefix.device).view(len(live), step)
+            log_probs = next_log_probs(logits, history, settings)  # (beams, V)
             vocab = log_probs.size(-1)
             beam_scores = torch.tensor([score for _, score in live], device=prefix.device)
             candidates = (beam_scores[:, None] + log_probs).view(-1)
@@ -268,8 +306,9 @@ def greedy_search(
     tokens: list[list[int]] = [[] for _ in range(batch)]
     sums = [0.0] * batch
     finished = [False] * batch
+    history = torch.zeros(batch, 0, dtype=torch.long, device=prefix.device)  # every token fed, per row
     for step in range(settings.max_new_tokens):
-        log_probs = _log_probs(logits, settings.temperature)
+        log_probs = next_log_probs(logits, history, settings)
         best_logp, best = log_probs.max(dim=-1)
         for row, (token, logp) in enumerate(zip(best.tolist(), best_logp.tolist())):
             if finished[row]:
@@ -283,6 +322,7 @@ def greedy_search(
             break
         # Finished rows keep decoding (cheaper than reshaping the cache); their tokens are ignored.
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+        history = torch.cat([history, best[:, None]], dim=1)
         logits, cache = _step(lm, best, mask, cache)
     penalty = settings.length_penalty
     return [

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
 from model import assets
 
@@ -23,7 +24,6 @@ def load_lm(spec: str, lm_config: dict[str, Any] | None = None, *, seed: int = 0
         if len(tokenizer) != lm.config.vocab_size:
             raise assets.AssetMissing(f"GPT-2 tokenizer has {len(tokenizer)} tokens, expected {lm.config.vocab_size}")
         return lm, tokenizer
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = assets.resolve(spec)
     path = Path(source)
@@ -51,7 +51,6 @@ def gpt2_tokenizer() -> Any:
     and the old `vocab_file=`/`merges_file=` keywords are silently ignored, giving an empty
     tokenizer (so does `GPT2TokenizerFast`). `load_lm` checks the vocabulary size.
     """
-    from transformers import GPT2Tokenizer
 
     directory = assets.gpt2_tokenizer_dir()
     return GPT2Tokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
@@ -59,7 +58,6 @@ def gpt2_tokenizer() -> Any:
 
 def _random_gpt2(lm_config: dict[str, Any], seed: int) -> nn.Module:
     """GPT-2 architecture with seeded random weights: the paper's LM family, small enough for tests."""
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(vocab_size=50257, bos_token_id=50256, eos_token_id=50256, **lm_config)
     with torch.random.fork_rng(devices=[]):

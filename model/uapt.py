@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from model import generation
-from model.config import UAPTConfig
+from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, UAPTConfig
 
 
 class InputError(ValueError):
@@ -63,10 +63,17 @@ def part_seed(seed: int, part: str) -> Iterator[None]:
 class PrefixTransformer(nn.Module):
     """A pre-norm transformer encoder with learned positions; the body of both mapping and fusion."""
 
-    def __init__(self, width: int, layers: int, heads: int, length: int, dropout: float) -> None:
+    def __init__(self, config: UAPTConfig, layers: int, heads: int, length: int) -> None:
         super().__init__()
+        width = config.d_model
         layer = nn.TransformerEncoderLayer(
-            width, heads, dim_feedforward=4 * width, dropout=dropout, activation="gelu", batch_first=True, norm_first=True
+            width,
+            heads,
+            dim_feedforward=4 * width,
+            dropout=config.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
@@ -90,7 +97,7 @@ class MappingNetwork(nn.Module):
                 self.queries = nn.Parameter(torch.randn(count, width) * 0.02)
         with part_seed(config.init_seed, "mapping.transformer"):
             self.transformer = PrefixTransformer(
-                width, config.mapping_layers, config.mapping_heads, count + num_image_tokens, config.dropout
+                config, config.mapping_layers, config.mapping_heads, count + num_image_tokens
             )
 
     def forward(self, visual_tokens: Tensor) -> Tensor:  # (B, n, d) -> (B, 16, d)
@@ -157,9 +164,7 @@ class PrefixNetwork(nn.Module):
         self.fusion = None
         if config.ablation != "no_fusion":
             with part_seed(seed, "fusion"):
-                self.fusion = PrefixTransformer(
-                    width, config.fusion_layers, config.fusion_heads, config.prefix_length, config.dropout
-                )
+                self.fusion = PrefixTransformer(config, config.fusion_layers, config.fusion_heads, config.prefix_length)
         with part_seed(seed, "to_lm"):
             self.to_lm = nn.Linear(width, lm_hidden)
             # Unit-variance inputs (a LayerNorm ends each transformer) then give prefix rows
@@ -232,14 +237,8 @@ class UAPT(nn.Module):
         return self.prefix.to_lm.weight.device
 
     def backbone_id(self) -> str:
-        """Names the frozen backbones (and their random seed where untrained); a feature-cache key."""
-        c = self.config
-        image = f"{c.image_encoder}@{c.image_pretrained or f'random{c.backbone_seed}'}/{c.image_tokens}"
-        if c.clip_config is not None:
-            image += "#" + _digest(c.clip_config)
-        lm = c.lm + (f"#{_digest(c.lm_config)}@random{c.backbone_seed}" if c.lm_config is not None else "")
-        context = f"clip-text({image})" if c.context_encoder == "clip-text" else c.context_encoder
-        return f"image={image};context={context};lm={lm}"
+        """Names the frozen backbones and the image feature kind; a feature-cache key."""
+        return backbone_id(self.config)
 
     # frozen encoders
 
@@ -316,19 +315,19 @@ class UAPT(nn.Module):
         image_features: Tensor,
         context_features: Tensor | None,
         *,
-        num_beams: int = 3,
-        temperature: float = 0.8,
+        num_beams: int = NUM_BEAMS,
+        temperature: float = TEMPERATURE,
         max_new_tokens: int | None = None,
         num_return_sequences: int | None = None,
         length_penalty: float = 1.0,
+        no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
+        repetition_penalty: float = REPETITION_PENALTY,
         prompts: Sequence[str] | None = None,
-        reference: bool = False,
     ) -> list[list[Caption]]:
         """n-best captions per image (best first). num_beams=1 decodes greedily.
 
         `prompts` (one text per image, lengths may differ) are fed after the prefix and
-        are not part of the returned captions. `reference=True` uses the slow naive beam
-        search (for tests and benchmarks).
+        are not part of the returned captions.
         """
         settings = generation.BeamSettings(
             num_beams=num_beams,
@@ -336,15 +335,14 @@ class UAPT(nn.Module):
             max_new_tokens=max_new_tokens or self.config.max_caption_tokens,
             num_return_sequences=num_return_sequences,
             length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            repetition_penalty=repetition_penalty,
         )
         prefix = self.prefix_embeddings(image_features, context_features)
         prompt_ids = None
         if prompts is not None:
             prompt_ids = [self.tokenizer(text, add_special_tokens=False).input_ids for text in prompts]
-        if num_beams == 1:
-            search = generation.greedy_search
-        else:
-            search = generation.naive_beam_search if reference else generation.beam_search
+        search = generation.greedy_search if num_beams == 1 else generation.beam_search
         hypotheses = search(self.lm, prefix, self.eos_id, settings, prompt_ids)
         return [
             [Caption(self.tokenizer.decode(list(h.token_ids)).strip(), h.score, list(h.token_ids)) for h in image]
@@ -358,9 +356,14 @@ class UAPT(nn.Module):
         return features
 
 
-def keywords_to_text(keywords: Sequence[str]) -> str:
-    """A user's keyword list as the one text the context encoder reads: the words, space-separated."""
-    return " ".join(word.strip() for word in keywords if word.strip())
+def backbone_id(c: UAPTConfig) -> str:
+    """The frozen backbones (and their random seed where untrained) and the image feature kind."""
+    image = f"{c.image_encoder}@{c.image_pretrained or f'random{c.backbone_seed}'}/{c.image_tokens}"
+    if c.clip_config is not None:
+        image += "#" + _digest(c.clip_config)
+    lm = c.lm + (f"#{_digest(c.lm_config)}@random{c.backbone_seed}" if c.lm_config is not None else "")
+    context = f"clip-text({image})" if c.context_encoder == "clip-text" else c.context_encoder
+    return f"image={image};context={context};lm={lm}"
 
 
 def _digest(data: dict) -> str:

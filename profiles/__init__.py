@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from profiles.analyzer import analyze
+from profiles.ids import MAX_ID_CHARS, InvalidId, check_id
 from profiles.posts import MAX_TEXT_CHARS, InvalidPost, Keyword, Post, validate_post
 from profiles.tfidf import TfidfProfiles
 
@@ -16,7 +17,9 @@ if TYPE_CHECKING:
     from profiles.store import ProfileStore, StoreStats
 
 __all__ = [
+    "MAX_ID_CHARS",
     "MAX_TEXT_CHARS",
+    "InvalidId",
     "InvalidPost",
     "Keyword",
     "Post",
@@ -24,6 +27,7 @@ __all__ = [
     "StoreStats",
     "TfidfProfiles",
     "analyze",
+    "check_id",
     "validate_post",
 ]
 

@@ -11,9 +11,13 @@ import logging
 import math
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
+import migrations
 from profiles.urls import normalize_url
 
 logger = logging.getLogger(__name__)
@@ -66,11 +70,7 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
-def _alembic_config(connection: Connection | None = None):
-    from alembic.config import Config
-
-    import migrations
-
+def _alembic_config(connection: Connection | None = None) -> Config:
     config = Config()
     # __path__, not __file__: an editable install made before migrations/__init__.py existed maps it as a namespace
     config.set_main_option("script_location", next(iter(migrations.__path__)))
@@ -81,16 +81,12 @@ def _alembic_config(connection: Connection | None = None):
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the schema up to ``revision`` in one transaction."""
-    from alembic import command
-
     with engine.begin() as connection:
         command.upgrade(_alembic_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str = "-1") -> None:
     """Migrate the schema down to ``revision`` (default: one step) in one transaction."""
-    from alembic import command
-
     with engine.begin() as connection:
         command.downgrade(_alembic_config(connection), revision)
 
@@ -108,8 +104,6 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError("the migrations package holds no revision")

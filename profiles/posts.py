@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from profiles.ids import InvalidId, check_id, is_utf8
+
 MAX_TEXT_CHARS = 10_000
 """Longest post text accepted. Social captions are far shorter (Instagram caps them
 at 2,200 characters); anything near a megabyte is a bug or an attack, not a post."""
-
-MAX_ID_CHARS = 255
-"""Longest post_id / user_id accepted; matches the id columns of the store."""
 
 
 class InvalidPost(ValueError):
@@ -38,29 +37,13 @@ class Keyword:
     score: float
 
 
-def _check_id(name: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidPost(f"{name} must be a non-empty string, got {value!r}")
-    if len(value) > MAX_ID_CHARS:
-        raise InvalidPost(f"{name} is {len(value)} characters long; the limit is {MAX_ID_CHARS}")
-    if not _is_utf8(value):
-        raise InvalidPost(f"{name} {value!r} is not valid UTF-8")
-    if not value.isprintable():  # NUL and other control characters break keys and logs (PostgreSQL refuses NUL)
-        raise InvalidPost(f"{name} {value!r} contains control characters")
-
-
-def _is_utf8(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates, e.g. bytes decoded with surrogateescape
-        return False
-    return True
-
-
 def validate_post(post: Post) -> None:
     """Raise InvalidPost unless the post has both ids and a non-empty, UTF-8, bounded text."""
-    _check_id("post_id", post.post_id)
-    _check_id("user_id", post.user_id)
+    try:
+        check_id(post.post_id, "post_id")
+        check_id(post.user_id, "user_id")
+    except InvalidId as exc:
+        raise InvalidPost(str(exc)) from None
     text = post.text
     if not isinstance(text, str):
         raise InvalidPost(f"text of post {post.post_id!r} must be a string, got {type(text).__name__}")
@@ -70,5 +53,5 @@ def validate_post(post: Post) -> None:
         raise InvalidPost(
             f"text of post {post.post_id!r} is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}"
         )
-    if not _is_utf8(text):
+    if not is_utf8(text):
         raise InvalidPost(f"text of post {post.post_id!r} is not valid UTF-8")

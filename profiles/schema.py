@@ -17,7 +17,7 @@ from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from profiles.analyzer import MAX_TERM_CHARS
-from profiles.posts import MAX_ID_CHARS
+from profiles.ids import MAX_ID_CHARS
 
 CORPUS_ROW_ID = 1
 

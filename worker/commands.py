@@ -1,12 +1,26 @@
-"""Subcommands of `uapt` that belong to the worker: broker, worker, publish, tail, demo."""
+"""Subcommands of `uapt` that belong to the worker: broker, worker, publish, tail.
+
+This is the command line's edge: `uapt --help` imports it, so the handlers
+import kafka, SQLAlchemy, pydantic and torch (through the worker and the model)
+only when they run. Topic and server defaults are the worker's `Settings`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import signal
+import threading
+import time
+import uuid
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+from worker.broker import BrokerError, EmbeddedBroker
+from worker.settings import add_settings_arguments, default_of, env_var, settings_from_args
+
+# The embedded broker listens where a worker looks by default.
+BROKER_HOST, BROKER_PORT = default_of("bootstrap_servers").rsplit(":", 1)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,18 +29,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_worker(subparsers)
     _register_publish(subparsers)
     _register_tail(subparsers)
-    _register_demo(subparsers)
 
 
-def _bootstrap_flag(parser: argparse.ArgumentParser) -> None:
+def _setting_flag(parser: argparse.ArgumentParser, flag: str, name: str, help: str) -> None:
+    """A flag for one worker setting: read from its UAPT_ variable, else the worker's default."""
+    default = default_of(name)
     parser.add_argument(
-        "--bootstrap-servers",
-        default=os.environ.get("UAPT_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP),
-        help=f"Kafka bootstrap servers [env UAPT_BOOTSTRAP_SERVERS; default: {DEFAULT_BOOTSTRAP}]",
+        flag, default=os.environ.get(env_var(name), default), help=f"{help} [env {env_var(name)}; default: {default}]"
     )
 
 
-def _quiet_kafka() -> None:
+def _bootstrap_flag(parser: argparse.ArgumentParser) -> None:
+    _setting_flag(parser, "--bootstrap-servers", "bootstrap_servers", "Kafka bootstrap servers")
+
+
+def quiet_kafka() -> None:
     """kafka-python logs every connection at INFO; keep the worker's own log readable."""
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -43,17 +60,14 @@ def _register_broker(subparsers) -> None:
             "memory and lost on exit; production uses Apache Kafka."
         ),
     )
-    parser.add_argument("--port", type=int, default=9092, help="port to listen on (default: 9092)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on and advertise (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(BROKER_PORT), help=f"port to listen on (default: {BROKER_PORT})")
+    parser.add_argument(
+        "--host", default=BROKER_HOST, help=f"address to listen on and advertise (default: {BROKER_HOST})"
+    )
     parser.set_defaults(func=_run_broker)
 
 
 def _run_broker(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from worker.broker import BrokerError, EmbeddedBroker
-
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -72,8 +86,6 @@ def _run_broker(args: argparse.Namespace) -> int:
 
 
 def _register_worker(subparsers) -> None:
-    from worker.settings import add_settings_arguments
-
     parser = subparsers.add_parser(
         "worker",
         help="consume new-post events and publish personalized caption suggestions",
@@ -90,10 +102,9 @@ def _register_worker(subparsers) -> None:
 
 def _run_worker(args: argparse.Namespace) -> int:
     from worker.service import run_worker
-    from worker.settings import settings_from_args
 
     settings = settings_from_args(args)
-    _quiet_kafka()
+    quiet_kafka()
     try:
         return run_worker(settings)
     except Exception as exc:
@@ -127,14 +138,12 @@ def _register_publish(subparsers) -> None:
     parser.add_argument("--user", required=True, help="user id the posts belong to (also the Kafka key)")
     parser.add_argument("--text", default="", help="words the user wrote with the post (folded into their profile)")
     parser.add_argument("--num-captions", type=int, default=None, help="captions wanted per post (default: the worker's)")
-    parser.add_argument("--topic", default=os.environ.get("UAPT_INPUT_TOPIC", "uapt.posts"), help="input topic [env UAPT_INPUT_TOPIC; default: uapt.posts]")
+    _setting_flag(parser, "--topic", "input_topic", "input topic")
     _bootstrap_flag(parser)
     parser.set_defaults(func=_run_publish)
 
 
 def _run_publish(args: argparse.Namespace) -> int:
-    import uuid
-
     from kafka.errors import KafkaError
 
     from worker.events import image_reference, post_event
@@ -146,7 +155,7 @@ def _run_publish(args: argparse.Namespace) -> int:
         ]
     except ValueError as exc:
         raise SystemExit(f"uapt publish: {exc}") from None
-    _quiet_kafka()
+    quiet_kafka()
     try:
         producer = make_producer(args.bootstrap_servers)
         for post_id, image in events:
@@ -168,7 +177,7 @@ def _register_tail(subparsers) -> None:
         help="print caption suggestions as they arrive",
         description="Print each uapt.caption/1 message of the output topic as it arrives (Ctrl-C stops).",
     )
-    parser.add_argument("--topic", default=os.environ.get("UAPT_OUTPUT_TOPIC", "uapt.captions"), help="output topic [env UAPT_OUTPUT_TOPIC; default: uapt.captions]")
+    _setting_flag(parser, "--topic", "output_topic", "output topic")
     parser.add_argument("--from-beginning", action="store_true", help="start at the oldest message instead of the newest")
     parser.add_argument("--json", action="store_true", help="print the raw JSON messages")
     parser.add_argument("--max-messages", type=int, default=None, help="exit after this many messages")
@@ -178,14 +187,11 @@ def _register_tail(subparsers) -> None:
 
 
 def _run_tail(args: argparse.Namespace) -> int:
-    import json
-    import time
-
     from kafka.errors import KafkaError
 
     from worker.kafka_io import make_consumer
 
-    _quiet_kafka()
+    quiet_kafka()
     try:
         consumer = make_consumer(
             args.bootstrap_servers, None, auto_offset_reset="earliest" if args.from_beginning else "latest"
@@ -213,64 +219,3 @@ def format_caption(message: dict) -> str:
     lines = [f"{message['user_id']} / {message['post_id']}  keywords: {keywords}"]
     lines += [f"    {c['score']:8.3f}  {' '.join(c['text'].split())}" for c in message["captions"]]
     return "\n".join(lines)
-
-
-# --- demo -----------------------------------------------------------------------------------
-
-
-def _register_demo(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="the whole pipeline in one command: broker, worker, sample users, captions",
-        description=(
-            "Start the embedded broker, make sample posts for a few users with different "
-            "histories (synthetic dataset), fold their history into a temporary SQLite profile "
-            "store, publish new posts, run the worker and print each user's suggested captions "
-            "next to their keywords. Stops everything and exits 0."
-        ),
-    )
-    parser.add_argument("--preset", default="offline", help="model preset: offline (default) or tiny (fast, random)")
-    parser.add_argument(
-        "--checkpoint",
-        default=os.environ.get("UAPT_CHECKPOINT"),
-        help="trained checkpoint directory [env UAPT_CHECKPOINT; default for the offline preset: "
-        "checkpoints/demo-offline, trained on the demo's synthetic users]",
-    )
-    parser.add_argument("--untrained", action="store_true", help="run the untrained prefix networks instead")
-    parser.add_argument("--device", default="auto", help="torch device (default: auto)")
-    parser.add_argument("--users", type=int, default=3, help="sample users shown, of the 8 synthetic ones (default: 3)")
-    parser.add_argument(
-        "--posts-per-user", type=int, default=2, help="held-out posts published per user, at most 3 (default: 2)"
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the synthetic data (default: 0, the users the demo checkpoint was trained on; "
-        "another seed makes users it has never seen)",
-    )
-    parser.add_argument("--timeout-s", type=float, default=600, help="give up after this many seconds (default: 600)")
-    parser.set_defaults(func=_run_demo)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    # The GGUF loader draws a plain tqdm bar; tqdm reads this variable when it is first imported.
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    from worker.demo import DemoError, default_checkpoint, run_demo
-
-    _quiet_kafka()
-    root = logging.getLogger()
-    if root.level > logging.DEBUG:  # the printed table is the demo's output; --log-level DEBUG shows the rest
-        root.setLevel(logging.WARNING)
-    try:
-        return run_demo(
-            preset=args.preset,
-            checkpoint=default_checkpoint(args.preset, args.checkpoint, args.untrained),
-            device=args.device,
-            users=args.users,
-            posts_per_user=args.posts_per_user,
-            seed=args.seed,
-            timeout_s=args.timeout_s,
-        )
-    except (DemoError, ValueError) as exc:
-        raise SystemExit(f"uapt demo: {exc}") from None

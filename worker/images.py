@@ -9,6 +9,7 @@ Image references come from strangers, so each source is fenced:
   before any decoding, so decompression bombs are refused cheaply.
 - Paths: resolved with realpath and required to stay under the configured
   root, so neither ``..`` nor a symlink can escape it.
+The limits are an `ImagePolicy` (worker/settings.py, the one owner of their defaults).
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import ssl
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
 
 from worker.schemas import EventError, ImageRef
+from worker.settings import ImagePolicy
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +65,6 @@ class ImageDecodeError(ImageError):
     """The bytes are not a complete, decodable image."""
 
     reason = "image_decode"
-
-
-@dataclass(frozen=True)
-class ImagePolicy:
-    """The guards' limits; built from Settings by the worker, directly by tests."""
-
-    root: Path | None = None
-    allow: tuple[str, ...] = ()
-    max_bytes: int = 10_000_000
-    max_pixels: int = 40_000_000
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 10.0
-    max_redirects: int = 3
 
 
 class ImageLoader:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from worker.settings import Settings
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from worker.settings import Settings, default_of
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +24,6 @@ HEARTBEAT_INTERVAL_MS = 1000
 
 def make_consumer(bootstrap_servers: str, group_id: str | None, *, max_poll_records: int = 500, **extra):
     """A consumer that never commits on its own; the loop commits after outputs and profiles are durable."""
-    from kafka import KafkaConsumer
-
     config = dict(
         bootstrap_servers=bootstrap_servers.split(","),
         group_id=group_id,
@@ -41,14 +41,12 @@ def make_consumer(bootstrap_servers: str, group_id: str | None, *, max_poll_reco
 
 def make_producer(bootstrap_servers: str, **extra):
     """A producer whose sends are acknowledged by all in-sync replicas."""
-    from kafka import KafkaProducer
-
     config = dict(
         bootstrap_servers=bootstrap_servers.split(","),
         acks="all",
         linger_ms=5,
         retries=5,
-        max_request_size=16 * 1024 * 1024,
+        max_request_size=default_of("max_message_bytes"),
         client_id="uapt-worker",
     )
     config.update(extra)
@@ -59,9 +57,6 @@ def ensure_topics(
     bootstrap_servers: str, topics: Iterable[str], partitions: int, replication_factor: int = 1
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="uapt-admin")
     try:
         existing = set(admin.list_topics())

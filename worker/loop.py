@@ -1,10 +1,8 @@
-"""The consumer loop: poll a micro-batch, process it, produce, flush, fold profiles, commit.
+"""The consumer loop: poll a micro-batch, process it, then send and commit it through a `Checkpoint`.
 
-The order is the at-least-once promise of DESIGN.md section 2: offsets are
-committed only after every output and dead letter is acknowledged and the
-profile transaction has committed. A crash anywhere before the commit replays
-the batch; the store's idempotence by post_id keeps the replay from counting a
-post twice.
+The checkpoint holds the at-least-once order of DESIGN.md section 2 (flush,
+fold profiles, commit offsets); the loop keeps the batching, the metrics and
+the rebalance bookkeeping.
 
 Rebalances: every processed batch is committed before the next poll, and
 rebalance callbacks only run inside poll, so when partitions are revoked there is
@@ -19,13 +17,12 @@ import time
 from collections.abc import Sequence
 
 from kafka import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, MessageSizeTooLargeError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import TopicPartition
 
-from worker.dlq import DeadLetter
+from worker.checkpoint import Checkpoint, PostSink
 from worker.http import Readiness
 from worker.metrics import WorkerMetrics
-from worker.processing import BatchResult, Processor
+from worker.processing import BatchResult, Processor, Record
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +52,7 @@ class WorkerLoop:
         self,
         settings: Settings,
         processor: Processor,
-        store,
+        store: PostSink,
         consumer,
         producer,
         metrics: WorkerMetrics,
@@ -70,7 +67,7 @@ class WorkerLoop:
         self.metrics = metrics
         self.readiness = readiness
         self._stopping = stop_flag or StopFlag()
-        self._pending: list = []
+        self._pending: list[Record] = []
         self._lag_refreshed = 0.0
 
     def stop(self) -> None:
@@ -90,7 +87,7 @@ class WorkerLoop:
             self.producer.close(timeout=10)
         log.info("worker stopped cleanly")
 
-    def _collect(self) -> list:
+    def _collect(self) -> list[Record]:
         """Poll until the batch holds batch_size records or linger_ms passed since its first record."""
         size, linger_s = self.settings.batch_size, self.settings.linger_ms / 1000
         self._pending = []
@@ -111,64 +108,24 @@ class WorkerLoop:
                 deadline = time.monotonic() + linger_s
         return self._pending
 
-    def _handle(self, batch: Sequence) -> None:
+    def _handle(self, batch: Sequence[Record]) -> None:
         self.metrics.events_consumed.inc(len(batch))
         self.metrics.batch_size.observe(len(batch))
         result = self.processor.process_batch(batch)
+        checkpoint = Checkpoint(self.consumer, self.producer, self.store, self.settings, result.stage_seconds)
+        checkpoint.send(batch, result)
+        produced_at_ms = checkpoint.commit()
+        self._observe(result, produced_at_ms)
+        log.debug("batch of %d: %d captions, %d dead letters", len(batch), len(result.outputs), len(result.dead_letters))
 
-        started = time.perf_counter()
-        self._produce(result)
-        result.stage_seconds["produce"] = time.perf_counter() - started
+    def _observe(self, result: BatchResult, produced_at_ms: float) -> None:
+        """Count a committed batch's captions and failures, and observe its latencies and stage times."""
         self.metrics.captions_produced.inc(len(result.outputs))
         for reason, count in result.failures.items():
             self.metrics.failures.labels(reason=reason).inc(count)
-        produced_at_ms = time.time() * 1000
         for output in result.outputs:
             self.metrics.end_to_end_seconds.observe(max(0.0, produced_at_ms - output.event_timestamp_ms) / 1000)
-
-        started = time.perf_counter()
-        if result.posts:
-            self.store.add_posts(result.posts)
-        result.stage_seconds["profile_write"] = time.perf_counter() - started
-
-        self._commit(batch)
         self.metrics.observe_stages(result.stage_seconds)
-        log.debug("batch of %d: %d captions, %d dead letters", len(batch), len(result.outputs), len(result.dead_letters))
-
-    def _produce(self, result: BatchResult) -> None:
-        """Send every output and dead letter, flush, and raise if any was not acknowledged."""
-        futures = [
-            self.producer.send(self.settings.output_topic, key=out.key, value=out.value) for out in result.outputs
-        ]
-        letters = [(letter, self._send_dead_letter(letter)) for letter in result.dead_letters]
-        self.producer.flush()
-        for future in futures:
-            future.get(timeout=30)  # re-raises the send error: no commit, the batch is replayed
-        for letter, future in letters:
-            try:
-                future.get(timeout=30)
-            except MessageSizeTooLargeError:  # the broker's limit is below the input's size plus headers
-                self._send_dead_letter(letter.without_value()).get(timeout=30)
-
-    def _send_dead_letter(self, letter: DeadLetter):
-        """Send a dead letter; one too large for the producer goes without its value, so it cannot block the stream."""
-        try:
-            return self.producer.send(self.settings.dlq_topic, key=letter.key, value=letter.value, headers=letter.headers)
-        except MessageSizeTooLargeError:
-            log.warning("dead letter of %d bytes is over the message limit; sending its headers only", len(letter.value or b""))
-            letter = letter.without_value()
-            return self.producer.send(self.settings.dlq_topic, key=letter.key, value=letter.value, headers=letter.headers)
-
-    def _commit(self, batch: Sequence) -> None:
-        next_offsets: dict[TopicPartition, int] = {}
-        for record in batch:
-            tp = TopicPartition(record.topic, record.partition)
-            next_offsets[tp] = max(next_offsets.get(tp, 0), record.offset + 1)
-        try:
-            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in next_offsets.items()})
-        except CommitFailedError as exc:
-            # The group rebalanced mid-batch; the new owner replays it (outputs may repeat, profiles do not).
-            log.warning("offset commit failed after a rebalance, the batch will be replayed: %s", exc)
 
     def _refresh_lag(self) -> None:
         now = time.monotonic()

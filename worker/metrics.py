@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-STAGES = ("parse", "image", "profile_read", "generate", "produce", "profile_write")
+from worker.stages import Stage
+
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -34,10 +35,10 @@ class WorkerMetrics:
             "uapt_consumer_lag", "Events behind the partition's end (clamped at 0)", ["topic", "partition"], registry=r
         )
         self.model_info = Info("uapt_model", "The captioning model this worker serves", registry=r)
-        for stage in STAGES:
+        for stage in Stage:  # every stage's series exists from the start, at zero
             self.stage_seconds.labels(stage=stage)
 
-    def observe_stages(self, seconds: Mapping[str, float]) -> None:
+    def observe_stages(self, seconds: Mapping[Stage, float]) -> None:
         for stage, value in seconds.items():
             self.stage_seconds.labels(stage=stage).observe(value)
 

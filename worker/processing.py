@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +23,7 @@ from profiles import Keyword, Post
 from worker.dlq import DeadLetter, dead_letter
 from worker.images import ImageLoader
 from worker.schemas import CaptionEvent, CaptionOut, EventError, ImageRef, PostEvent, parse_post
+from worker.stages import Stage, timed
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     posts: list[Post] = field(default_factory=list)  # to fold after the outputs are flushed
     failures: Counter[str] = field(default_factory=Counter)  # reason -> count
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_seconds: dict[Stage, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class Processor:
         result = BatchResult()
 
         parsed: list[tuple[Record, PostEvent]] = []
-        with _timed(result.stage_seconds, "parse"):
+        with timed(result.stage_seconds, Stage.PARSE):
             for record in records:
                 try:
                     parsed.append((record, parse_post(record.value)))
@@ -127,7 +127,7 @@ class Processor:
                     self._refuse(result, record, exc)
 
         accepted: list[_Accepted] = []
-        with _timed(result.stage_seconds, "image"):
+        with timed(result.stage_seconds, Stage.IMAGE):
             for (record, event), outcome in zip(parsed, self._load_images([e.image for _, e in parsed]), strict=True):
                 if isinstance(outcome, EventError):
                     self._refuse(result, record, outcome)
@@ -136,13 +136,13 @@ class Processor:
         if not accepted:
             return result
 
-        with _timed(result.stage_seconds, "profile_read"):
+        with timed(result.stage_seconds, Stage.PROFILE_READ):
             user_ids = sorted({a.event.user_id for a in accepted})
             profiles = self.keywords.top_keywords(user_ids, self.top_k)
 
         keyword_terms = [[kw.term for kw in profiles.get(a.event.user_id, [])] for a in accepted]
         wanted = [min(a.event.num_captions or self.num_captions, self.max_captions) for a in accepted]
-        with _timed(result.stage_seconds, "generate"):
+        with timed(result.stage_seconds, Stage.GENERATE):
             captions = self._caption(accepted, keyword_terms, max(wanted), result)
 
         now_ms = time.time() * 1000
@@ -211,13 +211,3 @@ class Processor:
     def _refuse(result: BatchResult, record: Record, error: EventError) -> None:
         result.dead_letters.append(dead_letter(record, error, error.reason))
         result.failures[error.reason] += 1
-
-
-@contextmanager
-def _timed(into: dict[str, float], stage: str) -> Iterator[None]:
-    """Add the wall time of the ``with`` body to ``into[stage]``."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        into[stage] = into.get(stage, 0.0) + time.perf_counter() - start

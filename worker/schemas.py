@@ -2,8 +2,8 @@
 
 `parse_post` turns raw Kafka bytes into a `PostEvent` or raises an `EventError`
 whose ``reason`` is a short, stable label (it names the dead-letter header and
-the failure metric). Text rules are the profile store's own (`validate_post`),
-so an event the worker accepts is always one the store can fold.
+the failure metric). Id and text rules are the profile store's own (`check_id`,
+`validate_post`), so an event the worker accepts is always one the store can fold.
 """
 
 from __future__ import annotations
@@ -11,13 +11,21 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
-from profiles import InvalidPost, Post, validate_post
+from profiles import InvalidPost, Post, check_id, validate_post
 
 POST_SCHEMA = "uapt.post/1"
 CAPTION_SCHEMA = "uapt.caption/1"
-MAX_ID_CHARS = 256
 
 
 class EventError(ValueError):
@@ -35,7 +43,12 @@ class UnknownSchemaError(EventError):
     reason = "unknown_schema"
 
 
-Identifier = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
+def _checked_id(value: str, info: ValidationInfo) -> str:
+    """The store's id rules, applied here so a bad id is a bad event (invalid_field), not a failed fold."""
+    return check_id(value, info.field_name or "id")
+
+
+Identifier = Annotated[StrictStr, AfterValidator(_checked_id)]
 
 
 class ImageRef(BaseModel):

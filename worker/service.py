@@ -7,31 +7,22 @@ import signal
 import threading
 from collections.abc import Callable
 
+from model.captioner import Captioner
+from model.factory import load_model
+from profiles import ProfileStore
 from worker.http import Readiness, StatusServer
+from worker.images import ImageLoader
+from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
 from worker.loop import StopFlag, WorkerLoop
-from worker.images import ImageLoader, ImagePolicy
 from worker.metrics import WorkerMetrics
+from worker.processing import Processor
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def image_policy(settings: Settings) -> ImagePolicy:
-    return ImagePolicy(
-        root=settings.image_root,
-        allow=settings.allow_hosts,
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-        connect_timeout_s=settings.connect_timeout_s,
-        read_timeout_s=settings.read_timeout_s,
-        max_redirects=settings.max_redirects,
-    )
-
-
-def load_captioner(settings: Settings):
-    """Load the model named by the settings (torch is imported here, not at CLI start-up)."""
-    from model import Captioner, load_model
-
+def load_captioner(settings: Settings) -> Captioner:
+    """Load the model named by the settings (the CLI imports this module only to run a worker)."""
     return Captioner(load_model(settings.preset, checkpoint=settings.checkpoint, device=settings.device))
 
 
@@ -47,11 +38,6 @@ def run_worker(
     ``captioner`` lets an in-process caller (demo, benchmark) share one loaded model;
     ``on_ready`` is called with the status server once the loop is about to start.
     """
-    from profiles import ProfileStore
-
-    from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
-    from worker.processing import Processor
-
     stop_flag = StopFlag()
     _install_signal_handlers(stop_flag)
     if stop is not None:
@@ -76,7 +62,7 @@ def run_worker(
         processor = Processor(
             captioner,
             store,
-            ImageLoader(image_policy(settings)),
+            ImageLoader(settings.image_policy),
             num_captions=settings.num_captions,
             max_captions=settings.max_captions,
             top_k=settings.top_k,

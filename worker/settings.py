@@ -3,6 +3,9 @@
 Every field has exactly one flag (``--batch-size``) and one environment variable
 (``UAPT_BATCH_SIZE``); a flag beats the environment, which beats the default. The
 table of fields doubles as the ``uapt worker --help`` text, so the two cannot drift.
+These defaults are the only ones: ``uapt publish`` and ``uapt tail`` take their
+topic and server defaults from here, and the image fields take theirs from
+`ImagePolicy`, the image guards' limits.
 """
 
 from __future__ import annotations
@@ -22,8 +25,27 @@ class SettingsError(ValueError):
     """A configuration value (flag or environment variable) cannot be used."""
 
 
+@dataclass(frozen=True)
+class ImagePolicy:
+    """The image guards' limits (enforced in worker/images.py); tests build one directly."""
+
+    root: Path | None = None
+    allow: tuple[str, ...] = ()
+    max_bytes: int = 10_000_000
+    max_pixels: int = 40_000_000
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 10.0
+    max_redirects: int = 3
+
+
 def _opt(default: Any, help: str, *, parse=None) -> Any:
     return field(default=default, metadata={"help": help, "parse": parse})
+
+
+def _image_opt(policy_field: str, help: str, *, parse=None) -> Any:
+    """A setting that fills ``ImagePolicy.<policy_field>`` and defaults to the policy's own default."""
+    default = getattr(ImagePolicy, policy_field)
+    return field(default=default, metadata={"help": help, "parse": parse, "image_policy": policy_field})
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -71,18 +93,20 @@ class Settings:
     )
     metrics_host: str = _opt("127.0.0.1", "address of the /metrics, /healthz and /readyz server")
     metrics_port: int = _opt(9108, "port of that server (0 picks a free port, -1 turns it off)")
-    image_root: Path | None = _opt(None, "directory 'path' images must live under (unset: path images refused)", parse=_optional_path)
-    allow_hosts: tuple[str, ...] = _opt(
-        (),
+    image_root: Path | None = _image_opt(
+        "root", "directory 'path' images must live under (unset: path images refused)", parse=_optional_path
+    )
+    allow_hosts: tuple[str, ...] = _image_opt(
+        "allow",
         "comma-separated CIDRs or host names image URLs may reach even though they are "
         "private, loopback or link-local (default: none)",
         parse=_csv,
     )
-    max_image_bytes: int = _opt(10_000_000, "largest image download or file, in bytes")
-    max_image_pixels: int = _opt(40_000_000, "largest image, in pixels (width x height), checked before decoding")
-    connect_timeout_s: float = _opt(3.0, "image URL connect timeout, seconds")
-    read_timeout_s: float = _opt(10.0, "image URL read timeout (whole download), seconds")
-    max_redirects: int = _opt(3, "most HTTP redirects followed for one image URL")
+    max_image_bytes: int = _image_opt("max_bytes", "largest image download or file, in bytes")
+    max_image_pixels: int = _image_opt("max_pixels", "largest image, in pixels (width x height), checked before decoding")
+    connect_timeout_s: float = _image_opt("connect_timeout_s", "image URL connect timeout, seconds")
+    read_timeout_s: float = _image_opt("read_timeout_s", "image URL read timeout (whole download), seconds")
+    max_redirects: int = _image_opt("max_redirects", "most HTTP redirects followed for one image URL")
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "max_message_bytes", "num_captions", "max_captions", "top_k", "partitions", "replication_factor", "max_image_bytes", "max_image_pixels")
@@ -96,6 +120,17 @@ class Settings:
         if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise SettingsError("connect_timeout_s and read_timeout_s must be positive")
 
+    @property
+    def image_policy(self) -> ImagePolicy:
+        """The image guards' limits, from the fields that name an ImagePolicy field."""
+        return ImagePolicy(
+            **{
+                f.metadata["image_policy"]: getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if "image_policy" in f.metadata
+            }
+        )
+
     @classmethod
     def from_sources(cls, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings: defaults, overridden by ``UAPT_*`` env vars, overridden by non-None flags."""
@@ -103,7 +138,7 @@ class Settings:
         flags = flags or {}
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            env_name = ENV_PREFIX + f.name.upper()
+            env_name = env_var(f.name)
             if flags.get(f.name) is not None:
                 raw, origin = flags[f.name], f"--{f.name.replace('_', '-')}"
             elif env_name in env:
@@ -112,6 +147,16 @@ class Settings:
                 continue
             values[f.name] = _convert(f, raw, origin)
         return cls(**values)
+
+
+def env_var(name: str) -> str:
+    """The environment variable of setting ``name``, e.g. UAPT_BATCH_SIZE."""
+    return ENV_PREFIX + name.upper()
+
+
+def default_of(name: str) -> Any:
+    """The default of setting ``name``, for commands that share a setting without taking them all."""
+    return {f.name: f.default for f in dataclasses.fields(Settings)}[name]
 
 
 def _convert(f: dataclasses.Field, raw: Any, origin: str) -> Any:
@@ -138,7 +183,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
-        help_text = f"{f.metadata['help']} [env {ENV_PREFIX}{f.name.upper()}; default: {default}]"
+        help_text = f"{f.metadata['help']} [env {env_var(f.name)}; default: {default}]"
         if f.type in ("bool", bool):
             group.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
         else:

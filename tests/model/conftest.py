@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model.synth import write_dataset
+from model.data.synth import write_dataset
 
 
 @pytest.fixture(scope="session")

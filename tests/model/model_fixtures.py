@@ -10,7 +10,9 @@ import functools
 
 from PIL import Image
 
-from model import UAPT, load_model
+from model.factory import load_model
+
+from model.uapt import UAPT
 
 
 @functools.cache

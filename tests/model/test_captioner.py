@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import Captioner, keywords_to_text
+from model.captioner import Captioner
+
+from model.keywords import keywords_to_text
 from model_fixtures import sample_images, tiny_model
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import CheckpointError, load_model, save_checkpoint
+from model.checkpoint import CheckpointError, save_checkpoint
+
+from model.factory import load_model
 from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config
 from model_fixtures import sample_images, tiny_model
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import load_model
-from model.dataset import load_posts
+from model.factory import load_model
+from model.data.dataset import load_posts
 from model.checkpoint import CheckpointError, copy_checkpoint
-from model.train_config import TrainConfig
-from model.trainer import train
+from model.training.train_config import TrainConfig
+from model.training.trainer import train
 
 
 def test_float16_copy_loads(small_dataset: Path, tmp_path: Path) -> None:

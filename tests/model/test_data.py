@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from model.dataset import DatasetError, check_dataset, load_posts
-from worker.cli import main
+from model.data.dataset import DatasetError, check_dataset, load_posts
+from cli.main import main
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -36,7 +36,7 @@ def test_inference_dtype_defaults() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_tiny_model_captions_on_cuda_in_half_precision() -> None:
-    from model import load_model
+    from model.factory import load_model
     from model_fixtures import sample_images
 
     model = load_model("tiny", device="cuda")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from model.dataset import load_posts
-from model.evaluate import EvalOptions, evaluate_checkpoint
-from model.metrics import METRIC_NAMES
-from model.train_config import TrainConfig
-from model.trainer import train
-from worker.cli import main
+from model.data.dataset import load_posts
+from model.evaluation.evaluate import EvalOptions, evaluate_checkpoint
+from model.evaluation.metrics import METRIC_NAMES
+from model.training.train_config import TrainConfig
+from model.training.trainer import train
+from cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,70 @@ def test_ablate_refuses_repeated_init_seeds(tmp_path: Path, small_dataset: Path)
     with pytest.raises(SystemExit, match=r"^uapt ablate: init seeds must be distinct"):
         main(["ablate", "--data", str(small_dataset), "--preset", "tiny", "--init-seeds", "1", "1",
               "--out", str(tmp_path / "o")])
+
+
+def _report(trained: Path, small_dataset: Path, path: Path):
+    posts = load_posts(small_dataset)
+    options = EvalOptions(num_beams=2, limit=4)
+    return evaluate_checkpoint(posts, trained, options=options, cache_dir=trained / "cache", report_path=path)
+
+
+def test_evaluate_reports_grounding_and_sameness(trained: Path, small_dataset: Path) -> None:
+    report = _report(trained, small_dataset, trained / "r.html")
+    data = report.to_dict()
+    for key in ("content_scene", "content_object", "wrong_scene_rate", "repeat_3gram_rate", "distinct_per_user",
+                "personalization", "personalization_ceiling"):
+        assert key in data
+    assert "CIDEr" in data["metrics"]
+    assert report.gradable_posts > 0 and 0.0 <= report.content_scene <= 1.0
+    assert 0.0 < report.distinct_per_user <= 1.0
+
+
+def test_html_report_embeds_every_image_with_its_captions(trained: Path, small_dataset: Path) -> None:
+    from html.parser import HTMLParser
+
+    page = trained / "page.html"
+    report = _report(trained, small_dataset, page)
+
+    class Counter(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.figures, self.images, self.items = 0, [], 0
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self.figures += tag == "figure"
+            self.items += tag == "li"
+            if tag == "img":
+                self.images.append(attrs["src"])
+
+    parser = Counter()
+    parser.feed(page.read_text(encoding="utf-8"))
+    assert parser.figures == report.posts == 4
+    assert len(parser.images) == 4 and all(src.startswith("data:image/jpeg;base64,") for src in parser.images)
+    assert parser.items == 4 * 2  # the n-best list of each post (beam 2)
+    assert "content_scene" in page.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_headless_chromium(trained: Path, small_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed (CI installs Debian's chromium)")
+    page = _report(trained, small_dataset, tmp_path / "page.html")
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count('class="post"') == 4 and "content_scene" in dom.stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    with Image.open(shot) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
+    assert colours is not None and len(colours) > 500  # the embedded photos rendered, not a blank page

@@ -5,8 +5,8 @@ import io
 
 import pytest
 
-from model.metrics import METRIC_NAMES, MetricsError, caption_metrics
-from model.style import StyleProfiles, caption_similarity
+from model.evaluation.metrics import METRIC_NAMES, MetricsError, caption_metrics
+from model.data.style import StyleProfiles, caption_similarity
 
 REFS = {
     "p1": "a red ball on the beach #travel",
@@ -67,7 +67,7 @@ def test_caption_similarity_matches_brute_force() -> None:
 
     import numpy as np
 
-    from model.style import style_vectorizer
+    from model.data.style import style_vectorizer
 
     texts = ["red ball beach", "red ball sea", "blue sky", "sky blue sky", "ball sky", "!!!"]
     users = ["a", "a", "b", "b", "c", "c"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.features import FeatureCache
+from model.training.features import FeatureCache
 
 
 class FakeModel:

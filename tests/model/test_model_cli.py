@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from model import save_checkpoint
+from model.checkpoint import save_checkpoint
 from model_fixtures import sample_images, tiny_model
-from worker.cli import main
+from cli.main import main
 
 
 def _run(argv: list[str]) -> int:

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from model import ModelUnavailable, load_model
+from model.factory import ModelUnavailable, load_model
 
 
 def test_paper_preset_fails_fast_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,7 +52,7 @@ def test_smollm2_from_gguf_takes_a_prefix() -> None:
 @pytest.mark.slow
 def test_offline_preset_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
     """ViT-B-32 (random, frozen) + MiniLM + SmolLM2 GGUF: sizes as configured, captions come out."""
-    from model import Captioner
+    from model.captioner import Captioner
     from model_fixtures import sample_images
 
     with caplog.at_level("WARNING"):

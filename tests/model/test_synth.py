@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from model.dataset import load_posts
-from model.data_stats import compute_stats
-from model.synth import write_dataset
+from model.data.dataset import load_posts
+from model.data.stats import compute_stats
+from model.data.synth import write_dataset
 
 
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
@@ -26,3 +26,20 @@ def test_users_write_in_styles_of_their_own(tmp_path: Path) -> None:
     stats = compute_stats(load_posts(write_dataset(tmp_path, users=12, posts_per_user=12, seed=3)))
     assert stats.posts == 144 and stats.users == 12
     assert stats.intra_user_similarity > 2 * stats.inter_user_similarity
+
+
+def test_labels_describe_the_image_and_on_topic_captions_name_them(tmp_path: Path) -> None:
+    from model.evaluation.grounding import names_main_object, names_scene
+    from model.data.synth import PHOTO_OBJECTS, SCENES
+
+    posts = load_posts(write_dataset(tmp_path, users=6, posts_per_user=15, seed=4))
+    assert all(p.labels is not None for p in posts)
+    for post in posts:
+        labels = post.labels
+        assert labels["scene"] in SCENES and labels["objects"][0] in PHOTO_OBJECTS
+        assert 1 <= labels["count"] <= 4 and len(labels["colours"]) == 1
+    on_topic = [p for p in posts if p.labels["on_topic_user"]]
+    named = [names_scene(p.text, p.labels) and names_main_object(p.text, p.labels) for p in on_topic]
+    # on-topic users describe ~95% of their images; every on-topic template names scene and object
+    assert sum(named) / len(named) > 0.8
+    assert any(not p.labels["on_topic_user"] for p in posts) or len(on_topic) == len(posts)

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from model.config import PRESETS
-from model.dataset import load_posts
-from model.synth import write_dataset
-from model.train_config import TrainConfig
-from model.trainer import cosine_with_warmup, train
+from model.data.dataset import load_posts
+from model.data.synth import write_dataset
+from model.training.train_config import TrainConfig
+from model.training.trainer import cosine_with_warmup, train
 
 TINY = PRESETS["tiny"]  # its random GPT-2 is initialised wide enough for a prefix to steer it
 
@@ -69,7 +69,7 @@ def test_resume_continues_from_saved_step(posts, tmp_path: Path) -> None:
 
 
 def test_resume_refuses_a_folder_without_training_state(posts, tmp_path: Path) -> None:
-    from model.trainer import TrainingError
+    from model.training.trainer import TrainingError
 
     with pytest.raises(ValueError):
         train(posts, preset=TINY, out_dir=tmp_path / "x", config=TrainConfig(epochs=1), cache_dir=tmp_path / "c",

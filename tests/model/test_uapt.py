@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import ABLATIONS, PRESETS, UAPTConfig, get_config, keywords_to_text, load_model
+from model.config import ABLATIONS, PRESETS, UAPTConfig, get_config
+
+from model.factory import load_model
+
+from model.keywords import keywords_to_text
 from model.config import ConfigError
 from model.uapt import InputError
 from model_fixtures import SAMPLE_KEYWORDS, sample_images, tiny_model
@@ -19,7 +23,7 @@ def test_shapes_and_dtypes_through_every_stage(ablation: str | None) -> None:
     config = model.config
     images = model.encode_images(sample_images(4))
     context = model.encode_context([keywords_to_text(k) for k in SAMPLE_KEYWORDS[:4]])
-    assert images.shape == (4, model.image_encoder.dim) and images.dtype == torch.float32
+    assert images.shape == (4, 1, model.image_encoder.dim) and images.dtype == torch.float32  # pooled: one token
     assert context.shape == (4, model.context_encoder.dim) and context.dtype == torch.float32
 
     input_ids, mask = model.tokenize_captions(CAPTIONS)
@@ -53,7 +57,7 @@ def test_ablations_start_the_parts_they_keep_from_the_full_models_weights(ablati
     full = dict(tiny_model().prefix.named_parameters())
     ablated = dict(tiny_model(ablation).prefix.named_parameters())
     shared = [name for name in ablated if name in full and ablated[name].shape == full[name].shape]
-    assert "to_lm.weight" in shared and "visual_projection.1.weight" in shared
+    assert "to_lm.weight" in shared and "visual_projection.linear.weight" in shared
     for name in shared:
         assert torch.equal(ablated[name], full[name]), f"{ablation}: {name} starts from other values"
 
@@ -101,7 +105,7 @@ def test_input_errors_name_the_argument() -> None:
     with pytest.raises(InputError, match="context_features"):
         model(images, None, ids, mask)
     with pytest.raises(InputError, match="image_features"):
-        model(images[:, :3], model.encode_context(["a", "b"]), ids, mask)
+        model(images[:, :, :3], model.encode_context(["a", "b"]), ids, mask)
     with pytest.raises(InputError, match="attention_mask"):
         model(images, model.encode_context(["a", "b"]), ids, mask[:, :1])
 

@@ -47,7 +47,8 @@ def topics(broker) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def captioner():
     """The real model on the `tiny` preset (random weights, loads in seconds)."""
-    from model import Captioner, load_model
+    from model.captioner import Captioner
+    from model.factory import load_model
 
     return Captioner(load_model("tiny", device="cpu"))
 

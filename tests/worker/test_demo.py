@@ -9,7 +9,7 @@ import pytest
 @pytest.mark.slow  # a fresh process: broker, tiny model, worker, ~30 s
 def test_demo_runs_end_to_end_and_exits_zero():
     result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--preset", "tiny", "--device", "cpu", "--users", "2", "--posts-per-user", "2"],
+        [sys.executable, "-m", "cli.main", "demo", "--preset", "tiny", "--device", "cpu", "--users", "2", "--posts-per-user", "2"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -23,7 +23,7 @@ def test_demo_runs_end_to_end_and_exits_zero():
 
 
 def test_offline_demo_defaults_to_the_committed_checkpoint(tmp_path):
-    from worker.demo import DEMO_CHECKPOINT, default_checkpoint
+    from cli.demo import DEMO_CHECKPOINT, default_checkpoint
 
     assert DEMO_CHECKPOINT.is_dir(), "checkpoints/demo-offline is part of the repository"
     assert default_checkpoint("offline", None, untrained=False) == str(DEMO_CHECKPOINT)
@@ -36,7 +36,7 @@ def test_offline_demo_defaults_to_the_committed_checkpoint(tmp_path):
 @pytest.mark.slow  # the README's main-job command: offline preset (SmolLM2, MiniLM, ViT-B-32) with the demo checkpoint
 def test_readme_demo_runs_with_the_trained_checkpoint():
     result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--users", "2", "--posts-per-user", "1"],
+        [sys.executable, "-m", "cli.main", "demo", "--users", "2", "--posts-per-user", "1"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from profiles import MAX_TEXT_CHARS
+from profiles import MAX_ID_CHARS, MAX_TEXT_CHARS
 from worker.events import post_event
 from worker.schemas import CaptionEvent, CaptionOut, EventError, UnknownSchemaError, parse_post
 
@@ -36,6 +36,10 @@ def test_valid_event_parses():
         (event(image={}), "invalid_field"),
         (event(num_captions=0), "invalid_field"),
         (event(text="x" * (MAX_TEXT_CHARS + 1)), "invalid_text"),
+        (event(post_id="p" * (MAX_ID_CHARS + 1)), "invalid_field"),
+        (event(post_id="p\x00"), "invalid_field"),
+        (event(user_id="u\n1"), "invalid_field"),
+        (event(user_id="   "), "invalid_field"),
     ],
 )
 def test_bad_events_are_refused_with_a_reason(raw, reason):
@@ -60,3 +64,13 @@ def test_missing_id_names_the_field():
 def test_caption_event_uses_schema_alias():
     out = CaptionEvent(post_id="p", user_id="u", captions=[CaptionOut(text="hi", score=-1.0)], keywords=[], model="m", latency_ms=1.0)
     assert json.loads(out.to_bytes())["schema"] == "uapt.caption/1"
+
+
+def test_ids_follow_the_store_rules():
+    """The store's id rules are the schema's: a bad id is a bad event, before any text check."""
+    assert parse_post(event(post_id="p" * MAX_ID_CHARS)).post_id == "p" * MAX_ID_CHARS
+    for bad in ({"post_id": "p" * (MAX_ID_CHARS + 1)}, {"post_id": "p\x07"}):
+        for text in ("", "words the store would fold"):
+            with pytest.raises(EventError, match="post_id") as caught:
+                parse_post(event(text=text, **bad))
+            assert caught.value.reason == "invalid_field"

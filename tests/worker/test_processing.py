@@ -7,8 +7,9 @@ import pytest
 
 from profiles import Post
 from worker.events import post_event
-from worker.images import ImageLoader, ImagePolicy
+from worker.images import ImageLoader
 from worker.processing import InputRecord, Processor
+from worker.settings import ImagePolicy
 from worker_samples import FakeCaptioner, jpeg_bytes, png_bytes
 
 

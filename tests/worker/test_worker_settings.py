@@ -1,9 +1,11 @@
+import argparse
 import dataclasses
 from pathlib import Path
 
 import pytest
 
-from worker.settings import Settings, SettingsError
+from worker import commands
+from worker.settings import ImagePolicy, Settings, SettingsError
 
 
 def test_defaults_match_the_design():
@@ -33,8 +35,44 @@ def test_bad_values_are_named(env, message):
         Settings.from_sources(env=env)
 
 
+def test_image_policy_defaults_are_the_settings_defaults():
+    assert Settings().image_policy == ImagePolicy()
+
+
+def test_image_policy_takes_every_image_setting():
+    s = Settings.from_sources(
+        env={"UAPT_IMAGE_ROOT": "/srv/img", "UAPT_ALLOW_HOSTS": "cdn.local", "UAPT_MAX_IMAGE_BYTES": "5",
+             "UAPT_MAX_IMAGE_PIXELS": "6", "UAPT_CONNECT_TIMEOUT_S": "0.5", "UAPT_READ_TIMEOUT_S": "2",
+             "UAPT_MAX_REDIRECTS": "0"}
+    )
+    assert s.image_policy == ImagePolicy(
+        root=Path("/srv/img"), allow=("cdn.local",), max_bytes=5, max_pixels=6, connect_timeout_s=0.5,
+        read_timeout_s=2.0, max_redirects=0,
+    )
+
+
+def command_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_publish_and_tail_default_to_the_worker_settings(monkeypatch):
+    for name in ("UAPT_BOOTSTRAP_SERVERS", "UAPT_INPUT_TOPIC", "UAPT_OUTPUT_TOPIC"):
+        monkeypatch.delenv(name, raising=False)
+    worker = Settings()
+    publish = command_args("publish", "a.png", "--user", "u")
+    assert (publish.topic, publish.bootstrap_servers) == (worker.input_topic, worker.bootstrap_servers)
+    assert command_args("tail").topic == worker.output_topic
+    broker = command_args("broker")
+    assert f"{broker.host}:{broker.port}" == worker.bootstrap_servers  # the embedded broker is where workers look
+
+    monkeypatch.setenv("UAPT_OUTPUT_TOPIC", "captions.b")
+    assert command_args("tail").topic == "captions.b"
+
+
 def run_cli(*args: str) -> SystemExit:
-    from worker.cli import main
+    from cli.main import main
 
     with pytest.raises(SystemExit) as exited:
         main(list(args))

@@ -130,7 +130,7 @@ def worker_command(settings) -> list[str]:
         "linger-ms": str(settings.linger_ms),
         "num-captions": str(settings.num_captions),
     }
-    command = [sys.executable, "-m", "worker.cli", "worker", "--no-create-topics"]
+    command = [sys.executable, "-m", "cli.main", "worker", "--no-create-topics"]
     for name, value in flags.items():
         command += [f"--{name}", value]
     return command

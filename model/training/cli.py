@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from model.cli import add_decoding_args
+
 DATA_FORMAT_HELP = (
     "A dataset is a folder with posts.jsonl (one JSON object per line: post_id, user_id, "
     "image = path relative to the folder, text, split = train|val|test) and the image files."
@@ -67,7 +69,7 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from model.synth import write_dataset
+    from model.data.synth import write_dataset
 
     try:
         out = write_dataset(args.out, users=args.users, posts_per_user=args.posts_per_user, seed=args.seed)
@@ -78,7 +80,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from model.dataset import DatasetError, check_dataset
+    from model.data.dataset import DatasetError, check_dataset
 
     try:
         records, problems = check_dataset(args.dir, verify_images=not args.no_verify_images)
@@ -91,7 +93,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _load_or_exit(command: str, data_dir: Path):
-    from model.dataset import DatasetError, load_posts
+    from model.data.dataset import DatasetError, load_posts
 
     try:
         return load_posts(data_dir)
@@ -100,7 +102,7 @@ def _load_or_exit(command: str, data_dir: Path):
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from model.data_stats import compute_stats
+    from model.data.stats import compute_stats
 
     stats = compute_stats(_load_or_exit("data stats", args.dir))
     print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.markdown())
@@ -129,7 +131,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training_args(parser: argparse.ArgumentParser) -> None:
-    from model.train_config import TrainConfig
+    from model.training.train_config import TrainConfig
 
     d = TrainConfig()
     parser.add_argument("--preset", default="offline", help="model preset: paper, offline, tiny (default: offline)")
@@ -170,7 +172,7 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace):
-    from model.train_config import TrainConfig
+    from model.training.train_config import TrainConfig
 
     keywords = {} if args.keywords is None else {"keywords_k": args.keywords}
     return TrainConfig(
@@ -212,7 +214,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from model.trainer import TrainingError, train
+    from model.training.trainer import TrainingError, train
 
     records = _load_or_exit("train", args.data)
     try:
@@ -238,17 +240,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _eval_options(args: argparse.Namespace):
     """The decoding and scoring options of `evaluate` and `ablate` (see _add_eval_args)."""
-    from model.evaluate import EvalOptions
+    from model.evaluation.evaluate import EvalOptions
 
     return EvalOptions(
-        split=args.split, num_beams=args.num_beams, temperature=args.temperature, limit=args.limit, keywords_k=args.keywords
+        split=args.split,
+        num_beams=args.num_beams,
+        temperature=args.temperature,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        repetition_penalty=args.repetition_penalty,
+        limit=args.limit,
+        keywords_k=args.keywords,
     )
 
 
 def _add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score (default: test)")
-    parser.add_argument("--num-beams", type=int, default=3, help="beam size (default: 3, paper)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="decoding temperature (default: 0.8, paper)")
+    add_decoding_args(parser)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N posts of the split")
 
 
@@ -267,23 +274,31 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     _add_eval_args(evaluate)
     evaluate.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder from 'uapt train'")
     evaluate.add_argument("--out", type=Path, default=None, help="write the JSON report here (default: CHECKPOINT/eval-SPLIT.json)")
+    evaluate.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="also write one self-contained HTML page: every image with its user, keywords, real text and n-best captions",
+    )
     evaluate.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from model.evaluate import evaluate_checkpoint
-    from model.metrics import MetricsError
+    from model.evaluation.evaluate import evaluate_checkpoint
+    from model.evaluation.metrics import MetricsError
 
     records = _load_or_exit("evaluate", args.data)
     options = _eval_options(args)
     try:
-        report = evaluate_checkpoint(records, args.checkpoint, options=options, cache_dir=args.cache_dir, device=args.device)
+        report = evaluate_checkpoint(
+            records, args.checkpoint, options=options, cache_dir=args.cache_dir, device=args.device, report_path=args.report
+        )
     except (MetricsError, ValueError) as exc:
         raise SystemExit(f"uapt evaluate: {exc}") from None
     out = args.out or args.checkpoint / f"eval-{args.split}.json"
     out.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(report.markdown())
-    print(f"report: {out}", file=sys.stderr)
+    print(f"report: {out}" + (f", page: {args.report}" if args.report else ""), file=sys.stderr)
     return 0
 
 
@@ -316,9 +331,9 @@ def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from model.ablate import run_ablation
-    from model.metrics import MetricsError
-    from model.trainer import TrainingError
+    from model.evaluation.metrics import MetricsError
+    from model.training.ablate import run_ablation
+    from model.training.trainer import TrainingError
 
     records = _load_or_exit("ablate", args.data)
     options = _eval_options(args)

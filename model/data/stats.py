@@ -6,7 +6,7 @@ Definitions (also in ``uapt data stats --help`` and the README):
   (emoji and hashtags count as words, as a reader would see them);
 - intra-user similarity: mean TF-IDF cosine over all pairs of distinct captions
   written by the same user; inter-user similarity: the same over pairs written
-  by different users (see `model.style.caption_similarity`). A dataset where
+  by different users (see `model.data.style.caption_similarity`). A dataset where
   users have styles of their own has intra well above inter.
 """
 
@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from model.dataset import SPLITS, PostRecord
-from model.style import caption_similarity
+from model.data.dataset import SPLITS, PostRecord
+from model.data.style import caption_similarity
 
 
 @dataclass(frozen=True)

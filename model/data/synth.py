@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 from skimage import data as skimage_data
 
-from model.dataset import POSTS_FILE
+from model.data.dataset import POSTS_FILE
 
 IMAGE_SIZE = 224
 IMAGES_DIR = "images"

@@ -1,8 +1,8 @@
 """Offline training of the prefix networks (paper eq. 1), backbones frozen.
 
-Frozen features are computed once through `model.features.FeatureCache`; each
+Frozen features are computed once through `model.training.features.FeatureCache`; each
 step only runs the trainable mapping/fusion networks and the frozen LM.
-Optimizer and schedule follow the paper (see `model.train_config`).
+Optimizer and schedule follow the paper (see `model.training.train_config`).
 
 Resuming is exact: each epoch's shuffle comes from its own seeded generator,
 and the checkpoint folder carries the optimizer moments, scheduler state and
@@ -21,16 +21,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from model import grounding
+from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import UAPTConfig, get_config
+from model.data.dataset import PostRecord
+from model.data.samples import Sample, build_samples, train_profiles
 from model.device import training_dtype
-from model.dataset import PostRecord
-from model.features import FeatureCache
-from model.samples import Sample, build_samples, train_profiles
-from model.train_config import TrainConfig
+from model.evaluation import grounding
+from model.factory import load_model
+from model.training.features import FeatureCache
+from model.training.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +206,6 @@ def train(
     `preset` is a preset name (with `ablation` applied) or a UAPTConfig; `init_seed`
     replaces its seed of the initial prefix weights.
     """
-    from model import load_model
-    from model.checkpoint import load_checkpoint, save_checkpoint
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -318,11 +319,6 @@ def train(
 
 def write_report(out_dir: Path, result: TrainResult, config: TrainConfig, **info) -> None:
     """metrics.json and curve.png (train loss per step, val loss per epoch)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = {
         "config": config.to_dict(),
         **{k: list(v) if isinstance(v, tuple) else v for k, v in info.items()},
@@ -335,7 +331,8 @@ def write_report(out_dir: Path, result: TrainResult, config: TrainConfig, **info
         "val_losses": [list(v) for v in result.val_losses],
     }
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=1), encoding="utf-8")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))  # no pyplot: no GUI backend, no global figure state
+    ax = fig.subplots()
     ax.plot(range(1, len(result.train_losses) + 1), result.train_losses, label="train (per step)", alpha=0.7)
     if result.val_losses:
         xs, ys = zip(*result.val_losses)
@@ -355,4 +352,3 @@ def write_report(out_dir: Path, result: TrainResult, config: TrainConfig, **info
     ax.legend()
     fig.tight_layout()
     fig.savefig(out_dir / CURVE_FILE, dpi=100)
-    plt.close(fig)

@@ -1,6 +1,6 @@
 """Training hyper-parameters (paper section 4.2 defaults), free of torch imports.
 
-Kept apart from `model.trainer` so the CLI can show the defaults in ``--help``
+Kept apart from `model.training.trainer` so the CLI can show the defaults in ``--help``
 without importing torch.
 """
 

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from model.config import ABLATIONS
-from model.dataset import PostRecord
-from model.evaluate import EvalOptions, EvalReport, evaluate_checkpoint
-from model.metrics import METRIC_NAMES
-from model.train_config import TrainConfig
-from model.trainer import train
+from model.data.dataset import PostRecord
+from model.evaluation.evaluate import EvalOptions, EvalReport, evaluate_checkpoint
+from model.evaluation.metrics import METRIC_NAMES
+from model.training.train_config import TrainConfig
+from model.training.trainer import train
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Does a caption name what its image shows? Word-level checks against a post's `labels`.
 
-The synthetic generator (`model.synth`) owns the words: each scene and each
+The synthetic generator (`model.data.synth`) owns the words: each scene and each
 photographed object has synonyms, and no word names two of them. A caption
 names a scene (or object) when one of its words is one of those synonyms
 (plural "s" allowed). These checks are what `content_scene`, `content_object`
@@ -11,10 +11,10 @@ periodic probe reports.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from model.synth import PHOTO_OBJECTS, SCENES
+from model.data.synth import PHOTO_OBJECTS, SCENES
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -58,3 +58,22 @@ def names_main_object(caption: str, labels: Mapping[str, Any]) -> bool:
 def is_gradable(labels: Mapping[str, Any] | None) -> bool:
     """Grounding is scored on posts with labels whose user writes about their images."""
     return bool(labels) and bool(labels.get("on_topic_user", True)) and "scene" in labels
+
+
+def content_scores(captions: Sequence[str], labels: Sequence[Mapping[str, Any] | None]) -> dict[str, float | None]:
+    """content_scene, content_object (over gradable posts) and wrong_scene_rate (over labelled posts).
+
+    A figure is None when no post qualifies (e.g. a dataset without labels).
+    """
+    gradable = [(c, l) for c, l in zip(captions, labels) if is_gradable(l)]
+    labelled = [(c, l) for c, l in zip(captions, labels) if l and "scene" in l]
+
+    def share(pairs: list, check) -> float | None:
+        return sum(check(c, l) for c, l in pairs) / len(pairs) if pairs else None
+
+    return {
+        "content_scene": share(gradable, names_scene),
+        "content_object": share(gradable, names_main_object),
+        "wrong_scene_rate": share(labelled, names_wrong_scene),
+        "gradable_posts": len(gradable),
+    }

@@ -1,4 +1,4 @@
-"""Caption metrics through pycocoevalcap, as the paper reports them.
+"""Caption metrics: the paper's, through pycocoevalcap, and checks for loops and sameness.
 
 BLEU-1..4, METEOR, ROUGE-L and CIDEr, after pycocoevalcap's PTB tokenizer
 (Stanford CoreNLP, lower-cased, punctuation removed), one reference per post.
@@ -12,7 +12,14 @@ import contextlib
 import io
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
@@ -40,11 +47,6 @@ def caption_metrics(references: Mapping[str, str], candidates: Mapping[str, str]
     if not references:
         raise MetricsError("references is empty")
     require_java()
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     tokenizer = PTBTokenizer()
     try:
@@ -64,3 +66,30 @@ def caption_metrics(references: Mapping[str, str], candidates: Mapping[str, str]
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
     return {name: float(v) for name, v in zip(METRIC_NAMES, [*bleu, meteor_score, rouge, cider])}
+
+
+def repeats_word_ngram(caption: str, n: int = 3) -> bool:
+    """Whether some word n-gram (lower-cased, whitespace-split) occurs twice in the caption."""
+    words = caption.lower().split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def repeat_ngram_rate(captions: Sequence[str], n: int = 3) -> float:
+    """Share of captions with a repeated word n-gram: the looping the decoder must not do."""
+    if not captions:
+        raise MetricsError("captions is empty")
+    return sum(repeats_word_ngram(c, n) for c in captions) / len(captions)
+
+
+def distinct_per_user(captions: Sequence[str], user_ids: Sequence[str]) -> float:
+    """For each user, distinct captions / that user's posts; averaged over users.
+
+    1.0 means every image of a user got its own caption; 1/posts means one caption for all.
+    """
+    if len(captions) != len(user_ids) or not captions:
+        raise MetricsError(f"need as many user ids as captions, and at least one ({len(user_ids)} != {len(captions)})")
+    by_user: dict[str, list[str]] = defaultdict(list)
+    for caption, user in zip(captions, user_ids):
+        by_user[user].append(caption.strip().lower())
+    return sum(len(set(texts)) / len(texts) for texts in by_user.values()) / len(by_user)

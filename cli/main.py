@@ -1,9 +1,10 @@
 """The `uapt` command line: one parser, subcommands contributed by each package.
 
 Each package owns its commands in its own `cli` module (``model.cli``,
-``model.training_cli``, ``profiles.cli``, ``worker.commands``) through a ``register(subparsers)``
+``model.training.cli``, ``profiles.cli``, ``worker.commands``) through a ``register(subparsers)``
 function, so this file only assembles them. Heavy imports (torch, kafka) happen
-inside the command handlers, which keeps ``uapt --help`` instant.
+inside the command handlers, the one place lazy imports are allowed, which keeps
+``uapt --help`` instant.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+
+from cli import demo
+from model import cli as model_cli
+from model.training import cli as training_cli
+from profiles import cli as profiles_cli
+from worker import commands as worker_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,12 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    from model import cli as model_cli
-    from model import training_cli
-    from profiles import cli as profiles_cli
-    from worker import commands as worker_commands
-
     worker_commands.register(subparsers)
+    demo.register(subparsers)
     profiles_cli.register(subparsers)
     model_cli.register(subparsers)
     training_cli.register(subparsers)

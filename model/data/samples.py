@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.dataset import PostRecord
+from model.data.dataset import PostRecord
+from model.keywords import keywords_to_text
 from profiles import InvalidPost, Post, TfidfProfiles
 
 
@@ -38,7 +39,6 @@ def train_profiles(records: Sequence[PostRecord]) -> TfidfProfiles:
 
 def build_samples(records: Sequence[PostRecord], split: str, k: int, profiles: TfidfProfiles) -> list[Sample]:
     """The samples of one split, in file order, each with its user's top-k keywords."""
-    from model import keywords_to_text
 
     samples = []
     for r in records:

@@ -1,0 +1,1 @@
+"""Training data: the JSONL dataset format, records to samples with keywords, synthetic users, statistics."""

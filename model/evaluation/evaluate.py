@@ -1,0 +1,203 @@
+"""Scoring a checkpoint the way the paper does, plus a personalization score.
+
+For each post of a split, the model captions the image given the user's
+train-profile keywords; the caption is scored against the post's own text (one
+reference per post, as in the paper) with `model.evaluation.metrics`.
+
+Grounding (when the dataset has `labels`): content_scene / content_object, the
+share of gradable posts whose best caption names the image's scene / main object,
+and wrong_scene_rate (`model.evaluation.grounding`). Loops and sameness: repeat_3gram_rate
+and distinct_per_user (`model.evaluation.metrics`).
+
+Personalization: the share of generated captions whose nearest user by TF-IDF
+writing style (cosine to each user's train-split profile, `model.data.style`) is
+the poster. The same figure for the real captions is the ceiling: how often a
+user's own words already identify them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from model.checkpoint import CONFIG_FILE, read_checkpoint_config
+from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
+from model.data.dataset import PostRecord
+from model.data.samples import train_profiles
+from model.data.style import StyleProfiles
+from model.evaluation import grounding
+from model.evaluation.metrics import caption_metrics, distinct_per_user, repeat_ngram_rate
+from model.evaluation.report import write_html_report
+from model.factory import load_model
+from model.training.features import FeatureCache
+from model.training.trainer import encode_split
+from model.uapt import Caption
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES_KEPT = 12
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    split: str = "test"
+    num_beams: int = NUM_BEAMS
+    temperature: float = TEMPERATURE
+    no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE
+    repetition_penalty: float = REPETITION_PENALTY
+    limit: int | None = None
+    keywords_k: int | None = None  # None: what the checkpoint was trained with (else 5)
+    batch_size: int = 16
+
+
+@dataclass
+class EvalReport:
+    checkpoint: str
+    ablation: str | None
+    split: str
+    posts: int
+    metrics: dict[str, float]
+    personalization: float
+    personalization_ceiling: float
+    gradable_posts: int  # posts with labels whose user writes about their images
+    content_scene: float | None  # None: the split has no labels
+    content_object: float | None
+    wrong_scene_rate: float | None
+    repeat_3gram_rate: float
+    distinct_per_user: float
+    wall_s: float
+    decoding: dict = field(default_factory=dict)
+    examples: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def headline(self) -> dict[str, float | None]:
+        """The figures a reader looks at first, by name (paper metrics, then ours)."""
+        return {
+            **self.metrics,
+            "personalization": self.personalization,
+            "ceiling": self.personalization_ceiling,
+            "content_scene": self.content_scene,
+            "content_object": self.content_object,
+            "wrong_scene_rate": self.wrong_scene_rate,
+            "repeat_3gram_rate": self.repeat_3gram_rate,
+            "distinct_per_user": self.distinct_per_user,
+        }
+
+    def markdown(self) -> str:
+        figures = self.headline()
+        names = list(figures)
+        values = ["n/a" if v is None else f"{v:.4f}" for v in figures.values()]
+        lines = [
+            f"{self.checkpoint} on {self.split} ({self.posts} posts)",
+            "",
+            "| " + " | ".join(names) + " |",
+            "|" + " --- |" * len(names),
+            "| " + " | ".join(values) + " |",
+        ]
+        return "\n".join(lines)
+
+
+def generate_captions(
+    model, image_features: torch.Tensor, context_features: torch.Tensor, options: EvalOptions
+) -> list[list[Caption]]:
+    """The n-best beam-search captions (best first) for each row of features, in batches."""
+    captions: list[list[Caption]] = []
+    starts = range(0, image_features.size(0), options.batch_size)
+    for start in tqdm(starts, desc="captioning", unit="batch", leave=False, mininterval=5):
+        stop = start + options.batch_size
+        captions.extend(
+            model.generate(
+                image_features[start:stop],
+                context_features[start:stop],
+                num_beams=options.num_beams,
+                temperature=options.temperature,
+                no_repeat_ngram_size=options.no_repeat_ngram_size,
+                repetition_penalty=options.repetition_penalty,
+            )
+        )
+    return captions
+
+
+def _trained_keywords_k(checkpoint: Path) -> int:
+    """The keyword count the trainer recorded in the checkpoint's extra data (5 if absent)."""
+
+    meta = json.loads((checkpoint / CONFIG_FILE).read_text(encoding="utf-8"))
+    return int(meta.get("extra", {}).get("train", {}).get("keywords_k", 5))
+
+
+def evaluate_checkpoint(
+    records: Sequence[PostRecord],
+    checkpoint: str | Path,
+    *,
+    options: EvalOptions = EvalOptions(),
+    cache_dir: str | Path = "runs/feature-cache",
+    device: str = "auto",
+    report_path: str | Path | None = None,
+) -> EvalReport:
+    """Caption every post of `options.split` and score the captions; optionally write an HTML page of them."""
+
+    started = time.perf_counter()
+    checkpoint = Path(checkpoint)
+    config = read_checkpoint_config(checkpoint)
+    k = options.keywords_k or _trained_keywords_k(checkpoint)
+    model = load_model(config, checkpoint=checkpoint, device=device)
+    cache = FeatureCache(cache_dir, model)
+    profiles = train_profiles(records)
+    split = encode_split(records, options.split, k, cache, profiles)
+    n = len(split.samples) if options.limit is None else min(options.limit, len(split.samples))
+    if n == 0:
+        raise ValueError(f"split: the dataset has no '{options.split}' posts")
+    samples = split.samples[:n]
+    logger.info("captioning %d %s posts with %s", n, options.split, checkpoint)
+    nbest = generate_captions(model, split.image_features[:n], split.context_features[:n], options)
+    generated = [hyps[0].text if hyps else "" for hyps in nbest]
+
+    references = {s.post_id: s.text for s in samples}
+    candidates = {s.post_id: g for s, g in zip(samples, generated)}
+    metrics = caption_metrics(references, candidates)
+    texts_by_user: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        if r.split == "train":
+            texts_by_user[r.user_id].append(r.text)
+    style = StyleProfiles(texts_by_user)
+    users = [s.user_id for s in samples]
+    content = grounding.content_scores(generated, [s.labels for s in samples])
+    report = EvalReport(
+        checkpoint=str(checkpoint),
+        ablation=config.ablation,
+        split=options.split,
+        posts=n,
+        metrics=metrics,
+        personalization=style.hit_rate(generated, users),
+        personalization_ceiling=style.hit_rate([s.text for s in samples], users),
+        gradable_posts=content["gradable_posts"],
+        content_scene=content["content_scene"],
+        content_object=content["content_object"],
+        wrong_scene_rate=content["wrong_scene_rate"],
+        repeat_3gram_rate=repeat_ngram_rate(generated),
+        distinct_per_user=distinct_per_user(generated, users),
+        wall_s=time.perf_counter() - started,
+        decoding={
+            "num_beams": options.num_beams,
+            "temperature": options.temperature,
+            "no_repeat_ngram_size": options.no_repeat_ngram_size,
+            "repetition_penalty": options.repetition_penalty,
+        },
+        examples=[
+            {"post_id": s.post_id, "user_id": s.user_id, "keywords": list(s.keywords), "generated": g, "reference": s.text}
+            for s, g in list(zip(samples, generated))[:EXAMPLES_KEPT]
+        ],
+    )
+    if report_path is not None:
+        write_html_report(report_path, report, samples, nbest)
+    return report
