@@ -163,6 +163,12 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
         help=f"val posts captioned greedily at each check to measure grounding; 0 turns it off (default: {d.probe_posts})",
     )
     parser.add_argument(
+        "--max-grad-norm",
+        type=float,
+        default=d.max_grad_norm,
+        help=f"clip the global gradient norm to this; 0 turns clipping off (default: {d.max_grad_norm})",
+    )
+    parser.add_argument(
         "--precision",
         default=d.precision,
         choices=("auto", "float32", "bfloat16"),
@@ -187,6 +193,7 @@ def _train_config(args: argparse.Namespace):
         eval_every=args.eval_every,
         probe_posts=args.probe_posts,
         precision=args.precision,
+        max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
         **keywords,
     )
 

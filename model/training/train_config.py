@@ -36,6 +36,7 @@ class TrainConfig:
     eval_every: int | None = None  # steps between val checks; None: once per epoch
     probe_posts: int = 48  # val posts captioned greedily at each check to measure grounding
     precision: str = "auto"  # "float32", "bfloat16" (frozen LM in bf16, autocast), or "auto"
+    max_grad_norm: float | None = 1.0  # clip the prefix gradients' global norm; None: no clipping
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "keywords_k"):
@@ -51,6 +52,8 @@ class TrainConfig:
             raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.probe_posts < 0:
             raise ValueError(f"probe_posts must be >= 0, got {self.probe_posts}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

@@ -289,6 +289,8 @@ def train(
             loss, _ = batch_loss(model, train_split, index, dev)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.max_grad_norm is not None:  # one bad batch must not throw the prefix off the LM's manifold
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             step += 1
