@@ -19,19 +19,30 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from model.training.train_config import METRICS_FILE
 from worker.commands import quiet_kafka
 
 log = logging.getLogger(__name__)
 
 DEMO_GROUP = "uapt-demo"
 
-DEMO_DATA = {"users": 8, "posts_per_user": 20, "seed": 0}
-"""The synthetic dataset the demo checkpoint was trained on (docs/RESULTS.md). The demo folds
-its train posts into the profiles and publishes held-out test posts: a user's style depends on
-all three numbers, so the checkpoint only knows these users with exactly these values."""
+UNTRAINED_DATA = {"users": 8, "posts_per_user": 20, "seed": 0}
+"""Synthetic users for a run without a checkpoint that says which users it was trained on."""
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo-offline"
 """The trained offline-preset checkpoint committed with the repository (float16, ~21 MB)."""
+
+
+def demo_data(checkpoint: str | None) -> dict[str, int]:
+    """The synthetic dataset a checkpoint was trained on (its metrics.json "data"), so the demo
+    folds the same users' train posts and publishes their held-out test posts: a user's style
+    depends on all three numbers, so the checkpoint only knows these users with exactly these values."""
+    metrics = Path(checkpoint) / METRICS_FILE if checkpoint else None
+    if metrics is not None and metrics.is_file():
+        data = json.loads(metrics.read_text(encoding="utf-8")).get("data")
+        if data:
+            return {key: int(data[key]) for key in ("users", "posts_per_user", "seed")}
+    return dict(UNTRAINED_DATA)
 
 
 def default_checkpoint(preset: str, checkpoint: str | None, untrained: bool) -> str | None:
@@ -52,7 +63,7 @@ def run_demo(
     device: str,
     users: int,
     posts_per_user: int,
-    seed: int,
+    seed: int | None,
     timeout_s: float,
 ) -> int:
     from model.data.dataset import load_posts
@@ -64,8 +75,11 @@ def run_demo(
     from worker.service import load_captioner, run_worker
     from worker.settings import Settings
 
-    if not 1 <= users <= DEMO_DATA["users"] or posts_per_user < 1:
-        raise DemoError(f"--users must be 1..{DEMO_DATA['users']} and --posts-per-user at least 1")
+    data = demo_data(checkpoint)
+    if seed is not None:
+        data["seed"] = seed
+    if not 1 <= users <= data["users"] or posts_per_user < 1:
+        raise DemoError(f"--users must be 1..{data['users']} and --posts-per-user at least 1")
     with tempfile.TemporaryDirectory(prefix="uapt-demo-") as tmp, EmbeddedBroker() as broker:
         workdir = Path(tmp)
         settings = Settings(
@@ -81,7 +95,6 @@ def run_demo(
         )
         print(f"demo: broker on {broker.bootstrap_servers}, profiles in {workdir / 'profiles.db'}", flush=True)
 
-        data = {**DEMO_DATA, "seed": seed}
         records = load_posts(write_dataset(workdir / "data", **data))
         shown = sorted({r.user_id for r in records})[:users]
         records = [r for r in records if r.user_id in shown]
@@ -210,15 +223,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--untrained", action="store_true", help="run the untrained prefix networks instead")
     parser.add_argument("--device", default="auto", help="torch device (default: auto)")
-    parser.add_argument("--users", type=int, default=3, help="sample users shown, of the 8 synthetic ones (default: 3)")
     parser.add_argument(
-        "--posts-per-user", type=int, default=2, help="held-out posts published per user, at most 3 (default: 2)"
+        "--users", type=int, default=3, help="sample users shown, of the checkpoint's synthetic ones (default: 3)"
+    )
+    parser.add_argument(
+        "--posts-per-user", type=int, default=3, help="held-out (test) posts published per user (default: 3)"
     )
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the synthetic data (default: 0, the users the demo checkpoint was trained on; "
+        default=None,
+        help="seed of the synthetic data (default: the one the checkpoint was trained on, from its metrics.json; "
         "another seed makes users it has never seen)",
     )
     parser.add_argument("--timeout-s", type=float, default=600, help="give up after this many seconds (default: 600)")

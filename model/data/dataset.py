@@ -29,6 +29,7 @@ from typing import Any
 from PIL import Image
 
 POSTS_FILE = "posts.jsonl"
+SYNTH_FILE = "synth.json"  # written by model.data.synth beside posts.jsonl
 SPLITS = ("train", "val", "test")
 REQUIRED_FIELDS = ("post_id", "user_id", "image", "text", "split")
 
@@ -168,3 +169,14 @@ def load_posts(data_dir: str | Path) -> list[PostRecord]:
         more = f" (and {len(problems) - 3} more; run 'uapt data check')" if len(problems) > 3 else ""
         raise DatasetError(f"{data_dir}: {shown}{more}")
     return records
+
+
+def synth_arguments(data_dir: str | Path) -> dict[str, int] | None:
+    """The `uapt data synth` arguments that made this dataset (its synth.json), or None for other data."""
+    path = Path(data_dir) / SYNTH_FILE
+    if not path.is_file():
+        return None
+    try:
+        return {key: int(value) for key, value in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (ValueError, AttributeError) as exc:
+        raise DatasetError(f"{path}: not a JSON object of integers ({exc})") from exc

@@ -28,10 +28,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 from skimage import data as skimage_data
 
-from model.data.dataset import POSTS_FILE
+from model.data.dataset import POSTS_FILE, SYNTH_FILE
 
 IMAGE_SIZE = 224
 IMAGES_DIR = "images"
+
 
 # Scene name -> (sky/top colour, ground/bottom colour, user-facing synonyms). No word
 # names two scenes or an object, so a caption's words say which scene it claims.
@@ -321,7 +322,7 @@ def split_for(index: int, posts_per_user: int) -> str:
 
 
 def write_dataset(out_dir: Path, *, users: int, posts_per_user: int, seed: int) -> Path:
-    """Write ``posts.jsonl`` and ``images/*.png`` under `out_dir`; return `out_dir`.
+    """Write ``posts.jsonl``, ``images/*.png`` and ``synth.json`` under `out_dir`; return `out_dir`.
 
     Deterministic by (users, posts_per_user, seed).
     """
@@ -351,4 +352,7 @@ def write_dataset(out_dir: Path, *, users: int, posts_per_user: int, seed: int) 
             }
             lines.append(json.dumps(record, ensure_ascii=False))
     (out_dir / POSTS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # the trainer copies these into metrics.json as "data": a checkpoint says which users it knows
+    arguments = {"users": users, "posts_per_user": posts_per_user, "seed": seed}
+    (out_dir / SYNTH_FILE).write_text(json.dumps(arguments) + "\n", encoding="utf-8")
     return out_dir

@@ -52,8 +52,8 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     synth.add_argument("--out", required=True, type=Path, help="folder to write posts.jsonl and images/ into")
-    synth.add_argument("--users", type=int, default=20, help="number of users (default: 20)")
-    synth.add_argument("--posts-per-user", type=int, default=30, help="posts per user (default: 30)")
+    synth.add_argument("--users", type=int, default=12, help="number of users (default: 12, the demo checkpoint's data)")
+    synth.add_argument("--posts-per-user", type=int, default=150, help="posts per user (default: 150, the demo checkpoint's data)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.set_defaults(func=_cmd_synth)
 
@@ -221,6 +221,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from model.data.dataset import synth_arguments
     from model.training.trainer import TrainingError, train
 
     records = _load_or_exit("train", args.data)
@@ -235,6 +236,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             device=args.device,
             resume=args.resume,
             init_seed=args.init_seed,
+            data_info=synth_arguments(args.data),
         )
     except (TrainingError, ValueError) as exc:
         raise SystemExit(f"uapt train: {exc}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+METRICS_FILE = "metrics.json"  # what a training run writes beside its checkpoint (config, curves, data)
 PAPER_WARMUP_STEPS = 6000
 PRECISIONS = ("auto", "float32", "bfloat16")
 WARMUP_FRACTION = 0.05

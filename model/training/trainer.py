@@ -33,13 +33,12 @@ from model.device import training_dtype
 from model.evaluation import grounding
 from model.factory import load_model
 from model.training.features import FeatureCache
-from model.training.train_config import TrainConfig
+from model.training.train_config import METRICS_FILE, TrainConfig
 
 logger = logging.getLogger(__name__)
 
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
-METRICS_FILE = "metrics.json"
 CURVE_FILE = "curve.png"
 
 
@@ -200,11 +199,13 @@ def train(
     device: str = "auto",
     resume: str | Path | None = None,
     init_seed: int | None = None,
+    data_info: dict | None = None,
 ) -> TrainResult:
     """Train on the train split, report val loss each epoch, checkpoint into `out_dir`.
 
     `preset` is a preset name (with `ablation` applied) or a UAPTConfig; `init_seed`
-    replaces its seed of the initial prefix weights.
+    replaces its seed of the initial prefix weights. `data_info` (e.g. the synthetic
+    generator's arguments) is recorded in metrics.json as "data".
     """
 
     started = time.perf_counter()
@@ -315,7 +316,7 @@ def train(
     )
     write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
                  warmup=warmup, total_steps=total_steps, lm_dtype=str(lm_dtype).removeprefix("torch."),
-                 probes=history.get("probes", []))
+                 probes=history.get("probes", []), data=data_info)
     return result
 
 

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Retrain the committed demo checkpoint (checkpoints/demo-offline) from scratch, at HEAD.
+# docs/RESULTS.md section 1 has the curve, the figures and the time this takes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UAPT=.venv/bin/uapt
+DATA=runs/data-u12-p150-s0
+RUN=runs/demo-offline
+[[ -f $DATA/posts.jsonl ]] || $UAPT data synth --out "$DATA" --users 12 --posts-per-user 150 --seed 0
+# resumable: rerun this script after an interruption and it goes on from the last checkpoint
+resume=()
+[[ -f $RUN/train_state.json ]] && resume=(--resume "$RUN")
+$UAPT train --data "$DATA" --preset offline --epochs 12 --batch-size 16 --lr 3e-4 --eval-every 100 \
+    --out "$RUN" "${resume[@]}"
+.venv/bin/python -c "from model.checkpoint import copy_checkpoint; copy_checkpoint('$RUN', 'checkpoints/demo-offline')"
+$UAPT evaluate --data "$DATA" --checkpoint checkpoints/demo-offline --out "$RUN/eval-test.json" \
+    --report "$RUN/report.html"
