@@ -37,8 +37,7 @@ from model.evaluation import grounding
 from model.evaluation.metrics import caption_metrics, distinct_per_user, repeat_ngram_rate
 from model.evaluation.report import write_html_report
 from model.factory import load_model
-from model.training.features import FeatureCache
-from model.training.trainer import encode_split
+from model.training.features import FeatureCache, encode_split
 from model.uapt import Caption
 
 logger = logging.getLogger(__name__)

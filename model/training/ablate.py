@@ -54,7 +54,7 @@ def ablation_table(runs: dict[str, list[tuple[EvalReport, float]]]) -> str:
         lines.append(f"| {ROW_NAMES[variant]} | " + " | ".join(cells) + " |")
     ceiling = next(iter(runs.values()))[0][0].personalization_ceiling
     lines.append(
-        f"| ground-truth captions | " + " | ".join("—" for _ in METRIC_NAMES) + f" | {100 * ceiling:.1f} | — |"
+        "| ground-truth captions | " + " | ".join("—" for _ in METRIC_NAMES) + f" | {100 * ceiling:.1f} | — |"
     )
     return "\n".join(lines)
 

@@ -17,11 +17,15 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from model.data.dataset import PostRecord
+from model.data.samples import Sample, build_samples, train_profiles
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +104,27 @@ class FeatureCache:
         tmp = self.dir / f".{key}.{os.getpid()}.tmp.npy"
         np.save(tmp, value, allow_pickle=False)
         os.replace(tmp, final)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's samples with their cached frozen features (CPU tensors)."""
+
+    samples: list[Sample]
+    image_features: torch.Tensor  # (N, *feat_shape)
+    context_features: torch.Tensor  # (N, d_ctx)
+
+
+def encode_split(
+    records: Sequence[PostRecord], split: str, k: int, cache: FeatureCache, profiles=None
+) -> Split:
+    """Samples of `split` plus their frozen features, from the cache where possible."""
+    profiles = profiles if profiles is not None else train_profiles(records)
+    samples = build_samples(records, split, k, profiles)
+    if not samples:
+        return Split(samples, torch.empty(0), torch.empty(0))
+    return Split(
+        samples,
+        cache.image_features([s.image for s in samples]),
+        cache.context_features([s.context_text for s in samples]),
+    )

@@ -28,11 +28,11 @@ from tqdm import tqdm
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import UAPTConfig, get_config
 from model.data.dataset import PostRecord
-from model.data.samples import Sample, build_samples, train_profiles
+from model.data.samples import train_profiles
 from model.device import training_dtype
 from model.evaluation import grounding
 from model.factory import load_model
-from model.training.features import FeatureCache
+from model.training.features import FeatureCache, Split, encode_split
 from model.training.train_config import METRICS_FILE, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -55,30 +55,6 @@ class TrainResult:
     encoded_contexts: int
     train_losses: list[float] = field(default_factory=list)  # one per step
     val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) per epoch
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split's samples with their cached frozen features (CPU tensors)."""
-
-    samples: list[Sample]
-    image_features: torch.Tensor  # (N, *feat_shape)
-    context_features: torch.Tensor  # (N, d_ctx)
-
-
-def encode_split(
-    records: Sequence[PostRecord], split: str, k: int, cache: FeatureCache, profiles=None
-) -> Split:
-    """Samples of `split` plus their frozen features, from the cache where possible."""
-    profiles = profiles if profiles is not None else train_profiles(records)
-    samples = build_samples(records, split, k, profiles)
-    if not samples:
-        return Split(samples, torch.empty(0), torch.empty(0))
-    return Split(
-        samples,
-        cache.image_features([s.image for s in samples]),
-        cache.context_features([s.context_text for s in samples]),
-    )
 
 
 def cosine_with_warmup(warmup: int, total: int):
