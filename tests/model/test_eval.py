@@ -133,7 +133,8 @@ def test_html_report_renders_in_headless_chromium(trained: Path, small_dataset: 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("chromium is not installed (CI installs Debian's chromium)")
-    page = _report(trained, small_dataset, tmp_path / "page.html")
+    page = tmp_path / "page.html"
+    _report(trained, small_dataset, page)
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)

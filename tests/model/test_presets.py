@@ -51,14 +51,15 @@ def test_smollm2_from_gguf_takes_a_prefix() -> None:
 
 @pytest.mark.slow
 def test_offline_preset_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
-    """ViT-B-32 (random, frozen) + MiniLM + SmolLM2 GGUF: sizes as configured, captions come out."""
+    """EfficientNet-Lite0 (ImageNet, frozen) + MiniLM + SmolLM2 GGUF: sizes as configured, captions come out."""
     from model.captioner import Captioner
     from model_fixtures import sample_images
 
     with caplog.at_level("WARNING"):
         model = load_model("offline", device="cpu")
-    assert "captions depend on random image features" in caplog.text
-    assert model.image_encoder.dim == 512 and model.context_encoder.dim == 384
+    assert "random frozen weights" not in caplog.text  # every backbone of the offline preset is pretrained
+    assert model.image_encoder.dim == 1280 and model.image_encoder.num_tokens == 49  # the 7x7 grid
+    assert model.context_encoder.dim == 384
     assert model.lm.config.hidden_size == 576
     trainable_bytes = 4 * sum(p.numel() for p in model.trainable_parameters())
     assert trainable_bytes < 48 * 2**20  # d_model 256 keeps the checkpoint small (about 40 MiB)
