@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from profiles import Post, ProfileStore, analyze
+from profiles import Post, analyze
 from profiles.analyzer import stop_words
+from profiles.store import ProfileStore
 from profiles.urls import normalize_url
 
 UPDATE_BATCH = 32

@@ -68,7 +68,8 @@ def run_demo(
 ) -> int:
     from model.data.dataset import load_posts
     from model.data.synth import write_dataset
-    from profiles import Post, ProfileStore
+    from profiles import Post
+    from profiles.store import ProfileStore
     from worker.broker import EmbeddedBroker
     from worker.events import post_event
     from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer

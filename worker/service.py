@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from model.captioner import Captioner
 from model.factory import load_model
-from profiles import ProfileStore
+from profiles.store import ProfileStore
 from worker.http import Readiness, StatusServer
 from worker.images import ImageLoader
 from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer

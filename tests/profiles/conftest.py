@@ -15,7 +15,7 @@ import pytest
 from profile_samples import PROFILE_TABLES, dump_store
 from sqlalchemy import create_engine, text
 
-from profiles import ProfileStore
+from profiles.store import ProfileStore
 
 PG_URL = os.environ.get("UAPT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

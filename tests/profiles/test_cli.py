@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from profiles import ProfileStore
 from profiles.cli import register
+from profiles.store import ProfileStore
 from profiles.urls import URL_ENV
 
 

@@ -17,7 +17,8 @@ from collections.abc import Callable
 import pytest
 from profile_samples import dump_store
 
-from profiles import Post, ProfileStore
+from profiles import Post
+from profiles.store import ProfileStore
 
 pytestmark = pytest.mark.integration
 

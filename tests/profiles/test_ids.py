@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from profiles import MAX_ID_CHARS, InvalidId, InvalidPost, Post, ProfileStore, check_id
+from profiles import MAX_ID_CHARS, InvalidId, InvalidPost, Post, check_id
 from profiles.schema import FoldedPost, ProfileUser
+from profiles.store import ProfileStore
 
 
 def test_a_good_id_comes_back_unchanged() -> None:

@@ -6,9 +6,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from profiles import Post, ProfileStore
+from profiles import Post
 from profiles.database import current_revision, downgrade, head_revision, open_engine, upgrade
 from profiles.schema import Base
+from profiles.store import ProfileStore
 
 PROFILE_TABLES = {"profile_users", "profile_posts", "profile_user_terms", "profile_terms", "profile_corpus"}
 

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from profile_samples import as_scores, assert_ranked, assert_scores_close, batches, reference_scores
 
-from profiles import InvalidPost, Keyword, Post, ProfileStore, TfidfProfiles
+from profiles import InvalidPost, Keyword, Post, TfidfProfiles
+from profiles.store import ProfileStore
 
 ALL = 10**6  # k large enough to return every term
 store_examples = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
 from worker_samples import FakeCaptioner
 
 
@@ -17,7 +16,7 @@ def fake_captioner() -> FakeCaptioner:
 
 @pytest.fixture
 def store(tmp_path):
-    from profiles import ProfileStore
+    from profiles.store import ProfileStore
 
     store = ProfileStore(f"sqlite:///{tmp_path / 'profiles.db'}")
     yield store

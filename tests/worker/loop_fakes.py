@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import TopicPartition
+from worker_samples import png_bytes
 
 from worker.events import post_event
 from worker.http import Readiness
@@ -13,7 +14,6 @@ from worker.loop import StopFlag, WorkerLoop
 from worker.metrics import WorkerMetrics
 from worker.processing import InputRecord, Processor
 from worker.settings import ImagePolicy, Settings
-from worker_samples import png_bytes
 
 
 class Future:

@@ -8,8 +8,8 @@ import logging
 import pytest
 from kafka.errors import CommitFailedError, KafkaTimeoutError
 from kafka.structs import TopicPartition
-
 from loop_fakes import FakeConsumer, FakeProducer, JournalStore, make_loop, records
+
 from profiles import Post
 from worker.checkpoint import Checkpoint
 from worker.dlq import DeadLetter

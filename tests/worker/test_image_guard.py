@@ -5,8 +5,8 @@ import socket
 import threading
 
 import pytest
-
 from worker_samples import bomb_png, jpeg_bytes, png_bytes
+
 from worker.images import ImageDecodeError, ImageFetchError, ImageLoader, ImageRefused, decode_image
 from worker.schemas import ImageRef
 from worker.settings import ImagePolicy

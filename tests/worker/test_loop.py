@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
-
 from loop_fakes import make_loop, records
+
 from worker.processing import InputRecord
 
 

@@ -4,13 +4,13 @@ import base64
 import json
 
 import pytest
+from worker_samples import FakeCaptioner, jpeg_bytes, png_bytes
 
 from profiles import Post
 from worker.events import post_event
 from worker.images import ImageLoader
 from worker.processing import InputRecord, Processor
 from worker.settings import ImagePolicy
-from worker_samples import FakeCaptioner, jpeg_bytes, png_bytes
 
 
 def record(value: bytes | None, offset: int = 0, partition: int = 0) -> InputRecord:

@@ -10,13 +10,11 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-from profiles import ProfileStore
 from worker_samples import (
     bomb_png,
     captions_by_post,
@@ -28,6 +26,8 @@ from worker_samples import (
     running_worker,
     wait_ready,
 )
+
+from profiles.store import ProfileStore
 
 pytestmark = pytest.mark.integration
 

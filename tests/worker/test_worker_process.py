@@ -11,12 +11,21 @@ import time
 
 import pytest
 from kafka.structs import TopicPartition
+from worker_samples import (
+    captions_by_post,
+    good_posts,
+    png_bytes,
+    publish,
+    read_topic,
+    start_worker_process,
+    wait_ready,
+)
 
-from profiles import Post, ProfileStore
+from profiles import Post
+from profiles.store import ProfileStore
 from worker.broker import free_port
 from worker.events import post_event
 from worker.kafka_io import make_consumer
-from worker_samples import captions_by_post, good_posts, png_bytes, publish, read_topic, start_worker_process, wait_ready
 
 pytestmark = pytest.mark.integration
 
