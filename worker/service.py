@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 
 def load_captioner(settings: Settings) -> Captioner:
     """Load the model named by the settings (the CLI imports this module only to run a worker)."""
-    return Captioner(load_model(settings.preset, checkpoint=settings.checkpoint, device=settings.device))
+    model = load_model(settings.preset, checkpoint=settings.checkpoint, device=settings.device)
+    return Captioner(
+        model,
+        no_repeat_ngram_size=settings.no_repeat_ngram_size,
+        repetition_penalty=settings.repetition_penalty,
+    )
 
 
 def run_worker(

@@ -35,6 +35,19 @@ def test_bad_values_are_named(env, message):
         Settings.from_sources(env=env)
 
 
+def test_repetition_control_settings_default_to_the_models_and_are_checked():
+    from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
+
+    s = Settings.from_sources(env={})
+    assert (s.no_repeat_ngram_size, s.repetition_penalty) == (NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY)
+    s = Settings.from_sources(env={"UAPT_NO_REPEAT_NGRAM_SIZE": "0", "UAPT_REPETITION_PENALTY": "1.5"})
+    assert (s.no_repeat_ngram_size, s.repetition_penalty) == (0, 1.5)
+    with pytest.raises(SettingsError, match="repetition_penalty"):
+        Settings.from_sources(env={"UAPT_REPETITION_PENALTY": "0.5"})
+    with pytest.raises(SettingsError, match="no_repeat_ngram_size"):
+        Settings.from_sources(env={"UAPT_NO_REPEAT_NGRAM_SIZE": "-1"})
+
+
 def test_image_policy_defaults_are_the_settings_defaults():
     assert Settings().image_policy == ImagePolicy()
 
@@ -98,3 +111,10 @@ def test_worker_help_documents_every_setting(capsys):
 def test_user_errors_are_one_clear_line(args, message):
     code = run_cli(*args).code
     assert isinstance(code, str) and code.startswith(message) and "\n" not in code
+
+
+def test_the_worker_captioner_decodes_with_the_settings_repetition_control():
+    from worker.service import load_captioner
+
+    captioner = load_captioner(Settings(preset="tiny", device="cpu", no_repeat_ngram_size=2, repetition_penalty=1.3))
+    assert (captioner.no_repeat_ngram_size, captioner.repetition_penalty) == (2, 1.3)
