@@ -11,18 +11,21 @@ several init seeds and report mean ± standard deviation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from tqdm import tqdm
+
 from model.config import ABLATIONS
 from model.data.dataset import PostRecord
 from model.evaluation.evaluate import EvalOptions, EvalReport, evaluate_checkpoint
 from model.evaluation.metrics import METRIC_NAMES
 from model.training.train_config import TrainConfig
-from model.training.trainer import train
+from model.training.trainer import STATE_JSON, train
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ ROW_NAMES = {
 }
 TABLE_FILE = "ablation.md"
 JSON_FILE = "ablation.json"
+RUN_FILE = "run.json"  # one finished run's evaluation, val loss and timings, beside its checkpoint
 
 
 def ablation_table(runs: dict[str, list[tuple[EvalReport, float]]]) -> str:
@@ -44,17 +48,20 @@ def ablation_table(runs: dict[str, list[tuple[EvalReport, float]]]) -> str:
 
     `runs` maps a variant to its (report, final val loss) per init seed.
     """
-    header = ["model", *METRIC_NAMES, "personalization", "val loss"]
+    header = ["model", *METRIC_NAMES, "personalization", "content_scene", "content_object", "val loss"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for variant in [v for v in (*ABLATIONS, FULL) if v in runs]:
         reports = [report for report, _ in runs[variant]]
         cells = [_cell([100 * r.metrics[name] for r in reports], 2) for name in METRIC_NAMES]
         cells.append(_cell([100 * r.personalization for r in reports], 1))
+        for name in ("content_scene", "content_object"):
+            values = [getattr(r, name) for r in reports]
+            cells.append("—" if None in values else _cell(values, 2))
         cells.append(_cell([loss for _, loss in runs[variant]], 4))
         lines.append(f"| {ROW_NAMES[variant]} | " + " | ".join(cells) + " |")
     ceiling = next(iter(runs.values()))[0][0].personalization_ceiling
     lines.append(
-        "| ground-truth captions | " + " | ".join("—" for _ in METRIC_NAMES) + f" | {100 * ceiling:.1f} | — |"
+        "| ground-truth captions | " + " | ".join("—" for _ in METRIC_NAMES) + f" | {100 * ceiling:.1f} | — | — | — |"
     )
     return "\n".join(lines)
 
@@ -77,8 +84,13 @@ def run_ablation(
     device: str = "auto",
     variants: Sequence[str] | None = None,
     init_seeds: Sequence[int] = (0,),
+    resume: bool = False,
 ) -> str:
-    """Train and evaluate each variant per init seed under `out_dir/<variant>-init<seed>`; write and return the table."""
+    """Train and evaluate each variant per init seed under `out_dir/<variant>-init<seed>`; write and return the table.
+
+    With `resume`, runs already trained and evaluated (their run.json) are read back instead
+    of redone, and a run stopped mid-training continues from its last checkpoint.
+    """
     variants = list(variants or VARIANTS)
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
@@ -88,36 +100,63 @@ def run_ablation(
     out_dir = Path(out_dir)
     runs: dict[str, list[tuple[EvalReport, float]]] = {}
     summary: dict[str, list[dict]] = {}
-    for seed in init_seeds:
-        for variant in variants:
-            ckpt = out_dir / f"{variant}-init{seed}"
-            logger.info("ablation run %s, init seed %d -> %s", variant, seed, ckpt)
-            result = train(
-                records,
-                preset=preset,
-                ablation=None if variant == FULL else variant,
-                out_dir=ckpt,
-                config=config,
-                cache_dir=cache_dir,
-                device=device,
-                init_seed=seed,
+    plan = [(seed, variant) for seed in init_seeds for variant in variants]
+    for seed, variant in tqdm(plan, desc="ablation runs", unit="run"):
+        ckpt = out_dir / f"{variant}-init{seed}"
+        finished = _finished_run(ckpt, options.split) if resume else None
+        if finished is not None:
+            logger.info("ablation run %s, init seed %d: already done in %s", variant, seed, ckpt)
+            report, entry = finished
+        else:
+            report, entry = _train_and_evaluate(
+                records, preset, variant, seed, ckpt, config, options, cache_dir, device, resume=resume
             )
-            report = evaluate_checkpoint(records, ckpt, options=options, cache_dir=cache_dir, device=device)
-            (ckpt / f"eval-{options.split}.json").write_text(
-                json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-            )
-            runs.setdefault(variant, []).append((report, result.final_val_loss))
-            summary.setdefault(variant, []).append(
-                {
-                    "init_seed": seed,
-                    **report.to_dict(),
-                    "final_val_loss": result.final_val_loss,
-                    "train_s": result.wall_s,
-                    "eval_s": report.wall_s,
-                }
-            )
-            logger.info("%s (init %d): %s", variant, seed, report.markdown().splitlines()[-1])
+        runs.setdefault(variant, []).append((report, entry["final_val_loss"]))
+        summary.setdefault(variant, []).append(entry)
+        logger.info("%s (init %d): %s", variant, seed, report.markdown().splitlines()[-1])
+        # written after every run, so a stopped ablation keeps what it has finished
+        (out_dir / JSON_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     table = ablation_table(runs)
     (out_dir / TABLE_FILE).write_text(table + "\n", encoding="utf-8")
-    (out_dir / JSON_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return table
+
+
+def _train_and_evaluate(
+    records, preset, variant, seed, ckpt: Path, config, options, cache_dir, device, *, resume: bool
+) -> tuple[EvalReport, dict]:
+    """One run: train (resuming a stopped one when asked), evaluate, write its entry beside the checkpoint."""
+    partial = resume and (ckpt / STATE_JSON).is_file()
+    logger.info("ablation run %s, init seed %d -> %s%s", variant, seed, ckpt, " (resumed)" if partial else "")
+    result = train(
+        records,
+        preset=preset,
+        ablation=None if variant == FULL else variant,
+        out_dir=ckpt,
+        config=config,
+        cache_dir=cache_dir,
+        device=device,
+        init_seed=seed,
+        resume=ckpt if partial else None,
+    )
+    report = evaluate_checkpoint(records, ckpt, options=options, cache_dir=cache_dir, device=device)
+    entry = {
+        "init_seed": seed,
+        **report.to_dict(),
+        "final_val_loss": result.final_val_loss,
+        "train_s": result.wall_s,
+        "eval_s": report.wall_s,
+    }
+    (ckpt / RUN_FILE).write_text(json.dumps(entry, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return report, entry
+
+
+def _finished_run(ckpt: Path, split: str) -> tuple[EvalReport, dict] | None:
+    """A run's report and entry when it has been trained and evaluated on `split`, else None."""
+    path = ckpt / RUN_FILE
+    if not path.is_file():
+        return None
+    entry = json.loads(path.read_text(encoding="utf-8"))
+    if entry.get("split") != split:
+        return None
+    fields = {f.name for f in dataclasses.fields(EvalReport)}
+    return EvalReport(**{k: v for k, v in entry.items() if k in fields}), entry

@@ -328,6 +328,12 @@ def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
     ablate.add_argument("--out", type=Path, default=Path("runs/ablate"), help="folder for the checkpoints (VARIANT-initSEED) and the table")
     ablate.add_argument("--only", nargs="+", default=None, help="run only these variants (full and/or ablation names)")
     ablate.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an ablation in --out: finished runs (their run.json) are read back, not redone, "
+        "and a run stopped mid-training continues from its last checkpoint",
+    )
+    ablate.add_argument(
         "--init-seeds",
         type=int,
         nargs="+",
@@ -357,6 +363,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
             device=args.device,
             variants=args.only,
             init_seeds=args.init_seeds,
+            resume=args.resume,
         )
     except (MetricsError, TrainingError, ValueError) as exc:
         raise SystemExit(f"uapt ablate: {exc}") from None

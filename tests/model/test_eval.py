@@ -64,7 +64,8 @@ def test_ablate_repeats_each_variant_per_init_seed(tmp_path: Path, small_dataset
     table = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
     assert set(rows) >= {"w/o context", "UAPT (full)", "ground-truth captions"}
-    assert rows["UAPT (full)"].count(" ± ") == len(METRIC_NAMES) + 2  # every cell is mean ± sd over the 2 seeds
+    # every cell is mean ± sd over the 2 seeds: paper metrics, personalization, content_scene/object, val loss
+    assert rows["UAPT (full)"].count(" ± ") == len(METRIC_NAMES) + 4
 
     summary = json.loads((out / "ablation.json").read_text())
     assert [run["init_seed"] for run in summary["full"]] == [0, 1]
@@ -72,6 +73,18 @@ def test_ablate_repeats_each_variant_per_init_seed(tmp_path: Path, small_dataset
     assert [c["init_seed"] for c in configs] == [0, 1]
     weights = [(out / f"full-init{seed}" / "trainable.safetensors").read_bytes() for seed in (0, 1)]
     assert weights[0] != weights[1]
+
+    # --resume: finished runs are read back, not redone; a run without its run.json is done again
+    (out / "no_context-init1" / "run.json").unlink()
+    kept = {run: (out / run / "run.json").stat().st_mtime_ns for run in ("full-init0", "full-init1", "no_context-init0")}
+    with pytest.raises(SystemExit) as again:
+        main(["ablate", "--data", str(small_dataset), "--preset", "tiny", "--only", "full", "no_context",
+              "--init-seeds", "0", "1", "--epochs", "1", "--batch-size", "20", "--num-beams", "1", "--limit", "2",
+              "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--resume"])
+    assert again.value.code == 0
+    assert capsys.readouterr().out == table
+    assert {run: (out / run / "run.json").stat().st_mtime_ns for run in kept} == kept
+    assert (out / "no_context-init1" / "run.json").is_file()
 
 
 def test_ablate_refuses_repeated_init_seeds(tmp_path: Path, small_dataset: Path) -> None:
