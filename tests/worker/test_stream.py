@@ -71,7 +71,13 @@ def test_end_to_end_captions_and_profiles(worker_settings, captioner):
     with running_worker(worker_settings, captioner) as info:
         outputs = read_topic(worker_settings.bootstrap_servers, worker_settings.output_topic, until=lambda r: len(r) >= 12)
         port = info["port"]
-        metrics = scrape_until(port, lambda m: m.get(("uapt_captions_produced_total", ())) == 12 and all_stages_observed(m))
+        # the lag gauge is refreshed at most once a second, from the consumer's fetch positions: wait for it too
+        metrics = scrape_until(
+            port,
+            lambda m: m.get(("uapt_captions_produced_total", ())) == 12
+            and all_stages_observed(m)
+            and any(name == "uapt_consumer_lag" for name, _ in m),
+        )
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
 
