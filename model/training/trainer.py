@@ -69,14 +69,15 @@ def cosine_with_warmup(warmup: int, total: int):
     return factor
 
 
-def batch_loss(model, split: Split, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, int]:
-    """Mean caption-token NLL of the samples at `index`, and their caption-token count.
+def lm_autocast(model, device: torch.device) -> torch.autocast:
+    """Autocast to bfloat16 when the frozen LM was cast to it (the trained weights stay float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=model.lm.dtype == torch.bfloat16)
 
-    With a bfloat16 LM the forward pass runs under autocast; the prefix weights stay float32.
-    """
+
+def batch_loss(model, split: Split, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Mean caption-token NLL of the samples at `index`, and their caption-token count."""
     input_ids, attention_mask = model.tokenize_captions([split.samples[i].text for i in index.tolist()])
-    low_precision = model.lm.dtype == torch.bfloat16
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+    with lm_autocast(model, device):
         out = model(
             split.image_features[index].to(device),
             split.context_features[index].to(device),
@@ -109,18 +110,13 @@ def grounding_probe(model, split: Split, limit: int, device: torch.device) -> di
     if not rows:
         return None
     index = torch.tensor(rows)
-    low_precision = model.lm.dtype == torch.bfloat16
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+    with lm_autocast(model, device):
         nbest = model.generate(
             split.image_features[index].to(device), split.context_features[index].to(device), num_beams=1
         )
     captions = [hyps[0].text for hyps in nbest]
-    labels = [split.samples[i].labels for i in rows]
-    return {
-        "scene": sum(map(grounding.names_scene, captions, labels)) / len(rows),
-        "object": sum(map(grounding.names_main_object, captions, labels)) / len(rows),
-        "example": captions[0],
-    }
+    scores = grounding.content_scores(captions, [split.samples[i].labels for i in rows])
+    return {"scene": scores["content_scene"], "object": scores["content_object"], "example": captions[0]}
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
