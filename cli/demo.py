@@ -30,7 +30,7 @@ UNTRAINED_DATA = {"users": 8, "posts_per_user": 20, "seed": 0}
 """Synthetic users for a run without a checkpoint that says which users it was trained on."""
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo-offline"
-"""The trained offline-preset checkpoint committed with the repository (float16, ~21 MB)."""
+"""The trained offline-preset checkpoint committed with the repository (float16, 17 MB)."""
 
 
 def demo_data(checkpoint: str | None) -> dict[str, int]:
