@@ -5,8 +5,13 @@ Image references come from strangers, so each source is fenced:
   private, link-local (cloud metadata), multicast and reserved addresses unless
   the allow-list names them; it then connects to the address it checked (no
   second lookup an attacker could race) and re-checks every redirect.
-- Sizes: a byte limit while streaming, and a pixel limit read from the header
-  before any decoding, so decompression bombs are refused cheaply.
+- Time: one wall-clock budget covers connect, headers and body, however slowly
+  the server trickles bytes. A watchdog shuts the socket down when it is spent
+  (a per-read socket timeout alone never fires on a byte every half second), and
+  each read is checked against it. A batch passes one deadline to all its fetches.
+- Sizes: a byte limit and a bytes-per-second cap while streaming, and a pixel
+  limit read from the header before any decoding, so decompression bombs are
+  refused cheaply.
 - Paths: resolved with realpath and required to stay under the configured
   root, so neither ``..`` nor a symlink can escape it.
 The limits are an `ImagePolicy` (worker/settings.py, the one owner of their defaults).
@@ -23,6 +28,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -75,12 +81,13 @@ class ImageLoader:
         self._allowed_networks, self._allowed_hosts = _parse_allow_list(policy.allow)
         self._root = Path(os.path.realpath(policy.root)) if policy.root is not None else None
 
-    def load(self, ref: ImageRef) -> Image.Image:
+    def load(self, ref: ImageRef, *, deadline: float | None = None) -> Image.Image:
+        """Load one image; a URL fetch ends by ``deadline`` (time.monotonic()) or its own budget, if sooner."""
         if ref.b64 is not None:
             return decode_image(self._decode_b64(ref.b64), self.policy.max_pixels)
         if ref.path is not None:
             return decode_image(self._read_path(ref.path), self.policy.max_pixels)
-        return decode_image(self.fetch_url(ref.url or ""), self.policy.max_pixels)
+        return decode_image(self.fetch_url(ref.url or "", deadline=deadline), self.policy.max_pixels)
 
     def _decode_b64(self, text: str) -> bytes:
         if len(text) * 3 // 4 > self.policy.max_bytes:
@@ -107,11 +114,15 @@ class ImageLoader:
 
     # --- URLs -----------------------------------------------------------------------------
 
-    def fetch_url(self, url: str) -> bytes:
-        """Download ``url`` under the guards, following at most ``max_redirects`` checked redirects."""
-        deadline = time.monotonic() + self.policy.read_timeout_s
+    def fetch_url(self, url: str, *, deadline: float | None = None) -> bytes:
+        """Download ``url`` under the guards, following at most ``max_redirects`` checked redirects,
+        all within the policy's budget (or by ``deadline``, if that comes first)."""
+        own = time.monotonic() + self.policy.read_timeout_s
+        deadline = own if deadline is None else min(deadline, own)
         for _ in range(self.policy.max_redirects + 1):
             host, port, scheme, target = _split_url(url)
+            if time.monotonic() >= deadline:
+                raise ImageFetchError(f"no time left to fetch from {host}: the {self.policy.read_timeout_s} s budget is spent")
             address = self.checked_address(host, port)
             status, location, body = self._get(scheme, host, port, address, target, deadline)
             if status in REDIRECT_CODES:
@@ -146,30 +157,69 @@ class ImageLoader:
 
     def _get(self, scheme: str, host: str, port: int, address: IPAddress, target: str, deadline: float):
         conn_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
-        conn = conn_class(host, port, address=str(address), timeout=self.policy.connect_timeout_s)
+        timeout = max(0.01, min(self.policy.connect_timeout_s, deadline - time.monotonic()))
+        conn = conn_class(host, port, address=str(address), timeout=timeout)
+        cut = threading.Event()
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, args=(conn, cut))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             conn.request("GET", target, headers={"User-Agent": "uapt-worker", "Accept": "image/*"})
+            self._check_deadline(host, deadline)
             sock = conn.sock  # kept: the response may detach it from conn once the body is read
             sock.settimeout(max(0.01, deadline - time.monotonic()))
-            response = conn.getresponse()
+            response = conn.getresponse()  # a header trickle ends when the watchdog cuts the socket
             if response.status in REDIRECT_CODES:
-                return response.status, response.getheader("Location"), b""
-            length = response.getheader("Content-Length")
-            if length and length.isdigit() and int(length) > self.policy.max_bytes:
-                raise ImageRefused(f"image at {host} is {length} bytes, over the {self.policy.max_bytes}-byte limit")
-            body = bytearray()
-            while chunk := response.read(CHUNK_BYTES):
-                body += chunk
-                if len(body) > self.policy.max_bytes:
-                    raise ImageRefused(f"image at {host} is over the {self.policy.max_bytes}-byte limit")
-                if time.monotonic() > deadline:
-                    raise ImageFetchError(f"image at {host} took over {self.policy.read_timeout_s} s")
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-            return response.status, None, bytes(body)
+                answer = response.status, response.getheader("Location"), b""
+            else:
+                length = response.getheader("Content-Length")
+                if length and length.isdigit() and int(length) > self.policy.max_bytes:
+                    raise ImageRefused(f"image at {host} is {length} bytes, over the {self.policy.max_bytes}-byte limit")
+                answer = response.status, None, self._read_body(response, sock, host, deadline)
         except (OSError, http.client.HTTPException) as exc:
+            if cut.is_set() or time.monotonic() >= deadline:  # cut by the watchdog, or the last read timed out
+                raise self._late(host) from None
             raise ImageFetchError(f"fetching from {host} failed: {type(exc).__name__}: {exc}") from None
         finally:
+            watchdog.cancel()
             conn.close()
+        if cut.is_set():  # a cut socket reads as a clean end: what came before it is not the whole answer
+            raise self._late(host)
+        return answer
+
+    def _read_body(self, response: http.client.HTTPResponse, sock: socket.socket, host: str, deadline: float) -> bytes:
+        """Read the body one receive at a time, checking the deadline, the byte limit and the rate cap after each."""
+        body = bytearray()
+        started = time.monotonic()
+        while chunk := response.read1(CHUNK_BYTES):
+            body += chunk
+            if len(body) > self.policy.max_bytes:
+                raise ImageRefused(f"image at {host} is over the {self.policy.max_bytes}-byte limit")
+            self._check_deadline(host, deadline)
+            ahead = started + len(body) / self.policy.max_bytes_per_s - time.monotonic()
+            if ahead > 0:  # faster than the cap: pause, and TCP flow control slows the server down
+                time.sleep(max(0.0, min(ahead, deadline - time.monotonic())))
+                self._check_deadline(host, deadline)
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+        return bytes(body)
+
+    def _check_deadline(self, host: str, deadline: float) -> None:
+        if time.monotonic() >= deadline:
+            raise self._late(host)
+
+    def _late(self, host: str) -> ImageFetchError:
+        return ImageFetchError(f"image at {host} did not arrive within the {self.policy.read_timeout_s} s budget")
+
+
+def _cut(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """The watchdog's job: shut the connection's socket down, which ends any read blocked or trickling on it."""
+    cut.set()
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed by the fetching thread
+            pass
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):

@@ -5,6 +5,13 @@ images, read keywords, caption) and builds what steps 5-6 need (caption and
 dead-letter messages, posts to fold). It reads the profile store but never
 writes it: the loop folds the posts only after the outputs are flushed, so the
 profile read here never contains the batch's own text.
+
+No record can stop the stream: an error in a per-record step (parse, image,
+output) dead-letters that record alone, and when the batch's keyword read or
+model call fails, the batch is split in halves until the failing posts are
+alone; each is tried ``max_attempts`` times, then dead-lettered. Only
+`DatabaseUnavailable` (the store stopped waiting for its database) escapes:
+an outage is not the data's fault, so nothing is dead-lettered for it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Protocol
 from PIL import Image
 
 from profiles import Keyword, Post
+from profiles.errors import DatabaseUnavailable
 from worker.dlq import DeadLetter, dead_letter
 from worker.images import ImageLoader
 from worker.schemas import CaptionEvent, CaptionOut, EventError, ImageRef, PostEvent, parse_post
@@ -27,7 +35,8 @@ from worker.stages import Stage, timed
 
 log = logging.getLogger(__name__)
 
-IMAGE_THREADS = 8  # concurrent image loads per batch (URL fetches are network-bound)
+MAX_IMAGE_THREADS = 64  # a batch's images load at once: slow URLs wait out one shared budget, not queue
+INTERNAL_ERROR = "internal_error"  # reason of a record whose per-record step raised something unforeseen
 
 
 class Record(Protocol):
@@ -63,10 +72,12 @@ class KeywordSource(Protocol):
     def top_keywords(self, user_ids: Sequence[str], k: int) -> dict[str, list[Keyword]]: ...
 
 
-class ModelError(EventError):
-    """The model failed on this post alone (while the others of its batch were captioned)."""
+class _BatchFailure(Exception):
+    """A batch-level step (keyword read or model call) failed; ``reason`` labels it should a post be dead-lettered."""
 
-    reason = "model_error"
+    def __init__(self, reason: str, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.reason, self.cause = reason, cause
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,20 @@ class _Accepted:
     image: Image.Image
 
 
+@dataclass(frozen=True)
+class _Refused:
+    error: Exception
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Captioned:
+    item: _Accepted
+    keywords: list[str]
+    wanted: int
+    suggestions: list
+
+
 class Processor:
     """Turns a batch of input records into a BatchResult with one keyword read and one caption call."""
 
@@ -107,6 +132,7 @@ class Processor:
         num_captions: int = 3,
         max_captions: int = 5,
         top_k: int = 5,
+        max_attempts: int = 3,
     ) -> None:
         self.captioner = captioner
         self.keywords = keywords
@@ -114,6 +140,7 @@ class Processor:
         self.num_captions = num_captions
         self.max_captions = max_captions
         self.top_k = top_k
+        self.max_attempts = max_attempts
 
     def process_batch(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
@@ -125,89 +152,105 @@ class Processor:
                     parsed.append((record, parse_post(record.value)))
                 except EventError as exc:
                     self._refuse(result, record, exc)
+                except Exception as exc:  # noqa: BLE001 (contained: one record must not stop the stream)
+                    log.exception("parsing the record at %s/%d@%d failed", record.topic, record.partition, record.offset)
+                    self._refuse(result, record, exc, INTERNAL_ERROR)
 
         accepted: list[_Accepted] = []
         with timed(result.stage_seconds, Stage.IMAGE):
             for (record, event), outcome in zip(parsed, self._load_images([e.image for _, e in parsed]), strict=True):
-                if isinstance(outcome, EventError):
-                    self._refuse(result, record, outcome)
+                if isinstance(outcome, _Refused):
+                    self._refuse(result, record, outcome.error, outcome.reason)
                 else:
                     accepted.append(_Accepted(record, event, outcome))
         if not accepted:
             return result
 
-        with timed(result.stage_seconds, Stage.PROFILE_READ):
-            user_ids = sorted({a.event.user_id for a in accepted})
-            profiles = self.keywords.top_keywords(user_ids, self.top_k)
-
-        keyword_terms = [[kw.term for kw in profiles.get(a.event.user_id, [])] for a in accepted]
-        wanted = [min(a.event.num_captions or self.num_captions, self.max_captions) for a in accepted]
-        with timed(result.stage_seconds, Stage.GENERATE):
-            captions = self._caption(accepted, keyword_terms, max(wanted), result)
-
         now_ms = time.time() * 1000
         folded: set[str] = set()
-        for item, terms, n, suggestions in zip(accepted, keyword_terms, wanted, captions, strict=True):
-            if suggestions is None:  # this post broke the model; it is in the dead letters
+        for done in self._isolated(accepted, result):
+            try:
+                output = self._output(done, now_ms)
+            except Exception as exc:  # noqa: BLE001 (contained, as above)
+                log.exception("building the caption message of post %r failed", done.item.event.post_id)
+                self._refuse(result, done.item.record, exc, INTERNAL_ERROR)
                 continue
-            event = item.event
-            message = CaptionEvent(
-                post_id=event.post_id,
-                user_id=event.user_id,
-                captions=[CaptionOut(text=c.text, score=float(c.score)) for c in suggestions[:n]],
-                keywords=terms,
-                model=self.captioner.model_id,
-                latency_ms=round(max(0.0, now_ms - item.record.timestamp), 1),
-            )
-            result.outputs.append(
-                OutputMessage(event.user_id.encode("utf-8"), message.to_bytes(), event.post_id, item.record.timestamp)
-            )
+            result.outputs.append(output)
+            event = done.item.event
             if event.text and event.post_id not in folded:  # a replayed post may repeat in one batch
                 folded.add(event.post_id)
                 result.posts.append(Post(post_id=event.post_id, user_id=event.user_id, text=event.text))
         return result
 
-    def _load_images(self, refs: Sequence[ImageRef]) -> list[Image.Image | EventError]:
-        """Load all images of the batch at once: URL fetches wait on the network, not on each other."""
+    def _load_images(self, refs: Sequence[ImageRef]) -> list[Image.Image | _Refused]:
+        """Load all images of the batch at once, under one deadline: many slow URLs cost one budget, not many."""
         if not refs:
             return []
+        deadline = time.monotonic() + self.loader.policy.read_timeout_s
 
-        def load(ref: ImageRef) -> Image.Image | EventError:
+        def load(ref: ImageRef) -> Image.Image | _Refused:
             try:
-                return self.loader.load(ref)
+                return self.loader.load(ref, deadline=deadline)
             except EventError as exc:
-                return exc
+                return _Refused(exc, exc.reason)
+            except Exception as exc:  # noqa: BLE001 (contained: one image must not stop the stream)
+                log.exception("loading an image failed unexpectedly")
+                return _Refused(exc, INTERNAL_ERROR)
 
-        with ThreadPoolExecutor(max_workers=min(IMAGE_THREADS, len(refs)), thread_name_prefix="uapt-image") as pool:
+        with ThreadPoolExecutor(max_workers=min(MAX_IMAGE_THREADS, len(refs)), thread_name_prefix="uapt-image") as pool:
             return list(pool.map(load, refs))
 
-    def _caption(self, accepted: Sequence[_Accepted], keyword_terms, num_captions: int, result: BatchResult) -> list:
-        """One batched model call; if it fails, caption each post alone so one bad post cannot block the stream.
-
-        Posts that still fail alone go to the dead letters. If every post fails alone (or the
-        batch holds one post), the fault is the model's, not the data's: it is re-raised, the
-        loop stops without committing, and the batch is replayed after a restart.
-        """
+    def _isolated(self, items: Sequence[_Accepted], result: BatchResult, attempt: int = 1) -> list[_Captioned]:
+        """Caption ``items``; on failure split them in halves until each failing post is alone,
+        try it ``max_attempts`` times in all, then dead-letter it. Every post ends captioned or refused."""
         try:
-            return self.captioner.caption([a.image for a in accepted], keyword_terms, num_captions=num_captions)
-        except Exception:
-            if len(accepted) == 1:
-                raise
-            log.exception("batched captioning of %d posts failed; retrying them one by one", len(accepted))
-        alone: list = []
-        errors: list[Exception] = []
-        for item, terms in zip(accepted, keyword_terms, strict=True):
-            try:
-                alone.append(self.captioner.caption([item.image], [terms], num_captions=num_captions)[0])
-            except Exception as exc:  # noqa: BLE001 (sorted below: data fault or model fault)
-                alone.append(None)
-                errors.append(exc)
-                self._refuse(result, item.record, ModelError(f"captioning this post failed: {type(exc).__name__}: {exc}"))
-        if len(errors) == len(accepted):
-            raise errors[0]
-        return alone
+            return self._suggest(items, result)
+        except _BatchFailure as failure:
+            if len(items) > 1:
+                log.warning("a batch of %d posts failed (%s); splitting it to find the culprit", len(items), failure)
+                half = len(items) // 2
+                return self._isolated(items[:half], result) + self._isolated(items[half:], result)
+            post = items[0]
+            if attempt < self.max_attempts:
+                log.warning("post %r failed (%s), try %d of %d", post.event.post_id, failure, attempt, self.max_attempts)
+                return self._isolated(items, result, attempt + 1)
+            log.error("post %r failed %d times; dead-lettering it: %s", post.event.post_id, attempt, failure)
+            self._refuse(result, post.record, failure.cause, failure.reason)
+            return []
+
+    def _suggest(self, items: Sequence[_Accepted], result: BatchResult) -> list[_Captioned]:
+        """One keyword read and one model call for ``items``; any failure but an outage is a `_BatchFailure`."""
+        try:
+            with timed(result.stage_seconds, Stage.PROFILE_READ):
+                profiles = self.keywords.top_keywords(sorted({a.event.user_id for a in items}), self.top_k)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 (isolated by the caller)
+            raise _BatchFailure("profile_error", exc) from exc
+        keyword_terms = [[kw.term for kw in profiles.get(a.event.user_id, [])] for a in items]
+        wanted = [min(a.event.num_captions or self.num_captions, self.max_captions) for a in items]
+        try:
+            with timed(result.stage_seconds, Stage.GENERATE):
+                captions = self.captioner.caption([a.image for a in items], keyword_terms, num_captions=max(wanted))
+            return [_Captioned(*row) for row in zip(items, keyword_terms, wanted, captions, strict=True)]
+        except Exception as exc:  # noqa: BLE001 (isolated by the caller)
+            raise _BatchFailure("model_error", exc) from exc
+
+    def _output(self, done: _Captioned, now_ms: float) -> OutputMessage:
+        event, record = done.item.event, done.item.record
+        message = CaptionEvent(
+            post_id=event.post_id,
+            user_id=event.user_id,
+            captions=[CaptionOut(text=c.text, score=float(c.score)) for c in done.suggestions[: done.wanted]],
+            keywords=done.keywords,
+            model=self.captioner.model_id,
+            latency_ms=round(max(0.0, now_ms - record.timestamp), 1),
+        )
+        return OutputMessage(event.user_id.encode("utf-8"), message.to_bytes(), event.post_id, record.timestamp)
 
     @staticmethod
-    def _refuse(result: BatchResult, record: Record, error: EventError) -> None:
-        result.dead_letters.append(dead_letter(record, error, error.reason))
-        result.failures[error.reason] += 1
+    def _refuse(result: BatchResult, record: Record, error: Exception, reason: str | None = None) -> None:
+        """Dead-letter ``record``; the label is ``reason``, else the error's own (EventError), else internal_error."""
+        label = reason or getattr(error, "reason", INTERNAL_ERROR)
+        result.dead_letters.append(dead_letter(record, error, label))
+        result.failures[label] += 1

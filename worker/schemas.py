@@ -112,6 +112,10 @@ def parse_post(raw: bytes | None) -> PostEvent:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EventError(f"message is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", reason="not_json") from None
+    except RecursionError:
+        raise EventError("message is JSON nested too deeply to parse", reason="too_deep") from None
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise EventError(f"message is not usable JSON: {exc}", reason="not_json") from None
     if not isinstance(document, dict):
         raise EventError(f"message is JSON {type(document).__name__}, not an object", reason="not_object")
     version = document.get("schema")

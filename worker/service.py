@@ -71,6 +71,7 @@ def run_worker(
             num_captions=settings.num_captions,
             max_captions=settings.max_captions,
             top_k=settings.top_k,
+            max_attempts=settings.max_record_attempts,
         )
         loop = WorkerLoop(
             settings,

@@ -34,6 +34,7 @@ class ImagePolicy:
     root: Path | None = None
     allow: tuple[str, ...] = ()
     max_bytes: int = 10_000_000
+    max_bytes_per_s: int = 4_000_000  # per download: a fast server cannot flood the worker's network
     max_pixels: int = 40_000_000
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 10.0
@@ -88,6 +89,9 @@ class Settings:
     num_captions: int = _opt(3, "captions per post when the event does not ask for a number")
     max_captions: int = _opt(5, "upper bound on the num_captions an event may ask for")
     top_k: int = _opt(5, "user keywords (top TF-IDF terms) fed to the model")
+    max_record_attempts: int = _opt(
+        3, "tries of a post that keeps failing in the model or its keyword read before it is dead-lettered"
+    )
     no_repeat_ngram_size: int = _opt(
         NO_REPEAT_NGRAM_SIZE, "decoding: never repeat a token n-gram of this size within a caption (0 turns it off)"
     )
@@ -111,13 +115,17 @@ class Settings:
         parse=_csv,
     )
     max_image_bytes: int = _image_opt("max_bytes", "largest image download or file, in bytes")
+    max_image_bytes_per_s: int = _image_opt("max_bytes_per_s", "fastest one image URL is downloaded, in bytes per second")
     max_image_pixels: int = _image_opt("max_pixels", "largest image, in pixels (width x height), checked before decoding")
     connect_timeout_s: float = _image_opt("connect_timeout_s", "image URL connect timeout, seconds")
-    read_timeout_s: float = _image_opt("read_timeout_s", "image URL read timeout (whole download), seconds")
+    read_timeout_s: float = _image_opt(
+        "read_timeout_s",
+        "wall-clock budget of a batch's image URLs, seconds: connect, headers and body together, however slow the server",
+    )
     max_redirects: int = _image_opt("max_redirects", "most HTTP redirects followed for one image URL")
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "max_message_bytes", "num_captions", "max_captions", "top_k", "partitions", "replication_factor", "max_image_bytes", "max_image_pixels")
+        positive = ("batch_size", "max_message_bytes", "num_captions", "max_captions", "top_k", "max_record_attempts", "partitions", "replication_factor", "max_image_bytes", "max_image_bytes_per_s", "max_image_pixels")
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -7,6 +7,7 @@ import pytest
 from worker_samples import FakeCaptioner, jpeg_bytes, png_bytes
 
 from profiles import Post
+from profiles.errors import DatabaseUnavailable
 from worker.events import post_event
 from worker.images import ImageLoader
 from worker.processing import InputRecord, Processor
@@ -117,7 +118,107 @@ def test_a_post_that_breaks_the_model_is_isolated(store):
     assert [p.post_id for p in result.posts] == ["ok2"]
 
 
-def test_a_model_that_fails_on_everything_raises(store):
-    values = [post_event(f"b{i}", "u", image_bytes=png_bytes((0, 0, 255))) for i in range(2)]
-    with pytest.raises(RuntimeError, match="blew up"):
-        processor(PickyCaptioner(), store).process_batch([record(v, i) for i, v in enumerate(values)])
+def test_a_model_error_on_a_batch_of_one_is_retried_then_dead_lettered(store):
+    captioner = PickyCaptioner()
+    result = processor(captioner, store, max_attempts=3).process_batch(
+        [record(post_event("boom", "u", image_bytes=png_bytes((0, 0, 255))))]
+    )
+    assert result.outputs == [] and len(captioner.calls) == 0  # every call raised before it was recorded
+    (letter,) = result.dead_letters
+    headers = dict(letter.headers)
+    assert headers["reason"] == b"model_error" and headers["error_class"] == b"RuntimeError"
+    assert b"blew up" in headers["error"] and result.failures == {"model_error": 1}
+
+
+class CountingPicky(PickyCaptioner):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: list[int] = []
+
+    def caption(self, images, keywords, num_captions=3):
+        self.attempts.append(len(images))
+        return super().caption(images, keywords, num_captions)
+
+
+def test_the_culprit_is_found_by_halving_and_tried_a_bounded_number_of_times(store):
+    values = [post_event(f"ok{i}", "u", image_bytes=png_bytes((i + 1, 0, 0))) for i in range(8)]
+    values[5] = post_event("boom", "u", image_bytes=png_bytes((0, 0, 255)))
+    captioner = CountingPicky()
+    result = processor(captioner, store, max_attempts=2).process_batch([record(v, i) for i, v in enumerate(values)])
+
+    assert [o.post_id for o in result.outputs] == [f"ok{i}" for i in range(8) if i != 5]
+    assert [dict(d.headers)["source_offset"] for d in result.dead_letters] == [b"5"]
+    # 8 -> 4+4 -> 2+2 -> 1+1, then one more try of the culprit alone: 8 calls, not one per post per try
+    assert sorted(captioner.attempts, reverse=True) == [8, 4, 4, 2, 2, 1, 1, 1]
+
+
+def test_a_model_that_fails_on_everything_dead_letters_everything_and_stops_trying(store):
+    values = [post_event(f"b{i}", "u", image_bytes=png_bytes((0, 0, 255))) for i in range(4)]
+    captioner = CountingPicky()
+    result = processor(captioner, store, max_attempts=3).process_batch([record(v, i) for i, v in enumerate(values)])
+    assert result.outputs == [] and result.failures == {"model_error": 4}
+    assert captioner.attempts.count(1) == 4 * 3
+
+
+class FlakyKeywords:
+    """A keyword source whose first read fails with an error that is not an outage."""
+
+    def __init__(self, store) -> None:
+        self.store, self.failed = store, False
+
+    def top_keywords(self, user_ids, k):
+        if not self.failed:
+            self.failed = True
+            raise KeyError("flaky read")
+        return self.store.top_keywords(user_ids, k)
+
+
+def test_a_failed_keyword_read_is_retried(fake_captioner, store):
+    result = processor(fake_captioner, FlakyKeywords(store)).process_batch([record(post_event("p", "u", image_bytes=png_bytes()))])
+    assert [o.post_id for o in result.outputs] == ["p"] and result.dead_letters == []
+
+
+class UnreachableKeywords:
+    def top_keywords(self, user_ids, k):
+        raise DatabaseUnavailable("database down and the worker is stopping")
+
+
+def test_a_database_outage_is_not_the_posts_fault(fake_captioner):
+    with pytest.raises(DatabaseUnavailable):
+        processor(fake_captioner, UnreachableKeywords()).process_batch([record(post_event("p", "u", image_bytes=png_bytes()))])
+
+
+class BrokenLoader(ImageLoader):
+    def load(self, ref, *, deadline=None):
+        if ref.b64 and ref.b64.startswith("aGVsbG8"):  # base64 of b"hello"
+            raise KeyError("a bug in a loader")
+        return super().load(ref, deadline=deadline)
+
+
+def test_unforeseen_errors_in_per_record_steps_are_contained(fake_captioner, store, monkeypatch):
+    from worker import processing
+
+    real_parse = processing.parse_post
+
+    def parse(raw):
+        if raw and b"parser-bug" in raw:
+            raise TypeError("a bug in the parser")
+        return real_parse(raw)
+
+    monkeypatch.setattr(processing, "parse_post", parse)
+    values = [
+        post_event("parser-bug", "u", image_bytes=png_bytes()),
+        post_event("loader-bug", "u", image_bytes=b"hello"),
+        b"[" * 1000 + b"]" * 1000,
+        b'{"schema": "uapt.post/1", "post_id": ' + b"9" * 5000 + b"}",
+        post_event("good", "u", image_bytes=png_bytes()),
+    ]
+    result = Processor(fake_captioner, store, BrokenLoader(ImagePolicy())).process_batch(
+        [record(v, i) for i, v in enumerate(values)]
+    )
+    assert [o.post_id for o in result.outputs] == ["good"]
+    letters = {dict(d.headers)["source_offset"]: dict(d.headers) for d in result.dead_letters}
+    assert letters[b"0"]["reason"] == b"internal_error" and letters[b"0"]["error_class"] == b"TypeError"
+    assert letters[b"1"]["reason"] == b"internal_error" and letters[b"1"]["error_class"] == b"KeyError"
+    assert letters[b"2"]["reason"] == b"too_deep"
+    assert letters[b"3"]["reason"] == b"not_json"
