@@ -1,4 +1,4 @@
-"""`uapt db …` (schema migrations) and `uapt profiles …` (import, show, stats).
+"""`uapt db …` (schema migrations) and `uapt profiles …` (import, show, stats, forget).
 
 Heavy imports (SQLAlchemy, Alembic, scikit-learn) happen inside the handlers so
 ``uapt --help`` stays instant. Errors a user can cause (bad url, unreachable
@@ -133,6 +133,16 @@ def _profiles_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profiles_forget(args: argparse.Namespace) -> int:
+    with _user_errors("profiles forget"), _open_store(args, create=False) as store:
+        erased = store.forget_user(args.user)
+    if erased.posts:
+        print(f"forgot user {args.user!r}: {erased.posts} posts and {erased.terms} terms erased")
+    else:
+        print(f"user {args.user!r} has nothing in the store; nothing erased")
+    return 0
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -164,7 +174,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     profiles = subparsers.add_parser(
         "profiles",
-        help="user TF-IDF keyword profiles: import posts, show keywords, stats",
+        help="user TF-IDF keyword profiles: import posts, show keywords, stats, forget a user",
         description="Each user's posts form one TF-IDF document; their top terms become the caption context.",
     )
     profile_commands = profiles.add_subparsers(dest="profiles_command", metavar="ACTION", required=True)
@@ -197,6 +207,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--json", action="store_true", help="print a JSON list of {term, score}")
     _add_db_flag(show)
     show.set_defaults(func=_profiles_show)
+
+    forget = profile_commands.add_parser(
+        "forget",
+        help="erase a user's posts, terms and counts from the store (a right-to-erasure request)",
+        description=(
+            "Remove everything the store holds about USER: their folded posts, their term counts, and their "
+            "share of every document frequency and of the user count, so the store equals one rebuilt without "
+            "them. Running it again erases nothing more. While workers consume the input topic, publish a "
+            'uapt.forget/1 event instead (key = USER): {"schema": "uapt.forget/1", "user_id": USER}; the '
+            "workers apply it in order with the user's posts, so a post still in flight cannot bring them back. "
+            "Captions already published and dead letters are not touched (README, Operating: erasure)."
+        ),
+    )
+    forget.add_argument("user", metavar="USER", help="user id")
+    _add_db_flag(forget)
+    forget.set_defaults(func=_profiles_forget)
 
     stats = profile_commands.add_parser("stats", help="print how many users, posts and terms the store holds")
     stats.add_argument("--json", action="store_true", help="print a JSON object")

@@ -41,7 +41,7 @@ class FoldedPost(Base):
     __tablename__ = "profile_posts"
 
     post_id: Mapped[str] = mapped_column(String(MAX_ID_CHARS), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(MAX_ID_CHARS), nullable=False)
+    user_id: Mapped[str] = mapped_column(String(MAX_ID_CHARS), nullable=False, index=True)  # erasure finds them
 
 
 class UserTerm(Base):

@@ -11,6 +11,11 @@ workers never lose an increment. Rows are locked in one global order (posts,
 users, user terms, terms, each sorted by key; the N counter last), which rules
 out deadlock cycles; a transaction that still fails with a serialization or
 deadlock error is retried whole, a bounded number of times.
+
+Erasure (`forget_user`) is the fold run backwards for one user, in the same
+lock order: their posts, their user row, their terms (df drops by one for each;
+a term nobody else used goes), then N. What remains equals a store rebuilt from
+everyone else's posts, and the user's next post starts a fresh profile.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import Connection, Double, Table, cast, func, literal, select, update
+from sqlalchemy import Connection, Double, Table, bindparam, cast, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -36,6 +41,7 @@ from profiles.database import (
     sqlite_path,
     upgrade,
 )
+from profiles.ids import check_id
 from profiles.posts import Keyword, Post, validate_post
 from profiles.schema import CORPUS_ROW_ID, Corpus, FoldedPost, ProfileUser, Term, UserTerm
 from profiles.urls import normalize_url
@@ -59,6 +65,14 @@ _corpus: Table = Corpus.__table__
 @dataclass(frozen=True)
 class StoreStats:
     users: int
+    posts: int
+    terms: int
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What `ProfileStore.forget_user` removed: the user's folded posts and distinct terms."""
+
     posts: int
     terms: int
 
@@ -123,6 +137,17 @@ class ProfileStore:
             return 0
         analyzed = {post.post_id: (post.user_id, Counter(analyze(post.text))) for post in unique}
         return self._transaction(lambda connection: self._fold(connection, analyzed))
+
+    def forget_user(self, user_id: str) -> Erasure:
+        """Erase a user's posts, terms and counts in one transaction, as if they had never posted.
+
+        Idempotent: a user with nothing in the store gives Erasure(0, 0). Post ids
+        are forgotten too, so a replay of the user's old posts would fold them again
+        (the worker orders erasures after the posts before them; see worker/processing.py).
+        An invalid id raises InvalidId before anything is touched.
+        """
+        check_id(user_id, "user_id")
+        return self._transaction(lambda connection: self._erase(connection, user_id))
 
     def top_keywords(self, user_ids: Sequence[str], k: int) -> dict[str, list[Keyword]]:
         """Each user's k best keywords, best first; users without posts get []."""
@@ -197,6 +222,29 @@ class ProfileStore:
                 update(_corpus).where(_corpus.c.id == CORPUS_ROW_ID).values(n_users=_corpus.c.n_users + n_new_users)
             )
         return len(new_post_ids)
+
+    def _erase(self, connection: Connection, user_id: str) -> Erasure:
+        """The body of forget_user's transaction; rows are touched in the global lock order (see module doc)."""
+        posts = connection.execute(delete(_posts).where(_posts.c.user_id == user_id)).rowcount
+        had_posts = connection.execute(
+            delete(_users).where(_users.c.user_id == user_id).returning(_users.c.user_id)
+        ).first() is not None
+        terms = sorted(
+            connection.execute(
+                delete(_user_terms).where(_user_terms.c.user_id == user_id).returning(_user_terms.c.term)
+            ).scalars()
+        )
+        if terms:
+            one_user_less = update(_terms).where(_terms.c.term == bindparam("used")).values(df=_terms.c.df - 1)
+            connection.execute(one_user_less, [{"used": term} for term in terms])  # one row at a time, in order
+            for start in range(0, len(terms), MAX_USERS_PER_QUERY):
+                chunk = terms[start : start + MAX_USERS_PER_QUERY]
+                connection.execute(delete(_terms).where(_terms.c.term.in_(chunk), _terms.c.df == 0))
+        if had_posts:
+            connection.execute(
+                update(_corpus).where(_corpus.c.id == CORPUS_ROW_ID).values(n_users=_corpus.c.n_users - 1)
+            )
+        return Erasure(posts=posts, terms=len(terms))
 
     def _insert_new_posts(self, connection: Connection, analyzed: dict[str, tuple[str, Counter[str]]]) -> list[str]:
         """Record the batch's post ids; returns those not folded before (the rest are replays)."""

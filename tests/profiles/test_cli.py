@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from profiles.cli import register
+from profiles.database import head_revision
 from profiles.store import ProfileStore
 from profiles.urls import URL_ENV
 
@@ -67,8 +68,8 @@ def test_url_from_environment_and_flag_wins(
 def test_db_upgrade_downgrade_current(store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert uapt("db", "upgrade", "--db", store_url) == 0
     assert uapt("db", "current", "--db", store_url) == 0
-    assert "0001 (head)" in capsys.readouterr().out
-    assert uapt("db", "downgrade", "--db", store_url) == 0
+    assert f"{head_revision()} (head)" in capsys.readouterr().out
+    assert uapt("db", "downgrade", "base", "--db", store_url) == 0
     assert "base (empty)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"uapt profiles stats: .*run 'uapt db upgrade'"):
         uapt("profiles", "stats", "--db", store_url)
@@ -126,3 +127,19 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
     assert uapt("db", "upgrade", "--db", empty) == 0
     with pytest.raises(SystemExit, match="user 'ghost' has no posts"):
         uapt("profiles", "show", "ghost", "--db", empty)
+
+def test_forget(store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    posts = write_jsonl(
+        tmp_path / "posts.jsonl",
+        [post_line("p1", "u1", "sunset beach"), post_line("p2", "u1", "beach dog"), post_line("p3", "u2", "beach")],
+    )
+    assert uapt("profiles", "import", str(posts), "--db", store_url, "--quiet") == 0
+    capsys.readouterr()
+    assert uapt("profiles", "forget", "u1", "--db", store_url) == 0
+    assert capsys.readouterr().out.strip() == "forgot user 'u1': 2 posts and 3 terms erased"
+    assert uapt("profiles", "forget", "u1", "--db", store_url) == 0
+    assert capsys.readouterr().out.strip() == "user 'u1' has nothing in the store; nothing erased"
+    assert uapt("profiles", "stats", "--db", store_url, "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"users": 1, "posts": 1, "terms": 1}
+    with pytest.raises(SystemExit, match=r"uapt profiles forget: user_id must be a non-empty string"):
+        uapt("profiles", "forget", " ", "--db", store_url)
