@@ -32,16 +32,20 @@ def _add_db_flag(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def _user_errors(command: str):
-    """Turn database and input errors into a one-line 'uapt COMMAND: …' exit."""
+    """Turn the profiles package's own errors, a bad url and an unreachable or misconfigured database
+    into a one-line 'uapt COMMAND: …' exit; anything else is a bug and keeps its traceback."""
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-    from profiles.database import SchemaNotReady
+    from profiles.errors import ProfilesError
+    from profiles.outages import is_misconfigured, is_unavailable
 
     try:
         yield
-    except (SchemaNotReady, FileNotFoundError, ArgumentError, NoSuchModuleError, ValueError) as error:
+    except (ProfilesError, FileNotFoundError, ArgumentError, NoSuchModuleError) as error:
         raise SystemExit(f"uapt {command}: {error}") from None
     except DBAPIError as error:
+        if not (is_unavailable(error) or is_misconfigured(error)):
+            raise
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         raise SystemExit(f"uapt {command}: database error: {reason}") from None
 

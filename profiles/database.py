@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 import migrations
+from profiles.errors import ProfilesError
 from profiles.urls import normalize_url
 
 logger = logging.getLogger(__name__)
@@ -25,10 +26,11 @@ logger = logging.getLogger(__name__)
 logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+PG_CONNECT_TIMEOUT_S = 10  # a connection attempt to a vanished host ends, and the outage is retried
 VERSION_TABLE = "alembic_version"
 
 
-class SchemaNotReady(ValueError):
+class SchemaNotReady(ProfilesError):
     """The database behind a url is missing the profile schema or is not at the head revision."""
 
 
@@ -50,7 +52,7 @@ def open_engine(url: str) -> Engine:
     """
     url = normalize_url(url)
     if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
     is_file = sqlite_path(url) is not None
 

@@ -6,12 +6,14 @@ on, and a bad id is refused at the edge as a bad event rather than later.
 
 from __future__ import annotations
 
+from profiles.errors import ProfilesError
+
 MAX_ID_CHARS = 255
 """Longest post_id / user_id accepted; matches the id columns of the store."""
 
 
-class InvalidId(ValueError):
-    """An id that breaks the rules; the message names the field."""
+class InvalidId(ProfilesError, ValueError):
+    """An id that breaks the rules; the message names the field (a ValueError too, so pydantic reports it)."""
 
 
 def check_id(value: object, name: str) -> str:

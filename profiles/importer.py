@@ -19,6 +19,7 @@ from typing import BinaryIO, Literal
 
 from tqdm import tqdm
 
+from profiles.errors import ProfilesError
 from profiles.posts import InvalidPost, Post, validate_post
 from profiles.store import ProfileStore
 
@@ -47,7 +48,7 @@ class ImportReport:
     errors: list[LineError] = field(default_factory=list)
 
 
-class ImportStopped(ValueError):
+class ImportStopped(ProfilesError):
     """A bad line ended an import run with ``on_error="stop"``; ``report`` says what was imported before it."""
 
     def __init__(self, path: Path, error: LineError, report: ImportReport) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from profiles.errors import ProfilesError
 from profiles.ids import InvalidId, check_id, is_utf8
 
 MAX_TEXT_CHARS = 10_000
@@ -16,7 +17,7 @@ MAX_TEXT_CHARS = 10_000
 at 2,200 characters); anything near a megabyte is a bug or an attack, not a post."""
 
 
-class InvalidPost(ValueError):
+class InvalidPost(ProfilesError):
     """A post the store refuses; the message names the field at fault."""
 
 

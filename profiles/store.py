@@ -12,6 +12,11 @@ users, user terms, terms, each sorted by key; the N counter last), which rules
 out deadlock cycles; a transaction that still fails with a serialization or
 deadlock error is retried whole, a bounded number of times.
 
+Outages (profiles/outages.py): every read and write, and opening the store, is
+retried with capped backoff while the database is unreachable, for as long as
+the ``on_outage`` listener allows; a write that failed mid-commit is safe to
+re-run, because folding is idempotent by post_id.
+
 Erasure (`forget_user`) is the fold run backwards for one user, in the same
 lock order: their posts, their user row, their terms (df drops by one for each;
 a term nobody else used goes), then N. What remains equals a store rebuilt from
@@ -41,7 +46,9 @@ from profiles.database import (
     sqlite_path,
     upgrade,
 )
+from profiles.errors import ProfilesError
 from profiles.ids import check_id
+from profiles.outages import OutageListener, waiting_out_outages
 from profiles.posts import Keyword, Post, validate_post
 from profiles.schema import CORPUS_ROW_ID, Corpus, FoldedPost, ProfileUser, Term, UserTerm
 from profiles.urls import normalize_url
@@ -102,8 +109,9 @@ class ProfileStore:
     otherwise a database not at that revision raises ``SchemaNotReady``.
     """
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, on_outage: OutageListener | None = None) -> None:
         self.url = normalize_url(url)
+        self._outages = on_outage
         path = sqlite_path(self.url)
         if not create and path is not None and not path.exists():
             raise FileNotFoundError(f"no profile database at {path}; create it with 'uapt db upgrade'")
@@ -111,11 +119,11 @@ class ProfileStore:
         self._dialect = self._engine.dialect.name
         if self._dialect not in ("sqlite", "postgresql"):
             self._engine.dispose()
-            raise ValueError(f"url must name a SQLite or PostgreSQL database, got {self._dialect}")
+            raise ProfilesError(f"url must name a SQLite or PostgreSQL database, got {self._dialect}")
         if not create:
-            require_head(self._engine)
-        elif current_revision(self._engine) != head_revision():
-            upgrade(self._engine)
+            self._waiting("open", lambda: require_head(self._engine))
+        elif self._waiting("open", lambda: current_revision(self._engine)) != head_revision():
+            self._waiting("open", lambda: upgrade(self._engine))
 
     def __enter__(self) -> ProfileStore:
         return self
@@ -154,13 +162,16 @@ class ProfileStore:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         wanted = list(dict.fromkeys(user_ids))
-        found: dict[str, list[Keyword]] = {user_id: [] for user_id in wanted}
-        with self._engine.connect() as connection:
+
+        def read(connection: Connection) -> dict[str, list[Keyword]]:
+            found: dict[str, list[Keyword]] = {user_id: [] for user_id in wanted}
             for start in range(0, len(wanted), MAX_USERS_PER_QUERY):
                 rows = connection.execute(self._top_k_query(wanted[start : start + MAX_USERS_PER_QUERY], k))
                 for user_id, term, score in rows:
                     found[user_id].append(Keyword(term, float(score)))
-        return found
+            return found
+
+        return self._transaction(read, operation="read")
 
     def stats(self) -> StoreStats:
         with self._engine.connect() as connection:
@@ -179,13 +190,17 @@ class ProfileStore:
             for table in (_users, _posts, _user_terms, _terms):
                 connection.exec_driver_sql(f"ANALYZE {table.name}")
 
-    def _transaction(self, work: Callable[[Connection], _T]) -> _T:
-        """Run ``work`` in one transaction, re-running it whole after transient conflicts."""
+    def _transaction(self, work: Callable[[Connection], _T], operation: str = "write") -> _T:
+        """Run ``work`` in one transaction, re-running it whole after transient conflicts and through outages."""
+
+        def once() -> _T:
+            with self._engine.begin() as connection:
+                return work(connection)
+
         attempt = 1
         while True:
             try:
-                with self._engine.begin() as connection:
-                    return work(connection)
+                return self._waiting(operation, once)
             except DBAPIError as error:
                 if attempt == MAX_ATTEMPTS or not _is_transient(error):
                     raise
@@ -193,6 +208,11 @@ class ProfileStore:
                 logger.warning("profile write conflicted (%s); retry %d in %.2fs", error.orig, attempt, delay)
                 time.sleep(delay)
                 attempt += 1
+
+    def _waiting(self, operation: str, attempt: Callable[[], _T]) -> _T:
+        """``attempt()``, tried again while the database is unreachable (see profiles/outages.py)."""
+        where = self._engine.url.render_as_string(hide_password=True)
+        return waiting_out_outages(operation, attempt, self._outages, where)
 
     def _insert(self, table: Table):
         return (postgresql if self._dialect == "postgresql" else sqlite).insert(table)

@@ -16,14 +16,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Readiness:
-    """Set by the worker as it starts; /readyz answers 200 only when both hold."""
+    """Set by the worker as it runs; /readyz answers 200 only when all hold."""
 
     model_loaded: bool = False
     consumer_assigned: bool = False
+    database_reachable: bool = True  # false while the profile store waits out an outage
 
     @property
     def ready(self) -> bool:
-        return self.model_loaded and self.consumer_assigned
+        return self.model_loaded and self.consumer_assigned and self.database_reachable
 
 
 class StatusServer:
@@ -61,7 +62,10 @@ def _handler_for(metrics: WorkerMetrics, readiness: Readiness) -> type[BaseHTTPR
                 if readiness.ready:
                     self._send(200, b"ready\n")
                 else:
-                    detail = f"model_loaded={readiness.model_loaded} consumer_assigned={readiness.consumer_assigned}\n"
+                    detail = (
+                        f"model_loaded={readiness.model_loaded} consumer_assigned={readiness.consumer_assigned} "
+                        f"database_reachable={readiness.database_reachable}\n"
+                    )
                     self._send(503, detail.encode())
             else:
                 self._send(404, b"not found: try /metrics, /healthz or /readyz\n")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from kafka import ConsumerRebalanceListener
 from kafka.structs import TopicPartition
 
+from profiles.errors import DatabaseUnavailable
 from worker.checkpoint import Checkpoint, PostSink
 from worker.http import Readiness
 from worker.metrics import WorkerMetrics
@@ -80,7 +81,13 @@ class WorkerLoop:
             while not self._stopping.is_set():
                 batch = self._collect()
                 if batch:
-                    self._handle(batch)
+                    try:
+                        self._handle(batch)
+                    except DatabaseUnavailable:
+                        if not self._stopping.is_set():
+                            raise
+                        log.warning("stopping while the database is unreachable; the batch is replayed on restart")
+                        break
                 self._refresh_lag()
         finally:
             self.consumer.close(autocommit=False)

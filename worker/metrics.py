@@ -10,6 +10,7 @@ from worker.stages import Stage
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+DB_OPERATIONS = ("open", "read", "write")  # the profile store's operation labels (profiles/store.py)
 
 
 class WorkerMetrics:
@@ -35,6 +36,14 @@ class WorkerMetrics:
             "uapt_consumer_lag", "Events behind the partition's end (clamped at 0)", ["topic", "partition"], registry=r
         )
         self.model_info = Info("uapt_model", "The captioning model this worker serves", registry=r)
+        self.db_retries = Counter(
+            "uapt_db_retries", "Profile-store operations retried because the database was unreachable", ["operation"], registry=r
+        )
+        self.db_wait_seconds = Counter(
+            "uapt_db_wait_seconds", "Time spent waiting for an unreachable profile database", registry=r
+        )
+        for operation in DB_OPERATIONS:
+            self.db_retries.labels(operation=operation)
         for stage in Stage:  # every stage's series exists from the start, at zero
             self.stage_seconds.labels(stage=stage)
 

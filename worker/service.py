@@ -9,12 +9,14 @@ from collections.abc import Callable
 
 from model.captioner import Captioner
 from model.factory import load_model
+from profiles.errors import DatabaseUnavailable
 from profiles.store import ProfileStore
 from worker.http import Readiness, StatusServer
 from worker.images import ImageLoader
 from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
 from worker.loop import StopFlag, WorkerLoop
 from worker.metrics import WorkerMetrics
+from worker.outages import DatabaseWatch
 from worker.processing import Processor
 from worker.settings import Settings
 
@@ -53,8 +55,9 @@ def run_worker(
     server = None
     if settings.metrics_port >= 0:
         server = StatusServer(metrics, readiness, settings.metrics_host, settings.metrics_port).start()
-    store = ProfileStore(settings.database_url)
+    store: ProfileStore | None = None
     try:
+        store = ProfileStore(settings.database_url, on_outage=DatabaseWatch(readiness, metrics, stop_flag))
         if captioner is None:
             log.info("loading model preset %r (checkpoint %s)", settings.preset, settings.checkpoint or "none")
             captioner = load_captioner(settings)
@@ -87,9 +90,15 @@ def run_worker(
             on_ready(server)
         loop.run()  # returns at once, closing the clients, if a stop came during start-up
         return 0
+    except DatabaseUnavailable:
+        if not stop_flag.is_set():
+            raise
+        log.warning("stopped while waiting for the profile database at start-up")
+        return 0
     finally:
         stop_flag.set()  # lets the relay thread end
-        store.close()
+        if store is not None:
+            store.close()
         if server is not None:
             server.stop()
 

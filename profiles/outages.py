@@ -1,0 +1,89 @@
+"""Telling a database outage from a mistake, and waiting the outage out.
+
+An outage (connection refused, server closed the connection, administrator
+shutdown, server starting up, too many clients) ends by itself: the store waits
+with capped exponential backoff and tries again. A configuration that can never
+work (unknown database or role, failed authentication) is not an outage and is
+raised at once. The store's owner decides how long to wait through an
+`OutageListener`, so this package never learns about readiness or metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+from profiles.errors import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+FIRST_DELAY_S = 0.1
+MAX_DELAY_S = 5.0
+# SQLSTATEs of a server going away or not yet there: class 08 (connection exception) is checked by prefix
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})  # admin/crash shutdown, starting, too many clients
+# What libpq says, with no SQLSTATE, when a connection is refused for good: these never heal by waiting
+MISCONFIGURED_MESSAGES = ("does not exist", "authentication failed", "pg_hba.conf", "permission denied")
+
+_T = TypeVar("_T")
+
+
+class OutageListener(Protocol):
+    """Told about each wait of an outage; ``waiting`` returns False to stop waiting (DatabaseUnavailable)."""
+
+    def waiting(self, operation: str, error: DBAPIError, delay_s: float) -> bool: ...
+
+    def recovered(self, operation: str) -> None: ...
+
+
+def is_misconfigured(error: DBAPIError) -> bool:
+    """A connection refused for a reason waiting cannot fix: wrong database, role or password."""
+    message = str(error.orig).lower()
+    return "fatal" in message and any(words in message for words in MISCONFIGURED_MESSAGES)
+
+
+def is_unavailable(error: DBAPIError) -> bool:
+    """The database cannot be reached now but may be later: worth waiting for."""
+    if is_misconfigured(error):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate.startswith("08") or sqlstate in UNAVAILABLE_SQLSTATES
+    if error.connection_invalidated:
+        return True
+    # psycopg raises connection failures (refused, reset, name not resolved) as OperationalError without SQLSTATE;
+    # SQLite's OperationalError without one ("no such table") is a fault, not an outage
+    kind = type(error.orig)
+    return kind.__module__.startswith("psycopg") and kind.__name__ == "OperationalError"
+
+
+def waiting_out_outages(
+    operation: str, attempt: Callable[[], _T], listener: OutageListener | None, describe: str
+) -> _T:
+    """Run ``attempt`` until it does not fail with an outage, sleeping a capped, jittered backoff between tries.
+
+    Without a listener, or once it says stop, the outage is raised as DatabaseUnavailable.
+    """
+    delay, waited = FIRST_DELAY_S, False
+    while True:
+        try:
+            result = attempt()
+        except DBAPIError as error:
+            if not is_unavailable(error):
+                raise
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            pause = delay * (0.5 + random.random() / 2)
+            if listener is None or not listener.waiting(operation, error, pause):
+                raise DatabaseUnavailable(f"database {describe} is unavailable ({operation}): {reason}") from error
+            logger.warning("database %s unavailable during %s (%s); retrying in %.1fs", describe, operation, reason, pause)
+            time.sleep(pause)
+            delay, waited = min(delay * 2, MAX_DELAY_S), True
+            continue
+        if waited and listener is not None:
+            logger.info("database %s is back; %s succeeded", describe, operation)
+            listener.recovered(operation)
+        return result
