@@ -88,7 +88,7 @@ class WorkerLoop:
                             raise
                         log.warning("stopping while the database is unreachable; the batch is replayed on restart")
                         break
-                self._refresh_lag()
+                self._refresh_lag(force=bool(batch))  # a committed batch changes the lag at once
         finally:
             self.consumer.close(autocommit=False)
             self.producer.close(timeout=10)
@@ -118,10 +118,15 @@ class WorkerLoop:
     def _handle(self, batch: Sequence[Record]) -> None:
         self.metrics.events_consumed.inc(len(batch))
         self.metrics.batch_size.observe(len(batch))
-        result = self.processor.process_batch(batch)
-        checkpoint = Checkpoint(self.consumer, self.producer, self.store, self.settings, result.stage_seconds)
-        checkpoint.send(batch, result)
-        produced_at_ms = checkpoint.commit()
+        self._refresh_lag(in_progress=batch)
+        self.metrics.batch_started()
+        try:
+            result = self.processor.process_batch(batch)
+            checkpoint = Checkpoint(self.consumer, self.producer, self.store, self.settings, result.stage_seconds)
+            checkpoint.send(batch, result)
+            produced_at_ms = checkpoint.commit()
+        finally:
+            self.metrics.batch_finished()
         self._observe(result, produced_at_ms)
         log.debug("batch of %d: %d captions, %d dead letters", len(batch), len(result.outputs), len(result.dead_letters))
 
@@ -134,15 +139,25 @@ class WorkerLoop:
             self.metrics.end_to_end_seconds.observe(max(0.0, produced_at_ms - output.event_timestamp_ms) / 1000)
         self.metrics.observe_stages(result.stage_seconds)
 
-    def _refresh_lag(self) -> None:
+    def _refresh_lag(self, in_progress: Sequence[Record] = (), *, force: bool = False) -> None:
+        """Publish each partition's lag from the consumer's own fetch state (no broker request).
+
+        The records of a batch ``in_progress`` count as lag until it is committed, so the gauge
+        does not read 0 while a batch hangs (``uapt_batch_age_seconds`` says for how long).
+        """
         now = time.monotonic()
-        if now - self._lag_refreshed < LAG_REFRESH_S:
+        if not (force or in_progress) and now - self._lag_refreshed < LAG_REFRESH_S:
             return
         self._lag_refreshed = now
+        uncommitted: dict[TopicPartition, int] = {}  # first offset of the batch, per partition
+        for record in in_progress:
+            tp = TopicPartition(record.topic, record.partition)
+            uncommitted[tp] = min(uncommitted.get(tp, record.offset), record.offset)
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
-                self.metrics.set_lag(tp.topic, tp.partition, highwater - self.consumer.position(tp))
+                first = uncommitted.get(tp)
+                self.metrics.set_lag(tp.topic, tp.partition, highwater - (self.consumer.position(tp) if first is None else first))
 
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Drop not-yet-processed records of partitions we lose: their new owner will read them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -36,6 +37,11 @@ class WorkerMetrics:
             "uapt_consumer_lag", "Events behind the partition's end (clamped at 0)", ["topic", "partition"], registry=r
         )
         self.model_info = Info("uapt_model", "The captioning model this worker serves", registry=r)
+        self._batch_started: float | None = None  # time.monotonic() of the batch in progress
+        self.batch_age = Gauge(
+            "uapt_batch_age_seconds", "How long the batch in progress has been running (0 between batches)", registry=r
+        )
+        self.batch_age.set_function(self._batch_age)  # computed at scrape time: true even while a batch hangs
         self.db_retries = Counter(
             "uapt_db_retries", "Profile-store operations retried because the database was unreachable", ["operation"], registry=r
         )
@@ -50,6 +56,16 @@ class WorkerMetrics:
     def observe_stages(self, seconds: Mapping[Stage, float]) -> None:
         for stage, value in seconds.items():
             self.stage_seconds.labels(stage=stage).observe(value)
+
+    def batch_started(self) -> None:
+        self._batch_started = time.monotonic()
+
+    def batch_finished(self) -> None:
+        self._batch_started = None
+
+    def _batch_age(self) -> float:
+        started = self._batch_started
+        return 0.0 if started is None else time.monotonic() - started
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
-from loop_fakes import make_loop, records
+from loop_fakes import FakeConsumer, make_loop, records
+from prometheus_client.parser import text_string_to_metric_families
+from worker_samples import FakeCaptioner
 
 from worker.processing import InputRecord
 
@@ -53,3 +58,62 @@ def test_stage_labels_keep_their_names(fake_captioner):
     exposition = loop.metrics.render().decode()
     for stage in ("parse", "image", "profile_read", "generate", "produce", "profile_write"):
         assert f'uapt_stage_seconds_count{{stage="{stage}"}} 1.0' in exposition
+
+
+class HangingCaptioner(FakeCaptioner):
+    """Holds the batch inside the model call until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def caption(self, images, keywords, num_captions=3):
+        self.entered.set()
+        assert self.release.wait(10)
+        return super().caption(images, keywords, num_captions)
+
+
+class LaggingConsumer(FakeConsumer):
+    """A partition whose end is at offset 50; the fetch position runs ahead of the batch, as kafka-python's does."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetched = 0
+
+    def poll(self, timeout_ms=0, max_records=None):
+        polled = super().poll(timeout_ms, max_records)
+        for batch in polled.values():
+            self.fetched = max([self.fetched] + [r.offset + 1 for r in batch])
+        return polled
+
+    def highwater(self, tp):
+        return 50
+
+    def position(self, tp):
+        return self.fetched
+
+
+def gauges(loop) -> dict[str, float]:
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(loop.metrics.render().decode())
+        for sample in family.samples
+        if sample.name in ("uapt_consumer_lag", "uapt_batch_age_seconds")
+    }
+
+
+def test_lag_and_batch_age_are_true_while_a_batch_hangs():
+    captioner = HangingCaptioner()
+    loop, *_ = make_loop(captioner, records(3), consumer_class=LaggingConsumer)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    assert captioner.entered.wait(10)
+    time.sleep(0.3)
+    during = gauges(loop)
+    captioner.release.set()
+    thread.join(10)
+    after = gauges(loop)
+
+    assert during["uapt_consumer_lag"] == 50  # the batch's 3 records are not committed: they still count
+    assert during["uapt_batch_age_seconds"] >= 0.3
+    assert after == {"uapt_consumer_lag": 47, "uapt_batch_age_seconds": 0.0}
