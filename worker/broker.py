@@ -14,10 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from worker.errors import WorkerError
+
 log = logging.getLogger(__name__)
 
 
-class BrokerError(RuntimeError):
+class BrokerError(WorkerError):
     """The embedded broker is missing or did not come up."""
 
 

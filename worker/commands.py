@@ -12,12 +12,15 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
 
 from worker.broker import BrokerError, EmbeddedBroker
 from worker.settings import add_settings_arguments, default_of, env_var, settings_from_args
+
+CONFIGURATION_EXIT = 2  # as argparse's own usage errors
 
 # The embedded broker listens where a worker looks by default.
 BROKER_HOST, BROKER_PORT = default_of("bootstrap_servers").rsplit(":", 1)
@@ -103,23 +106,43 @@ def _register_worker(subparsers) -> None:
 def _run_worker(args: argparse.Namespace) -> int:
     from worker.service import run_worker
 
-    settings = settings_from_args(args)
     quiet_kafka()
     try:
-        return run_worker(settings)
+        return run_worker(settings_from_args(args))
     except Exception as exc:
-        if _is_user_error(exc):
-            raise SystemExit(f"uapt worker: {str(exc).splitlines()[0]}") from None
-        raise
+        if not _is_configuration_error(exc):
+            raise  # a bug: the traceback is what its finder needs (exit 1)
+        orig = getattr(exc, "orig", None)  # a database error: the driver's words, without SQLAlchemy's wrapping
+        detail = f"database error: {orig}" if orig is not None else str(exc)
+        print(f"uapt worker: {detail.strip().splitlines()[0]}", file=sys.stderr)
+        return CONFIGURATION_EXIT
 
 
-def _is_user_error(exc: Exception) -> bool:
-    """Configuration mistakes (bad preset, checkpoint, database URL, unreachable broker or database)
-    get one line, not a traceback."""
+def _is_configuration_error(exc: Exception) -> bool:
+    """A configuration that can never work: one line and exit 2, not a traceback.
+
+    These are the project's own error classes for bad settings, models, checkpoints and
+    profile stores, a url SQLAlchemy cannot use, a database that refuses these credentials
+    or does not exist, and a broker that cannot be reached. Database outages are not
+    among them: the worker waits those out.
+    """
     from kafka.errors import KafkaError
-    from sqlalchemy.exc import ArgumentError, OperationalError
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-    return isinstance(exc, (ValueError, FileNotFoundError, KafkaError, ArgumentError, OperationalError))
+    from model.assets import AssetMissing
+    from model.checkpoint import CheckpointError
+    from model.config import ConfigError
+    from model.device import DeviceError
+    from model.encoders import WeightsMismatch
+    from model.factory import ModelUnavailable
+    from profiles.errors import ProfilesError
+    from profiles.outages import is_misconfigured
+    from worker.errors import ConfigurationError
+
+    own = (ConfigurationError, ProfilesError, AssetMissing, CheckpointError, ConfigError, DeviceError, WeightsMismatch, ModelUnavailable)
+    if isinstance(exc, (*own, KafkaError, ArgumentError, NoSuchModuleError)):
+        return True
+    return isinstance(exc, DBAPIError) and is_misconfigured(exc)
 
 
 # --- publish --------------------------------------------------------------------------------

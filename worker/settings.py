@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
+from worker.errors import ConfigurationError
 
 ENV_PREFIX = "UAPT_"
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError):
     """A configuration value (flag or environment variable) cannot be used."""
 
 
@@ -211,10 +212,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
-    """Settings from parsed flags (plus the environment); raises SystemExit with a clear line on bad values."""
+    """Settings from parsed flags (plus the environment); raises SettingsError naming the flag or field at fault."""
     flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Settings)}
     flags.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return Settings.from_sources(flags)
-    except SettingsError as exc:
-        raise SystemExit(f"uapt {getattr(args, 'command', 'worker')}: {exc}") from None
+    return Settings.from_sources(flags)

@@ -100,17 +100,35 @@ def test_worker_help_documents_every_setting(capsys):
         assert f"UAPT_{field.name.upper()}" in out
 
 
+def test_user_errors_are_one_clear_line():
+    code = run_cli("publish", "/no/such/image.png", "--user", "u").code
+    assert isinstance(code, str) and code.startswith("uapt publish: IMAGE '/no/such/image.png'") and "\n" not in code
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("worker", "--batch-size", "zero"), "uapt worker: --batch-size"),
-        (("worker", "--linger-ms", "-5"), "uapt worker: linger_ms"),
-        (("publish", "/no/such/image.png", "--user", "u"), "uapt publish: IMAGE '/no/such/image.png'"),
+        (("--batch-size", "zero"), "uapt worker: --batch-size"),
+        (("--linger-ms", "-5"), "uapt worker: linger_ms"),
+        (("--preset", "tiny", "--database-url", "foo://x"), "uapt worker: Can't load plugin: sqlalchemy.dialects:foo"),
+        (("--preset", "tiny", "--database-url", "postgresql://postgres@127.0.0.1:5432/no_such_db_uapt"), "uapt worker: database error: connection failed"),
     ],
 )
-def test_user_errors_are_one_clear_line(args, message):
-    code = run_cli(*args).code
-    assert isinstance(code, str) and code.startswith(message) and "\n" not in code
+def test_worker_configuration_errors_are_one_line_and_exit_2(args, message, capsys):
+    assert run_cli("worker", "--metrics-port", "-1", *args).code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(message), err
+
+
+def test_a_bug_in_the_worker_keeps_its_traceback(monkeypatch):
+    from worker import service
+
+    def broken(settings):
+        raise ValueError("a bug, not a configuration mistake")
+
+    monkeypatch.setattr(service, "run_worker", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        run_cli("worker", "--preset", "tiny")
 
 
 def test_the_worker_captioner_decodes_with_the_settings_repetition_control():
