@@ -6,6 +6,12 @@ acknowledged, fold the batch's posts into the profiles in one transaction, then
 commit the consumed offsets. An error in a step skips the steps after it, so
 the offsets stay where they were and the batch is replayed; the store's
 idempotence by post_id keeps a replay from counting a post twice.
+
+A batch with forget events folds in record order instead: the posts before a
+forget, the erasure, the posts after it, one transaction each. A replay redoes
+that whole sequence and ends in the same state: posts erased before the crash
+are folded and erased again, later ones are skipped or folded once, and erasing
+is idempotent.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from profiles import Post
 from worker.dlq import DeadLetter
-from worker.processing import BatchResult, Record
+from worker.processing import BatchResult, PendingForget, Record
 from worker.settings import Settings
 from worker.stages import Stage, timed
 
@@ -36,9 +42,11 @@ class Acknowledgement(Protocol):
 
 
 class PostSink(Protocol):
-    """Where posts are folded (the profile store): idempotent by post_id, one transaction per call."""
+    """Where posts are folded and users forgotten (the profile store): idempotent, one transaction per call."""
 
     def add_posts(self, posts: Sequence[Post]) -> int: ...
+
+    def forget_user(self, user_id: str) -> object: ...
 
 
 class Checkpoint:
@@ -59,6 +67,7 @@ class Checkpoint:
         self._sent: list[Acknowledgement] = []  # one per caption message
         self._letters: list[tuple[DeadLetter, Acknowledgement]] = []
         self._posts: list[Post] = []
+        self._forgets: list[PendingForget] = []
         self._offsets: dict[TopicPartition, int] = {}  # next offset to read, per partition
 
     def send(self, records: Sequence[Record], result: BatchResult) -> None:
@@ -70,6 +79,7 @@ class Checkpoint:
             ]
             self._letters = [(letter, self._send_dead_letter(letter)) for letter in result.dead_letters]
         self._posts = result.posts
+        self._forgets = result.forgets
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             self._offsets[tp] = max(self._offsets.get(tp, 0), record.offset + 1)
@@ -83,10 +93,20 @@ class Checkpoint:
             self._flush()  # 1. every send acknowledged, or this raises
         produced_at_ms = time.time() * 1000
         with timed(self._stage_seconds, Stage.PROFILE_WRITE):
-            if self._posts:
-                self._store.add_posts(self._posts)  # 2. one transaction; posts already folded are skipped
+            self._fold()  # 2. one transaction (more with forgets); posts already folded are skipped
         self._commit_offsets()  # 3. past the batch
         return produced_at_ms
+
+    def _fold(self) -> None:
+        """Fold the posts and apply the forgets in record order: each forget after the posts that precede it."""
+        folded = 0
+        for forget in self._forgets:
+            if forget.after_posts > folded:
+                self._store.add_posts(self._posts[folded : forget.after_posts])
+                folded = forget.after_posts
+            self._store.forget_user(forget.user_id)
+        if folded < len(self._posts):
+            self._store.add_posts(self._posts[folded:])
 
     def _flush(self) -> None:
         """Wait for every send; re-raise a failed one, so nothing is folded or committed and the batch is replayed."""

@@ -1,4 +1,4 @@
-"""Building ``uapt.post/1`` events on the producer side (publish command, demo, benchmark, tests)."""
+"""Building ``uapt.post/1`` and ``uapt.forget/1`` events on the producer side (publish command, demo, benchmark, tests)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 import json
 from pathlib import Path
 
-from worker.schemas import POST_SCHEMA
+from worker.schemas import FORGET_SCHEMA, POST_SCHEMA
 
 
 def post_event(
@@ -31,6 +31,11 @@ def post_event(
     if num_captions is not None:
         event["num_captions"] = num_captions
     return json.dumps(event, ensure_ascii=False).encode("utf-8")
+
+
+def forget_event(user_id: str) -> bytes:
+    """Encode a request to erase ``user_id``'s profile; publish it with key = user_id, like their posts."""
+    return json.dumps({"schema": FORGET_SCHEMA, "user_id": user_id}, ensure_ascii=False).encode("utf-8")
 
 
 def image_reference(argument: str) -> dict[str, str | bytes]:

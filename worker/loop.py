@@ -131,8 +131,9 @@ class WorkerLoop:
         log.debug("batch of %d: %d captions, %d dead letters", len(batch), len(result.outputs), len(result.dead_letters))
 
     def _observe(self, result: BatchResult, produced_at_ms: float) -> None:
-        """Count a committed batch's captions and failures, and observe its latencies and stage times."""
+        """Count a committed batch's captions, erasures and failures, and observe its latencies and stage times."""
         self.metrics.captions_produced.inc(len(result.outputs))
+        self.metrics.erasures.inc(len(result.forgets))
         for reason, count in result.failures.items():
             self.metrics.failures.labels(reason=reason).inc(count)
         for output in result.outputs:

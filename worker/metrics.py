@@ -37,6 +37,8 @@ class WorkerMetrics:
             "uapt_consumer_lag", "Events behind the partition's end (clamped at 0)", ["topic", "partition"], registry=r
         )
         self.model_info = Info("uapt_model", "The captioning model this worker serves", registry=r)
+        self.erasures = Counter("uapt_erasures", "Users erased from the profile store by uapt.forget/1 events", registry=r)
+        self.ready = Gauge("uapt_ready", "1 while /readyz answers 200, else 0 (set by run_worker)", registry=r)
         self._batch_started: float | None = None  # time.monotonic() of the batch in progress
         self.batch_age = Gauge(
             "uapt_batch_age_seconds", "How long the batch in progress has been running (0 between batches)", registry=r

@@ -2,9 +2,16 @@
 
 `Processor.process_batch` does steps 1-4 of DESIGN.md section 2 (parse, load
 images, read keywords, caption) and builds what steps 5-6 need (caption and
-dead-letter messages, posts to fold). It reads the profile store but never
-writes it: the loop folds the posts only after the outputs are flushed, so the
-profile read here never contains the batch's own text.
+dead-letter messages, posts to fold, users to forget). It reads the profile
+store but never writes it: the loop folds the posts only after the outputs are
+flushed, so the profile read here never contains the batch's own text.
+
+A ``uapt.forget/1`` control event is not captioned: it becomes a `PendingForget`
+placed among the batch's posts in record order, so the checkpoint folds the
+user's earlier posts, erases the user, then folds the later ones (a fresh
+profile). Posts after a forget in the same batch are captioned without
+keywords, as a new user's would be. Its key must be the user_id, which puts it
+on the partition of the user's posts and so in order with them.
 
 No record can stop the stream: an error in a per-record step (parse, image,
 output) dead-letters that record alone, and when the batch's keyword read or
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +38,7 @@ from profiles import Keyword, Post
 from profiles.errors import DatabaseUnavailable
 from worker.dlq import DeadLetter, dead_letter
 from worker.images import ImageLoader
-from worker.schemas import CaptionEvent, CaptionOut, EventError, ImageRef, PostEvent, parse_post
+from worker.schemas import CaptionEvent, CaptionOut, EventError, ForgetEvent, ImageRef, PostEvent, parse_event
 from worker.stages import Stage, timed
 
 log = logging.getLogger(__name__)
@@ -90,11 +98,20 @@ class OutputMessage:
     event_timestamp_ms: int
 
 
+@dataclass(frozen=True)
+class PendingForget:
+    """Erase ``user_id`` once the first ``after_posts`` of the batch's posts are folded (they precede it)."""
+
+    user_id: str
+    after_posts: int
+
+
 @dataclass
 class BatchResult:
     outputs: list[OutputMessage] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     posts: list[Post] = field(default_factory=list)  # to fold after the outputs are flushed
+    forgets: list[PendingForget] = field(default_factory=list)  # applied among the posts, in record order
     failures: Counter[str] = field(default_factory=Counter)  # reason -> count
     stage_seconds: dict[Stage, float] = field(default_factory=dict)
 
@@ -104,6 +121,8 @@ class _Accepted:
     record: Record
     event: PostEvent
     image: Image.Image
+    position: int  # in the batch
+    fresh: bool  # its user was forgotten earlier in the batch: no keywords
 
 
 @dataclass(frozen=True)
@@ -145,11 +164,16 @@ class Processor:
     def process_batch(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
 
-        parsed: list[tuple[Record, PostEvent]] = []
+        parsed: list[tuple[int, Record, PostEvent]] = []
+        forgets: list[tuple[int, str]] = []  # (position in the batch, user_id)
         with timed(result.stage_seconds, Stage.PARSE):
-            for record in records:
+            for position, record in enumerate(records):
                 try:
-                    parsed.append((record, parse_post(record.value)))
+                    event = parse_event(record.value)
+                    if isinstance(event, ForgetEvent):
+                        forgets.append((position, _forgotten_user(record, event)))
+                    else:
+                        parsed.append((position, record, event))
                 except EventError as exc:
                     self._refuse(result, record, exc)
                 except Exception as exc:  # noqa: BLE001 (contained: one record must not stop the stream)
@@ -158,16 +182,20 @@ class Processor:
 
         accepted: list[_Accepted] = []
         with timed(result.stage_seconds, Stage.IMAGE):
-            for (record, event), outcome in zip(parsed, self._load_images([e.image for _, e in parsed]), strict=True):
+            images = self._load_images([e.image for _, _, e in parsed])
+            for (position, record, event), outcome in zip(parsed, images, strict=True):
                 if isinstance(outcome, _Refused):
                     self._refuse(result, record, outcome.error, outcome.reason)
                 else:
-                    accepted.append(_Accepted(record, event, outcome))
+                    fresh = any(at < position and user == event.user_id for at, user in forgets)
+                    accepted.append(_Accepted(record, event, outcome, position, fresh))
         if not accepted:
+            result.forgets = _placed(forgets, folded_positions=[])
             return result
 
         now_ms = time.time() * 1000
         folded: set[str] = set()
+        folded_positions: list[int] = []  # of result.posts, ascending
         for done in self._isolated(accepted, result):
             try:
                 output = self._output(done, now_ms)
@@ -180,6 +208,8 @@ class Processor:
             if event.text and event.post_id not in folded:  # a replayed post may repeat in one batch
                 folded.add(event.post_id)
                 result.posts.append(Post(post_id=event.post_id, user_id=event.user_id, text=event.text))
+                folded_positions.append(done.item.position)
+        result.forgets = _placed(forgets, folded_positions)
         return result
 
     def _load_images(self, refs: Sequence[ImageRef]) -> list[Image.Image | _Refused]:
@@ -227,7 +257,7 @@ class Processor:
             raise
         except Exception as exc:  # noqa: BLE001 (isolated by the caller)
             raise _BatchFailure("profile_error", exc) from exc
-        keyword_terms = [[kw.term for kw in profiles.get(a.event.user_id, [])] for a in items]
+        keyword_terms = [[] if a.fresh else [kw.term for kw in profiles.get(a.event.user_id, [])] for a in items]
         wanted = [min(a.event.num_captions or self.num_captions, self.max_captions) for a in items]
         try:
             with timed(result.stage_seconds, Stage.GENERATE):
@@ -254,3 +284,19 @@ class Processor:
         label = reason or getattr(error, "reason", INTERNAL_ERROR)
         result.dead_letters.append(dead_letter(record, error, label))
         result.failures[label] += 1
+
+
+def _placed(forgets: Sequence[tuple[int, str]], folded_positions: Sequence[int]) -> list[PendingForget]:
+    """Each (batch position, user_id) forget, placed after the folded posts that precede it."""
+    return [PendingForget(user, bisect_left(folded_positions, at)) for at, user in forgets]
+
+
+def _forgotten_user(record: Record, event: ForgetEvent) -> str:
+    """The user a forget event erases; refused unless keyed by that user, the key that orders it with their posts."""
+    if record.key != event.user_id.encode("utf-8"):
+        raise EventError(
+            f"a forget event's key must be its user_id {event.user_id!r}, so that it lands on the partition "
+            f"of the user's posts and is applied in order with them; got key {record.key!r}",
+            reason="invalid_forget",
+        )
+    return event.user_id

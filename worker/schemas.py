@@ -1,6 +1,7 @@
-"""Versioned event schemas: ``uapt.post/1`` in, ``uapt.caption/1`` out (DESIGN.md section 6).
+"""Versioned event schemas: ``uapt.post/1`` and ``uapt.forget/1`` in, ``uapt.caption/1`` out (DESIGN.md section 6).
 
-`parse_post` turns raw Kafka bytes into a `PostEvent` or raises an `EventError`
+`parse_event` turns raw Kafka bytes into a `PostEvent` or a `ForgetEvent` (a
+control event: erase this user's profile) or raises an `EventError`
 whose ``reason`` is a short, stable label (it names the dead-letter header and
 the failure metric). Id and text rules are the profile store's own (`check_id`,
 `validate_post`), so an event the worker accepts is always one the store can fold.
@@ -25,6 +26,7 @@ from pydantic import (
 from profiles import InvalidPost, Post, check_id, validate_post
 
 POST_SCHEMA = "uapt.post/1"
+FORGET_SCHEMA = "uapt.forget/1"
 CAPTION_SCHEMA = "uapt.caption/1"
 
 
@@ -79,6 +81,14 @@ class PostEvent(BaseModel):
     num_captions: Annotated[int, Field(strict=True, ge=1)] | None = None
 
 
+class ForgetEvent(BaseModel):
+    """A request to erase a user's profile, published with key = user_id so it lands in order with their posts."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    schema_: Literal["uapt.forget/1"] = Field(alias="schema")
+    user_id: Identifier
+
+
 class CaptionOut(BaseModel):
     text: str
     score: float
@@ -100,7 +110,7 @@ class CaptionEvent(BaseModel):
         return self.model_dump_json(by_alias=True).encode("utf-8")
 
 
-def parse_post(raw: bytes | None) -> PostEvent:
+def parse_event(raw: bytes | None) -> PostEvent | ForgetEvent:
     """Decode, schema-check and text-check one input message; raises EventError on any fault."""
     if not raw:
         raise EventError("empty message", reason="empty")
@@ -119,8 +129,13 @@ def parse_post(raw: bytes | None) -> PostEvent:
     if not isinstance(document, dict):
         raise EventError(f"message is JSON {type(document).__name__}, not an object", reason="not_object")
     version = document.get("schema")
+    if version == FORGET_SCHEMA:
+        try:
+            return ForgetEvent.model_validate(document)
+        except ValidationError as exc:
+            raise EventError(_first_error(exc), reason="invalid_forget") from None
     if version != POST_SCHEMA:
-        raise UnknownSchemaError(f"schema {version!r} is not supported (expected {POST_SCHEMA!r})")
+        raise UnknownSchemaError(f"schema {version!r} is not supported (expected {POST_SCHEMA!r} or {FORGET_SCHEMA!r})")
     try:
         event = PostEvent.model_validate(document)
     except ValidationError as exc:

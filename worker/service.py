@@ -52,6 +52,7 @@ def run_worker(
 
     metrics = WorkerMetrics()
     readiness = Readiness()
+    metrics.ready.set_function(lambda: float(readiness.ready))  # read at scrape time
     server = None
     if settings.metrics_port >= 0:
         server = StatusServer(metrics, readiness, settings.metrics_host, settings.metrics_port).start()

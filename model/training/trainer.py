@@ -74,12 +74,17 @@ def lm_autocast(model, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=model.lm.dtype == torch.bfloat16)
 
 
-def batch_loss(model, split: Split, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, int]:
-    """Mean caption-token NLL of the samples at `index`, and their caption-token count."""
+def batch_loss(
+    model, split: Split, index: torch.Tensor, device: torch.device, image_index: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
+    """Mean caption-token NLL of the samples at `index`, and their caption-token count.
+
+    `image_index` pairs each caption with another sample's image (see `image_reliance`).
+    """
     input_ids, attention_mask = model.tokenize_captions([split.samples[i].text for i in index.tolist()])
     with lm_autocast(model, device):
         out = model(
-            split.image_features[index].to(device),
+            split.image_features[index if image_index is None else image_index].to(device),
             split.context_features[index].to(device),
             input_ids.to(device),
             attention_mask.to(device),
@@ -88,15 +93,42 @@ def batch_loss(model, split: Split, index: torch.Tensor, device: torch.device) -
 
 
 @torch.no_grad()
-def evaluate_loss(model, split: Split, batch_size: int, device: torch.device) -> float:
-    """Token-weighted mean NLL over a whole split."""
+def evaluate_loss(model, split: Split, batch_size: int, device: torch.device, shuffle_images: bool = False) -> float:
+    """Token-weighted mean NLL over a whole split.
+
+    With `shuffle_images`, every caption is scored with the image of the next sample of
+    its own user (same context, different picture).
+    """
+    count = len(split.samples)
+    images = same_user_shift(split) if shuffle_images else torch.arange(count)
     total, tokens = 0.0, 0
-    for start in range(0, len(split.samples), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split.samples)))
-        loss, n = batch_loss(model, split, index, device)
+    for start in range(0, count, batch_size):
+        index = torch.arange(start, min(start + batch_size, count))
+        loss, n = batch_loss(model, split, index, device, image_index=images[index])
         total += float(loss) * n
         tokens += n
     return total / max(tokens, 1)
+
+
+def same_user_shift(split: Split) -> torch.Tensor:
+    """For each sample, the index of the next sample of the same user (cyclically)."""
+    by_user: dict[str, list[int]] = {}
+    for i, sample in enumerate(split.samples):
+        by_user.setdefault(sample.user_id, []).append(i)
+    target = torch.arange(len(split.samples))
+    for rows in by_user.values():
+        target[rows] = torch.tensor(rows[1:] + rows[:1])
+    return target
+
+
+def image_reliance(model, split: Split, batch_size: int, device: torch.device, val_loss: float) -> float:
+    """How much worse (relative NLL) captions score with another image of the same user.
+
+    0 means the prefix ignores the image; the demo's captions name scene and object,
+    so a model that reads the image should lose a clear share here.
+    """
+    shuffled = evaluate_loss(model, split, batch_size, device, shuffle_images=True)
+    return (shuffled - val_loss) / val_loss
 
 
 @torch.no_grad()
@@ -233,17 +265,20 @@ def train(
             return
         model.eval()
         val_loss = evaluate_loss(model, val_split, config.batch_size, dev)
+        reliance = image_reliance(model, val_split, config.batch_size, dev, val_loss)
         probe = grounding_probe(model, val_split, config.probe_posts, dev) if config.probe_posts else None
         model.train()
         history["val_losses"].append([at_step, val_loss])
+        history.setdefault("image_reliance", []).append([at_step, reliance])
         if probe is not None:
             history.setdefault("probes", []).append([at_step, probe["scene"], probe["object"]])
         logger.info(
-            "step %d/%d: train loss %.4f, val loss %.4f%s",
+            "step %d/%d: train loss %.4f, val loss %.4f, image reliance %.1f%%%s",
             at_step,
             total_steps,
             history["train_losses"][-1],
             val_loss,
+            100 * reliance,
             f", probe scene {probe['scene']:.2f} object {probe['object']:.2f}: {probe['example']!r}" if probe else "",
         )
 
@@ -288,7 +323,7 @@ def train(
     )
     write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
                  warmup=warmup, total_steps=total_steps, lm_dtype=str(lm_dtype).removeprefix("torch."),
-                 probes=history.get("probes", []), data=data_info)
+                 probes=history.get("probes", []), image_reliance=history.get("image_reliance", []), data=data_info)
     return result
 
 

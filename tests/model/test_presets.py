@@ -69,3 +69,37 @@ def test_offline_preset_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
     captions = Captioner(model, max_new_tokens=4).caption(sample_images(2), [["beach"], []], num_captions=2)
     assert [len(c) for c in captions] == [2, 2]
     assert all(isinstance(c.text, str) and c.token_ids for image in captions for c in image)
+
+
+@pytest.mark.slow
+def test_gguf_lm_is_cached_after_the_first_load(tmp_path, monkeypatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Later loads read the de-quantized safetensors cache (same weights, same tokenizer); a damaged cache is rebuilt."""
+    import model.lm as lm_module
+    from model.assets import file_sha256, smollm2_gguf
+
+    monkeypatch.setenv(lm_module.LM_CACHE_ENV, str(tmp_path))
+    first, first_tokenizer = lm_module.load_lm("asset:smollm2")
+    cached = tmp_path / file_sha256(smollm2_gguf())
+    assert (cached / lm_module.CACHE_COMPLETE).is_file()
+
+    sources: list[str] = []
+    real = lm_module._from_pretrained
+    monkeypatch.setattr(lm_module, "_from_pretrained", lambda source, **kw: sources.append(source) or real(source, **kw))
+    second, second_tokenizer = lm_module.load_lm("asset:smollm2")
+    assert sources == [str(cached)]  # the GGUF was not read again
+    assert getattr(second, "hf_quantizer", None) is None  # an ordinary float32 checkpoint
+    want, got = first.state_dict(), second.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    text = "a kitty at the seaside #love ✨"
+    assert first_tokenizer(text).input_ids == second_tokenizer(text).input_ids
+    assert first_tokenizer.eos_token_id == second_tokenizer.eos_token_id
+
+    for weights in cached.glob("*.safetensors"):
+        weights.write_bytes(b"not safetensors")
+    sources.clear()
+    with caplog.at_level("WARNING"):
+        lm_module.load_lm("asset:smollm2")
+    assert "cannot be read" in caplog.text
+    assert sources == [str(cached), str(smollm2_gguf().parent)]  # fell back to the GGUF, then rewrote the cache
+    assert (cached / lm_module.CACHE_COMPLETE).is_file()
+    assert not list(tmp_path.glob("*.tmp-*"))

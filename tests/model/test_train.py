@@ -14,7 +14,9 @@ from model.config import PRESETS
 from model.data.dataset import load_posts
 from model.data.synth import write_dataset
 from model.training.train_config import TrainConfig
-from model.training.trainer import cosine_with_warmup, train
+from model.data.samples import Sample
+from model.training.features import Split
+from model.training.trainer import cosine_with_warmup, same_user_shift, train
 
 TINY = PRESETS["tiny"]  # its random GPT-2 is initialised wide enough for a prefix to steer it
 
@@ -86,3 +88,21 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
     assert TrainConfig().resolved_warmup(132_000) == 6000  # the paper's warm-up at its scale
     assert TrainConfig().resolved_warmup(60) == 3  # 5% of a small run
     assert TrainConfig(warmup_steps=7).resolved_warmup(60) == 7
+
+
+def test_image_reliance_pairs_each_caption_with_another_image_of_its_own_user() -> None:
+    users = ["a", "b", "a", "a", "b", "c"]
+    samples = [Sample(f"p{i}", user, Path(f"{i}.png"), "text", (), "") for i, user in enumerate(users)]
+    split = Split(samples, torch.zeros(len(users), 1, 4), torch.zeros(len(users), 3))
+    assert same_user_shift(split).tolist() == [2, 4, 3, 0, 1, 5]  # a: 0->2->3->0, b: 1<->4, c alone keeps its own
+
+
+def test_training_records_image_reliance(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", users=2, posts_per_user=8, seed=0)
+    out = tmp_path / "run"
+    train(load_posts(data), preset="tiny", out_dir=out, config=TrainConfig(epochs=1, batch_size=4, probe_posts=0),
+          cache_dir=tmp_path / "cache", device="cpu")
+    metrics = json.loads((out / "metrics.json").read_text())
+    steps = [row[0] for row in metrics["image_reliance"]]
+    assert steps == [row[0] for row in metrics["val_losses"]] and steps
+    assert all(isinstance(row[1], float) for row in metrics["image_reliance"])

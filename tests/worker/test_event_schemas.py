@@ -3,8 +3,8 @@ import json
 import pytest
 
 from profiles import MAX_ID_CHARS, MAX_TEXT_CHARS
-from worker.events import post_event
-from worker.schemas import CaptionEvent, CaptionOut, EventError, UnknownSchemaError, parse_post
+from worker.events import forget_event, post_event
+from worker.schemas import CaptionEvent, CaptionOut, EventError, ForgetEvent, UnknownSchemaError, parse_event
 
 
 def event(**changes) -> bytes:
@@ -14,7 +14,7 @@ def event(**changes) -> bytes:
 
 
 def test_valid_event_parses():
-    parsed = parse_post(event(num_captions=2))
+    parsed = parse_event(event(num_captions=2))
     assert (parsed.post_id, parsed.user_id, parsed.text, parsed.num_captions) == ("p1", "u1", "sunny day", 2)
     assert parsed.image.url == "https://example.com/a.png"
 
@@ -44,21 +44,21 @@ def test_valid_event_parses():
 )
 def test_bad_events_are_refused_with_a_reason(raw, reason):
     with pytest.raises(EventError) as caught:
-        parse_post(raw)
+        parse_event(raw)
     assert caught.value.reason == reason
     assert str(caught.value)
 
 
 def test_unknown_version_is_its_own_class():
     with pytest.raises(UnknownSchemaError, match="uapt.post/9"):
-        parse_post(event(schema="uapt.post/9"))
+        parse_event(event(schema="uapt.post/9"))
 
 
 def test_missing_id_names_the_field():
     document = json.loads(event())
     del document["user_id"]
     with pytest.raises(EventError, match="user_id"):
-        parse_post(json.dumps(document).encode())
+        parse_event(json.dumps(document).encode())
 
 
 def test_caption_event_uses_schema_alias():
@@ -68,9 +68,36 @@ def test_caption_event_uses_schema_alias():
 
 def test_ids_follow_the_store_rules():
     """The store's id rules are the schema's: a bad id is a bad event, before any text check."""
-    assert parse_post(event(post_id="p" * MAX_ID_CHARS)).post_id == "p" * MAX_ID_CHARS
+    assert parse_event(event(post_id="p" * MAX_ID_CHARS)).post_id == "p" * MAX_ID_CHARS
     for bad in ({"post_id": "p" * (MAX_ID_CHARS + 1)}, {"post_id": "p\x07"}):
         for text in ("", "words the store would fold"):
             with pytest.raises(EventError, match="post_id") as caught:
-                parse_post(event(text=text, **bad))
+                parse_event(event(text=text, **bad))
             assert caught.value.reason == "invalid_field"
+
+
+def test_forget_event_parses_and_ignores_extra_fields():
+    parsed = parse_event(forget_event("u1"))
+    assert isinstance(parsed, ForgetEvent) and parsed.user_id == "u1"
+    extra = json.dumps({"schema": "uapt.forget/1", "user_id": "u1", "ticket": "GDPR-42"}).encode()
+    assert parse_event(extra) == parsed
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"schema": "uapt.forget/1"},
+        {"schema": "uapt.forget/1", "user_id": ""},
+        {"schema": "uapt.forget/1", "user_id": 7},
+        {"schema": "uapt.forget/1", "user_id": "u\x00"},
+    ],
+)
+def test_bad_forget_events_are_refused_with_their_own_reason(document):
+    with pytest.raises(EventError, match="user_id") as caught:
+        parse_event(json.dumps(document).encode())
+    assert caught.value.reason == "invalid_forget"
+
+
+def test_unknown_version_names_both_schemas():
+    with pytest.raises(UnknownSchemaError, match="uapt.post/1.*uapt.forget/1"):
+        parse_event(json.dumps({"schema": "uapt.forget/2", "user_id": "u1"}).encode())

@@ -198,14 +198,14 @@ class BrokenLoader(ImageLoader):
 def test_unforeseen_errors_in_per_record_steps_are_contained(fake_captioner, store, monkeypatch):
     from worker import processing
 
-    real_parse = processing.parse_post
+    real_parse = processing.parse_event
 
     def parse(raw):
         if raw and b"parser-bug" in raw:
             raise TypeError("a bug in the parser")
         return real_parse(raw)
 
-    monkeypatch.setattr(processing, "parse_post", parse)
+    monkeypatch.setattr(processing, "parse_event", parse)
     values = [
         post_event("parser-bug", "u", image_bytes=png_bytes()),
         post_event("loader-bug", "u", image_bytes=b"hello"),

@@ -1,0 +1,71 @@
+"""uapt.forget/1 control events in the worker: placed among the batch's posts, applied in record order, replay-safe."""
+
+from __future__ import annotations
+
+import json
+
+from loop_fakes import make_loop
+from worker_samples import png_bytes
+
+from profiles import Post
+from profiles.store import ProfileStore
+from worker.events import forget_event, post_event
+from worker.images import ImageLoader
+from worker.processing import InputRecord, PendingForget, Processor
+from worker.settings import ImagePolicy
+
+HISTORY = [Post("h1", "u", "sunset sunset harbour"), Post("h2", "v", "coffee")]
+
+
+def stream() -> list[InputRecord]:
+    """u posts, u is forgotten, u posts again; v posts; a forget keyed by another user is refused."""
+    values = [
+        (b"u", post_event("a", "u", image_bytes=png_bytes(), text="alpine lake")),
+        (b"u", forget_event("u")),
+        (b"u", post_event("b", "u", image_bytes=png_bytes(), text="bakery")),
+        (b"v", post_event("c", "v", image_bytes=png_bytes(), text="cycling")),
+        (b"someone-else", forget_event("v")),
+    ]
+    return [InputRecord("posts", 0, offset, value, key) for offset, (key, value) in enumerate(values)]
+
+
+def state(store: ProfileStore) -> tuple:
+    return store.stats(), store.top_keywords(["u", "v"], 100)
+
+
+def test_a_forget_is_placed_after_the_posts_before_it(fake_captioner, store):
+    store.add_posts(HISTORY)
+    result = Processor(fake_captioner, store, ImageLoader(ImagePolicy()), top_k=3).process_batch(stream())
+
+    assert [post.post_id for post in result.posts] == ["a", "b", "c"]
+    assert result.forgets == [PendingForget("u", after_posts=1)]
+    keywords = {json.loads(out.value)["post_id"]: json.loads(out.value)["keywords"] for out in result.outputs}
+    assert keywords == {"a": ["sunset", "harbour"], "b": [], "c": ["coffee"]}  # b comes after u's forget: fresh
+    assert result.failures == {"invalid_forget": 1}
+    (letter,) = result.dead_letters
+    assert dict(letter.headers)["reason"] == b"invalid_forget"
+
+
+def test_a_batch_of_forgets_alone_erases(fake_captioner, store):
+    store.add_posts(HISTORY)
+    only = [InputRecord("posts", 0, 0, forget_event("u"), b"u")]
+    loop, *_ = make_loop(fake_captioner, only, store=store)
+    loop.run()
+    assert store.stats().users == 1 and store.top_keywords(["u"], 5) == {"u": []}
+    assert loop.metrics.registry.get_sample_value("uapt_erasures_total") == 1
+
+
+def test_the_loop_folds_erases_then_folds_and_a_replay_ends_the_same(fake_captioner, store, tmp_path):
+    store.add_posts(HISTORY)
+    loop, *_ = make_loop(fake_captioner, stream(), store=store)
+    loop.run()
+    assert loop.metrics.registry.get_sample_value("uapt_erasures_total") == 1
+
+    with ProfileStore(f"sqlite:///{tmp_path / 'rebuilt.db'}") as rebuilt:  # v's history and posts, u's post after
+        rebuilt.add_posts([HISTORY[1], Post("b", "u", "bakery"), Post("c", "v", "cycling")])
+        assert state(store) == state(rebuilt)
+
+        # offsets not committed (a crash after the fold): the whole batch comes again
+        replay, *_ = make_loop(fake_captioner, stream(), store=store)
+        replay.run()
+        assert state(store) == state(rebuilt)
