@@ -24,13 +24,14 @@ from pydantic import (
 )
 
 from profiles import InvalidPost, Post, check_id, validate_post
+from worker.errors import WorkerError
 
 POST_SCHEMA = "uapt.post/1"
 FORGET_SCHEMA = "uapt.forget/1"
 CAPTION_SCHEMA = "uapt.caption/1"
 
 
-class EventError(ValueError):
+class EventError(WorkerError):
     """An event that cannot be captioned; ``reason`` labels it for the DLQ header and metrics."""
 
     reason = "invalid_event"
