@@ -100,6 +100,8 @@ class ImageLoader:
     def _read_path(self, relative: str) -> bytes:
         if self._root is None:
             raise ImageRefused("image.path is not accepted: the worker has no image root configured")
+        if "\0" in relative:  # the OS cannot name such a file (os.path.realpath would raise ValueError)
+            raise ImageRefused("image.path contains a NUL character")
         resolved = Path(os.path.realpath(self._root / relative))
         if resolved != self._root and self._root not in resolved.parents:
             raise ImageRefused(f"image.path {relative!r} resolves outside the image root")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import struct
 import subprocess
 import sys
@@ -183,3 +184,72 @@ def captions_by_post(records) -> dict[str, list[dict]]:
         message = json.loads(record.value)
         by_post.setdefault(message["post_id"], []).append(message)
     return by_post
+
+
+# --- a slow-loris HTTP server -------------------------------------------------------------
+
+DRIP_S = 0.1  # one byte per DRIP_S: every single read is fast, the whole never ends
+SLOW_MODES = ("stall", "header-trickle", "body-trickle", "endless")
+
+
+def _serve_slowly(conn: socket.socket, mode: str, image: bytes) -> None:
+    """Answer one request in ``mode``; returns once the client hangs up."""
+    try:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            part = conn.recv(4096)
+            if not part:
+                return
+            request += part
+        if mode == "stall":  # accept the request, never answer
+            conn.recv(1)
+        elif mode == "header-trickle":
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while True:
+                conn.sendall(b"X")
+                time.sleep(DRIP_S)
+        elif mode == "body-trickle":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n")
+            while True:
+                conn.sendall(b"\0")
+                time.sleep(DRIP_S)
+        elif mode == "endless":  # as fast as the client takes it, no length
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n\r\n")
+            while True:
+                conn.sendall(b"\0" * 65536)
+        elif mode == "image":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(image) + image)
+    except OSError:  # the client gave up: that is the point
+        pass
+    finally:
+        conn.close()
+
+
+@contextmanager
+def slow_http_server() -> Iterator[str]:
+    """A raw TCP server on 127.0.0.1 whose first path segment picks its pace (SLOW_MODES, or "image"
+    for a 60 KB PNG at full speed); yields its base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    image = png_bytes((3, 4, 5)) + b"\0" * 60_000  # trailing bytes keep a PNG decodable and make it 60 KB
+    stopping = threading.Event()
+
+    def accept() -> None:
+        while not stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            head = conn.recv(4096, socket.MSG_PEEK).split(b" ", 2)
+            mode = head[1].decode().strip("/").split("/")[0] if len(head) > 1 else "stall"
+            threading.Thread(target=_serve_slowly, args=(conn, mode, image), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join()
+        listener.close()
