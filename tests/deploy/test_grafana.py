@@ -51,5 +51,8 @@ def test_dashboard_covers_the_worker_metrics() -> None:
         "uapt_model_info",
         "uapt_ready",
         "uapt_erasures_total",
+        "uapt_db_retries_total",
+        "uapt_db_wait_seconds_total",
+        "uapt_batch_age_seconds",
     ):
         assert re.search(rf"\b{metric}\b", used), f"no dashboard panel shows {metric}"
