@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
 
+import pytest
 from loop_fakes import make_loop
-from worker_samples import png_bytes
+from worker_samples import captions_by_post, good_posts, png_bytes, publish, read_topic, running_worker
 
 from profiles import Post
 from profiles.store import ProfileStore
@@ -69,3 +72,28 @@ def test_the_loop_folds_erases_then_folds_and_a_replay_ends_the_same(fake_captio
         replay, *_ = make_loop(fake_captioner, stream(), store=store)
         replay.run()
         assert state(store) == state(rebuilt)
+
+
+@pytest.mark.integration
+def test_through_the_broker_a_forget_erases_the_posts_before_it_and_not_after(worker_settings, captioner):
+    before = good_posts(6, users=2, prefix="before")  # user0 and user1
+    after = [(b"user0", post_event("after0", "user0", image_bytes=png_bytes(), text="volcano trip"))]
+    publish(worker_settings.bootstrap_servers, worker_settings.input_topic, before + [(b"user0", forget_event("user0"))] + after)
+    with running_worker(worker_settings, captioner) as worker:
+        outputs = read_topic(worker_settings.bootstrap_servers, worker_settings.output_topic, until=lambda r: len(r) >= 7)
+        deadline = time.monotonic() + 30
+        while erasures(worker["port"]) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert erasures(worker["port"]) == 1
+    assert len(captions_by_post(outputs)) == 7
+
+    with ProfileStore(worker_settings.database_url, create=False) as live:
+        found = live.top_keywords(["user0", "user1"], 10)
+        assert [k.term for k in found["user0"]] == ["trip", "volcano"]  # only the post after the forget
+        assert {k.term for k in found["user1"]} == {"coffee", "latte", "art"}
+        assert live.stats().users == 2 and live.stats().posts == 4  # user1's 3 posts and after0
+
+
+def erasures(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("uapt_erasures_total "))
