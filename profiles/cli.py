@@ -219,8 +219,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Remove everything the store holds about USER: their folded posts, their term counts, and their "
             "share of every document frequency and of the user count, so the store equals one rebuilt without "
             "them. Running it again erases nothing more. While workers consume the input topic, publish a "
-            'uapt.forget/1 event instead (key = USER): {"schema": "uapt.forget/1", "user_id": USER}; the '
-            "workers apply it in order with the user's posts, so a post still in flight cannot bring them back. "
+            "uapt.forget/1 event instead (uapt publish-forget USER): the workers apply it in order with the "
+            "user's posts, so a post still in flight cannot bring them back. "
             "Captions already published and dead letters are not touched (README, Operating: erasure)."
         ),
     )

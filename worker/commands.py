@@ -1,4 +1,4 @@
-"""Subcommands of `uapt` that belong to the worker: broker, worker, publish, tail.
+"""Subcommands of `uapt` that belong to the worker: broker, worker, publish, publish-forget, tail.
 
 This is the command line's edge: `uapt --help` imports it, so the handlers
 import kafka, SQLAlchemy, pydantic and torch (through the worker and the model)
@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_broker(subparsers)
     _register_worker(subparsers)
     _register_publish(subparsers)
+    _register_publish_forget(subparsers)
     _register_tail(subparsers)
 
 
@@ -188,6 +189,45 @@ def _run_publish(args: argparse.Namespace) -> int:
         producer.close(timeout=10)
     except KafkaError as exc:
         raise SystemExit(f"uapt publish: cannot publish to {args.bootstrap_servers}: {exc}") from None
+    return 0
+
+
+def _register_publish_forget(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "publish-forget",
+        help="publish a uapt.forget/1 event: the workers erase the user's profile, in order with their posts",
+        description=(
+            "Publish one uapt.forget/1 event for USER, keyed by USER so that it lands on the partition of the "
+            "user's posts. The worker that owns it folds the user's posts before it, erases the user from the "
+            "profile store, and starts a fresh profile with their posts after it. Prints where it landed. "
+            "To erase from the store directly (no workers running): uapt profiles forget USER."
+        ),
+    )
+    parser.add_argument("user", metavar="USER", help="user id to erase (also the Kafka key)")
+    _setting_flag(parser, "--topic", "input_topic", "input topic")
+    _bootstrap_flag(parser)
+    parser.set_defaults(func=_run_publish_forget)
+
+
+def _run_publish_forget(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
+    from profiles import InvalidId, check_id
+    from worker.events import forget_event
+    from worker.kafka_io import make_producer
+
+    try:
+        check_id(args.user, "USER")
+    except InvalidId as exc:
+        raise SystemExit(f"uapt publish-forget: {exc}") from None
+    quiet_kafka()
+    try:
+        producer = make_producer(args.bootstrap_servers)
+        landed = producer.send(args.topic, key=args.user.encode(), value=forget_event(args.user)).get(timeout=30)
+        producer.close(timeout=10)
+    except KafkaError as exc:
+        raise SystemExit(f"uapt publish-forget: cannot publish to {args.bootstrap_servers}: {exc}") from None
+    print(f"forget event for {args.user!r} at {args.topic} partition {landed.partition} offset {landed.offset}")
     return 0
 
 

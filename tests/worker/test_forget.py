@@ -15,6 +15,7 @@ from profiles.store import ProfileStore
 from worker.events import forget_event, post_event
 from worker.images import ImageLoader
 from worker.processing import InputRecord, PendingForget, Processor
+from worker.schemas import ForgetEvent, parse_event
 from worker.settings import ImagePolicy
 
 HISTORY = [Post("h1", "u", "sunset sunset harbour"), Post("h2", "v", "coffee")]
@@ -97,3 +98,19 @@ def test_through_the_broker_a_forget_erases_the_posts_before_it_and_not_after(wo
 def erasures(port: int) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("uapt_erasures_total "))
+
+
+@pytest.mark.integration
+def test_publish_forget_command_keys_the_event_by_the_user(broker, topics, capsys):
+    from cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["publish-forget", "user7", "--topic", topics["input"], "--bootstrap-servers", broker])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith(f"forget event for 'user7' at {topics['input']} partition ")
+    (record,) = read_topic(broker, topics["input"], until=lambda r: len(r) >= 1)
+    event = parse_event(record.value)
+    assert record.key == b"user7" and isinstance(event, ForgetEvent) and event.user_id == "user7"
+
+    with pytest.raises(SystemExit, match=r"^uapt publish-forget: USER must be a non-empty string"):
+        main(["publish-forget", " ", "--topic", topics["input"], "--bootstrap-servers", broker])
