@@ -76,6 +76,13 @@ def user_posts(n: int, users: int, seed: int) -> list[Post]:
     ]
 
 
+POISON = [
+    b"[" * 1000 + b"]" * 1000,  # RecursionError in json.loads
+    b'{"schema": "uapt.post/1", "post_id": ' + b"9" * 5000 + b"}",  # past Python's integer digit limit
+    post_event("poison-path", "u0", image_path="a\x00b.png"),
+]
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_loses_nothing_and_counts_nothing_twice(worker_settings, tmp_path):
     settings = dataclasses.replace(worker_settings, metrics_port=free_port(), batch_size=16, num_captions=1)
@@ -84,7 +91,10 @@ def test_sigkill_at_random_points_loses_nothing_and_counts_nothing_twice(worker_
         (p.user_id.encode(), post_event(p.post_id, p.user_id, image_bytes=png_bytes((i % 256, 0, 0), (16, 16)), text=p.text))
         for i, p in enumerate(posts)
     ]
-    publish(settings.bootstrap_servers, settings.input_topic, messages)
+    for i, poison in enumerate(POISON * 3):  # poison messages among the posts, on their users' partitions
+        messages.insert(40 + 80 * i, (f"u{i}".encode(), poison))
+    sent = publish(settings.bootstrap_servers, settings.input_topic, messages)
+    poisoned = {(meta.partition, meta.offset) for (_, value), meta in zip(messages, sent) if value in POISON}
     rng = random.Random(11)
     log = tmp_path / "worker.log"
     seen = 0
@@ -113,6 +123,8 @@ def test_sigkill_at_random_points_loses_nothing_and_counts_nothing_twice(worker_
 
     assert set(captions_by_post(outputs)) == {p.post_id for p in posts}
     assert all(json.loads(r.value)["captions"] for r in outputs)
+    letters = read_topic(settings.bootstrap_servers, settings.dlq_topic, until=lambda r: False, timeout_s=3)
+    assert {(int(dict(r.headers)["source_partition"]), int(dict(r.headers)["source_offset"])) for r in letters} == poisoned
 
     rebuilt = ProfileStore(f"sqlite:///{tmp_path / 'rebuilt.db'}")
     live = ProfileStore(settings.database_url, create=False)
