@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import time
@@ -187,6 +188,11 @@ def test_alert_rules_evaluate_on_the_real_metrics(live: tuple[PrometheusApi, Set
         (rule["name"], rule.get("lastError")) for rule in rules
     ]
     assert api.query("ALERTS") == []
+    # a misspelt metric would evaluate cleanly to nothing (and pass promtool's tests, which use the same name)
+    named = {name for rule in rules for name in re.findall(r"\b(?:uapt_\w+|up)\b", rule["query"])}
+    assert {"up", "uapt_ready", "uapt_consumer_lag", "uapt_failures_total", "uapt_db_retries_total"} <= named
+    missing = [name for name in sorted(named) if not api.query(f'count({{__name__="{name}"}})')]
+    assert missing == [], "alert rules name metrics the worker does not export"
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
