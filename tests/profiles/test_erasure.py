@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from profile_samples import batches
+from profile_samples import batches, dump_store
 
 from profiles import InvalidId, Keyword, Post, analyze
 from profiles.store import Erasure, ProfileStore
@@ -88,3 +91,52 @@ def test_forget_refuses_a_bad_id_before_touching_anything(store: ProfileStore, s
         with pytest.raises(InvalidId, match="user_id"):
             store.forget_user(bad)
     assert snapshot() == before
+
+
+@pytest.mark.integration
+def test_erasing_while_another_worker_folds_equals_a_serial_run(pg_schema_url: Callable[[], str]) -> None:
+    """PostgreSQL: forgets and folds of other users sharing the vocabulary, at once, lose no df or N change."""
+    rng = random.Random(5)
+    words = [f"word{i}" for i in range(30)]
+
+    def posts(prefix: str, n: int) -> list[Post]:
+        return [Post(f"{prefix}-{i}", f"{prefix}{i % 10}", " ".join(rng.choices(words, k=8))) for i in range(n)]
+
+    gone, staying = posts("gone", 60), [posts(f"stay{b}-", 6) for b in range(30)]
+    url = pg_schema_url()
+    with ProfileStore(url) as store:
+        store.add_posts(gone)
+    spans: dict[str, tuple[float, float]] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str, work: Callable[[ProfileStore], None]) -> None:
+        try:
+            with ProfileStore(url) as own:
+                began = time.monotonic()
+                work(own)
+                spans[name] = (began, time.monotonic())
+        except BaseException as error:  # an escaped deadlock is what this test looks for
+            errors.append(error)
+
+    def fold(own: ProfileStore) -> None:
+        for batch in staying:
+            own.add_posts(batch)
+
+    def erase(own: ProfileStore) -> None:
+        for user in sorted({post.user_id for post in gone}):
+            own.forget_user(user)
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=run, args=(name, work)) for name, work in (("fold", fold), ("erase", erase))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert max(span[0] for span in spans.values()) < min(span[1] for span in spans.values()), "no overlap"
+
+    serial = pg_schema_url()
+    with ProfileStore(serial) as store:
+        for batch in staying:
+            store.add_posts(batch)
+    assert dump_store(url) == dump_store(serial)
