@@ -26,6 +26,7 @@ import yaml
 from worker_samples import captions_by_post, good_posts, publish, read_topic, running_worker
 
 from worker.broker import free_port
+from worker.events import forget_event
 from worker.kafka_io import ensure_topics
 from worker.settings import Settings
 from worker.stages import Stage
@@ -38,7 +39,6 @@ RATE_WINDOW = "1m"
 GRAFANA_VARIABLES = {"$__rate_interval": RATE_WINDOW}  # what Grafana would substitute, at this test's scale
 POSTS = 12
 BAD_EVENTS = [b"{this is not json", b"[1, 2, 3]"]
-FORGET = json.dumps({"schema": "uapt.forget/1", "user_id": "user0"}).encode()
 
 Series = list[dict]
 
@@ -124,7 +124,8 @@ def prometheus_server(binary: str, target: str, tmp_path: Path) -> Iterator[Prom
 
 @pytest.fixture(scope="module")
 def live(broker: str, captioner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusApi, Settings]]:
-    """A worker that has captioned POSTS posts and dead-lettered BAD_EVENTS, with Prometheus scraping it throughout."""
+    """A worker that has captioned POSTS posts, dead-lettered BAD_EVENTS and applied a forget event,
+    with Prometheus scraping it throughout."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("the prometheus server is not installed (Debian package prometheus; .ci/run installs it)")
@@ -148,7 +149,7 @@ def live(broker: str, captioner, tmp_path_factory: pytest.TempPathFactory) -> It
     with running_worker(settings, captioner) as worker, prometheus_server(binary, f"127.0.0.1:{worker['port']}", tmp_path) as api:
         # a first scrape before any post, so every rate() below sees its counters rise
         api.wait_for('uapt_ready{job="uapt-worker"}', lambda r: r != [] and value(r) == 1)
-        messages = good_posts(POSTS) + [(b"mallory", bad) for bad in BAD_EVENTS] + [(b"user0", FORGET)]
+        messages = good_posts(POSTS) + [(b"mallory", bad) for bad in BAD_EVENTS] + [(b"user0", forget_event("user0"))]
         publish(broker, settings.input_topic, messages)
         outputs = read_topic(broker, settings.output_topic, until=lambda r: len(captions_by_post(r)) >= POSTS)
         assert len(captions_by_post(outputs)) == POSTS
