@@ -97,6 +97,9 @@ class JournalStore:
         self.posts += posts
         return len(posts)
 
+    def forget_user(self, user_id):
+        self.journal.append(f"forget_user:{user_id}")
+
 
 def make_loop(
     fake_captioner, records, *, fail_topic=None, max_bytes=None, batch_size=10, linger_ms=0, store=None,

@@ -50,6 +50,14 @@ def test_a_forget_is_placed_after_the_posts_before_it(fake_captioner, store):
     assert dict(letter.headers)["reason"] == b"invalid_forget"
 
 
+def test_the_checkpoint_orders_folds_and_forgets_after_the_flush(fake_captioner):
+    loop, journal, *_ = make_loop(fake_captioner, stream())
+    loop.run()
+    assert journal[journal.index("flush"):] == [
+        "flush", "add_posts", "forget_user:u", "add_posts", "commit", "consumer.close", "producer.close",
+    ]
+
+
 def test_a_batch_of_forgets_alone_erases(fake_captioner, store):
     store.add_posts(HISTORY)
     only = [InputRecord("posts", 0, 0, forget_event("u"), b"u")]
