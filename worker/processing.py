@@ -28,7 +28,7 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,13 +37,14 @@ from PIL import Image
 from profiles import Keyword, Post
 from profiles.errors import DatabaseUnavailable
 from worker.dlq import DeadLetter, dead_letter
-from worker.images import ImageLoader
+from worker.images import ImageFetchError, ImageLoader
 from worker.schemas import CaptionEvent, CaptionOut, EventError, ForgetEvent, ImageRef, PostEvent, parse_event
 from worker.stages import Stage, timed
 
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_THREADS = 64  # a batch's images load at once: slow URLs wait out one shared budget, not queue
+LATE_GRACE_S = 2.0  # past the image budget, the batch waits this long for a load it cannot cut, then moves on
 INTERNAL_ERROR = "internal_error"  # reason of a record whose per-record step raised something unforeseen
 
 
@@ -227,8 +228,13 @@ class Processor:
                 log.exception("loading an image failed unexpectedly")
                 return _Refused(exc, INTERNAL_ERROR)
 
-        with ThreadPoolExecutor(max_workers=min(MAX_IMAGE_THREADS, len(refs)), thread_name_prefix="uapt-image") as pool:
-            return list(pool.map(load, refs))
+        pool = ThreadPoolExecutor(max_workers=min(MAX_IMAGE_THREADS, len(refs)), thread_name_prefix="uapt-image")
+        futures = [pool.submit(load, ref) for ref in refs]
+        # Fetches end at the deadline by themselves; this bounds what cannot be cut (a name lookup, a decode).
+        wait(futures, timeout=max(0.0, deadline + LATE_GRACE_S - time.monotonic()))
+        pool.shutdown(wait=False, cancel_futures=True)
+        late = ImageFetchError(f"image still loading {LATE_GRACE_S} s after the batch's {self.loader.policy.read_timeout_s} s budget")
+        return [future.result() if future.done() and not future.cancelled() else _Refused(late, late.reason) for future in futures]
 
     def _isolated(self, items: Sequence[_Accepted], result: BatchResult, attempt: int = 1) -> list[_Captioned]:
         """Caption ``items``; on failure split them in halves until each failing post is alone,

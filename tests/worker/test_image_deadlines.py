@@ -1,11 +1,13 @@
 """Image fetches against a real slow-loris server on 127.0.0.1: the budget holds whatever the server's pace."""
 
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from worker_samples import SLOW_MODES, FakeCaptioner, png_bytes, slow_http_server
 
+from worker import processing
 from worker.events import post_event
 from worker.images import ImageFetchError, ImageLoader
 from worker.processing import InputRecord, Processor
@@ -62,3 +64,31 @@ def test_many_slow_urls_in_one_batch_cost_one_budget(slow_server, store):
     assert time.monotonic() - start < BUDGET_S + SLACK_S + 1.0  # + the fake model and SQLite read
     assert [o.post_id for o in result.outputs] == ["good"]
     assert result.failures == {"image_fetch": len(modes)}
+
+
+class StuckLoader(ImageLoader):
+    """A load that ignores its deadline, like a name lookup that never answers."""
+
+    def __init__(self, policy: ImagePolicy) -> None:
+        super().__init__(policy)
+        self.release = threading.Event()
+
+    def load(self, ref, *, deadline=None):
+        if ref.url:
+            self.release.wait(30)
+        return super().load(ref, deadline=deadline)
+
+
+def test_a_load_that_cannot_be_cut_still_cannot_hold_the_batch(store):
+    stuck = StuckLoader(ImagePolicy(read_timeout_s=0.5))
+    records = [
+        InputRecord("posts", 0, 0, post_event("stuck", "u", image_url="http://example.com/a.png")),
+        InputRecord("posts", 0, 1, post_event("good", "u", image_bytes=png_bytes())),
+    ]
+    start = time.monotonic()
+    try:
+        result = Processor(FakeCaptioner(), store, stuck).process_batch(records)
+    finally:
+        stuck.release.set()
+    assert time.monotonic() - start < 0.5 + processing.LATE_GRACE_S + SLACK_S + 1.0
+    assert [o.post_id for o in result.outputs] == ["good"] and result.failures == {"image_fetch": 1}
