@@ -100,6 +100,7 @@ def test_worker_waits_out_a_database_outage(worker_settings, postgres_url, fake_
     assert_profiles_equal_a_rebuild(postgres_url, tmp_path)
 
 
+@pytest.mark.slow  # about 35 s; CI runs it
 def test_worker_waits_out_a_postgres_restart(worker_settings, private_cluster, fake_captioner, tmp_path):
     """The outage is the server itself, stopped (fast shutdown: sessions terminated) and started again."""
     settings = dataclasses.replace(worker_settings, database_url=private_cluster.url)

@@ -185,6 +185,7 @@ def grey_jpeg() -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow  # about 35 s; CI runs it
 def test_a_hostile_corpus_cannot_stop_the_worker(worker_settings, captioner):
     settings = dataclasses.replace(worker_settings, max_image_bytes=MAX_IMAGE_BYTES, read_timeout_s=3.0)
     cases = corpus(settings.image_root)
