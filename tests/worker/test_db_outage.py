@@ -4,6 +4,7 @@ with every post captioned and folded once."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import dataclasses
 import json
 import os
@@ -47,6 +48,12 @@ def wait_not_ready(port: int, timeout_s: float = 30.0) -> str:
     raise AssertionError("the worker never reported not-ready during the outage")
 
 
+def pg_binary(name: str) -> str | None:
+    """A PostgreSQL server program: on the PATH, or where Debian keeps it (off the PATH)."""
+    debian = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))  # newest version last
+    return shutil.which(name) or (debian[-1] if debian else None)
+
+
 class PrivateCluster:
     """A PostgreSQL cluster of this test's own (initdb + pg_ctl on a free port in a temp dir), so it can be
     stopped and started without touching the machine's shared server; run as the postgres user under root."""
@@ -56,7 +63,7 @@ class PrivateCluster:
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if os.geteuid() == 0:
             shutil.chown(root, "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+        self._run(pg_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
         self._options = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._log = root / "postgres.log"
 
@@ -65,10 +72,10 @@ class PrivateCluster:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-o", self._options, "-l", str(self._log), "-w", "start")
+        self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-o", self._options, "-l", str(self._log), "-w", "start")
 
     def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def _run(self, *command: str) -> None:
         subprocess.run([*self._as, *command], check=True, capture_output=True, timeout=60)
@@ -76,7 +83,7 @@ class PrivateCluster:
 
 @pytest.fixture
 def private_cluster() -> Iterator[PrivateCluster]:
-    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+    if pg_binary("initdb") is None or pg_binary("pg_ctl") is None:
         pytest.skip("initdb/pg_ctl not installed")
     root = Path(tempfile.mkdtemp(prefix="uapt-pg-"))  # not under pytest's tmp: the postgres user must reach it
     try:
