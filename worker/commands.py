@@ -140,8 +140,8 @@ def _is_configuration_error(exc: Exception) -> bool:
     from profiles.outages import is_misconfigured
     from worker.errors import ConfigurationError
 
-    own = (ConfigurationError, ProfilesError, AssetMissing, CheckpointError, ConfigError, DeviceError, WeightsMismatch, ModelUnavailable)
-    if isinstance(exc, (*own, KafkaError, ArgumentError, NoSuchModuleError)):
+    model = (AssetMissing, CheckpointError, ConfigError, DeviceError, WeightsMismatch, ModelUnavailable)
+    if isinstance(exc, (ConfigurationError, ProfilesError, *model, KafkaError, ArgumentError, NoSuchModuleError)):
         return True
     return isinstance(exc, DBAPIError) and is_misconfigured(exc)
 

@@ -233,8 +233,10 @@ class Processor:
         # Fetches end at the deadline by themselves; this bounds what cannot be cut (a name lookup, a decode).
         wait(futures, timeout=max(0.0, deadline + LATE_GRACE_S - time.monotonic()))
         pool.shutdown(wait=False, cancel_futures=True)
-        late = ImageFetchError(f"image still loading {LATE_GRACE_S} s after the batch's {self.loader.policy.read_timeout_s} s budget")
-        return [future.result() if future.done() and not future.cancelled() else _Refused(late, late.reason) for future in futures]
+        budget = self.loader.policy.read_timeout_s
+        error = ImageFetchError(f"image still loading {LATE_GRACE_S} s after the batch's {budget} s budget")
+        late = _Refused(error, error.reason)
+        return [future.result() if future.done() and not future.cancelled() else late for future in futures]
 
     def _isolated(self, items: Sequence[_Accepted], result: BatchResult, attempt: int = 1) -> list[_Captioned]:
         """Caption ``items``; on failure split them in halves until each failing post is alone,
