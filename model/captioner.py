@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from PIL import Image
+from torch import Tensor
 
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
 from model.generation import BeamSettings
@@ -43,20 +45,26 @@ class Captioner:
         self.repetition_penalty = repetition_penalty
         self.model_id = model.checkpoint_id or f"{model.config.preset}:untrained"
 
-    def caption(
-        self, images: Sequence[Image.Image], keywords: Sequence[Sequence[str]], num_captions: int = 3
-    ) -> list[list[Caption]]:
-        """n-best captions (best first) for each image, personalized by its user's keywords."""
-        if len(images) != len(keywords):
-            raise ValueError(f"keywords has {len(keywords)} entries for {len(images)} images")
+    def encode_images(self, images: Sequence[Image.Image]) -> list[Tensor]:
+        """Frozen image features, one (T, image_dim) tensor per image: the step a worker runs
+        while the batch before generates, and keeps per image so that a failing batch can be split."""
         if not images:
             return []
-        image_features = self.model.encode_images(images)
+        return list(self.model.encode_images(images).unbind(0))
+
+    def caption_encoded(
+        self, image_features: Sequence[Tensor], keywords: Sequence[Sequence[str]], num_captions: int = 3
+    ) -> list[list[Caption]]:
+        """n-best captions (best first) for each image's features (from `encode_images`), personalized by its user's keywords."""
+        if len(image_features) != len(keywords):
+            raise ValueError(f"keywords has {len(keywords)} entries for {len(image_features)} images")
+        if not image_features:
+            return []
         texts = [keywords_to_text(words) for words in keywords]
         distinct = {text: row for row, text in enumerate(dict.fromkeys(texts))}
         context_features = self.model.encode_context(list(distinct))[[distinct[text] for text in texts]]  # once per user
         return self.model.generate(
-            image_features,
+            torch.stack(list(image_features)),  # (B, T, image_dim)
             context_features,
             num_beams=max(self.num_beams, num_captions),
             temperature=self.temperature,
@@ -66,3 +74,11 @@ class Captioner:
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             repetition_penalty=self.repetition_penalty,
         )
+
+    def caption(
+        self, images: Sequence[Image.Image], keywords: Sequence[Sequence[str]], num_captions: int = 3
+    ) -> list[list[Caption]]:
+        """n-best captions (best first) for each image, personalized by its user's keywords."""
+        if len(images) != len(keywords):
+            raise ValueError(f"keywords has {len(keywords)} entries for {len(images)} images")
+        return self.caption_encoded(self.encode_images(images), keywords, num_captions)

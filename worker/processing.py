@@ -6,6 +6,12 @@ dead-letter messages, posts to fold, users to forget). It reads the profile
 store but never writes it: the loop folds the posts only after the outputs are
 flushed, so the profile read here never contains the batch's own text.
 
+It is two steps, so that the loop can overlap batches: `prepare` (parse, load
+the images, run the frozen image encoder) needs nothing from the batches
+before, and `finish` (read keywords, generate, build the messages) must start
+after the batch before is folded, so that its profile read is the one a
+one-batch-at-a-time worker would make.
+
 A ``uapt.forget/1`` control event is not captioned: it becomes a `PendingForget`
 placed among the batch's posts in record order, so the checkpoint folds the
 user's earlier posts, erases the user, then folds the later ones (a fresh
@@ -29,7 +35,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from PIL import Image
@@ -72,9 +78,15 @@ class InputRecord:
 
 
 class CaptionerLike(Protocol):
+    """The model as the worker calls it: images encoded first (per image), captioned later (`model.captioner.Captioner`)."""
+
     model_id: str
 
-    def caption(self, images: Sequence[Image.Image], keywords: Sequence[Sequence[str]], num_captions: int = 3) -> list: ...
+    def encode_images(self, images: Sequence[Image.Image]) -> Sequence[object]: ...
+
+    def caption_encoded(
+        self, image_features: Sequence[object], keywords: Sequence[Sequence[str]], num_captions: int = 3
+    ) -> list: ...
 
 
 class KeywordSource(Protocol):
@@ -124,6 +136,16 @@ class _Accepted:
     image: Image.Image
     position: int  # in the batch
     fresh: bool  # its user was forgotten earlier in the batch: no keywords
+    features: object | None = None  # from the image encoder; None: encoded with the model call
+
+
+@dataclass
+class PreparedBatch:
+    """A batch after its per-record steps and image encoding; `Processor.finish` completes it."""
+
+    result: BatchResult  # dead letters and stage times so far
+    accepted: list[_Accepted]
+    forgets: list[tuple[int, str]]  # (position in the batch, user_id)
 
 
 @dataclass(frozen=True)
@@ -163,10 +185,14 @@ class Processor:
         self.max_attempts = max_attempts
 
     def process_batch(self, records: Sequence[Record]) -> BatchResult:
+        return self.finish(self.prepare(records))
+
+    def prepare(self, records: Sequence[Record]) -> PreparedBatch:
+        """Parse, load the images, encode them: nothing here depends on the batches before."""
         result = BatchResult()
 
         parsed: list[tuple[int, Record, PostEvent]] = []
-        forgets: list[tuple[int, str]] = []  # (position in the batch, user_id)
+        forgets: list[tuple[int, str]] = []
         with timed(result.stage_seconds, Stage.PARSE):
             for position, record in enumerate(records):
                 try:
@@ -190,6 +216,14 @@ class Processor:
                 else:
                     fresh = any(at < position and user == event.user_id for at, user in forgets)
                     accepted.append(_Accepted(record, event, outcome, position, fresh))
+        if accepted:
+            with timed(result.stage_seconds, Stage.ENCODE):
+                accepted = self._encoded(accepted)
+        return PreparedBatch(result, accepted, forgets)
+
+    def finish(self, prepared: PreparedBatch) -> BatchResult:
+        """Read keywords, caption, build the messages; start it only once the batch before is folded."""
+        result, accepted, forgets = prepared.result, prepared.accepted, prepared.forgets
         if not accepted:
             result.forgets = _placed(forgets, folded_positions=[])
             return result
@@ -212,6 +246,16 @@ class Processor:
                 folded_positions.append(done.item.position)
         result.forgets = _placed(forgets, folded_positions)
         return result
+
+    def _encoded(self, accepted: list[_Accepted]) -> list[_Accepted]:
+        """The posts with their image features; if the encoder fails on the batch, without them:
+        each model call then encodes its own posts, where `_isolated` finds the image at fault."""
+        try:
+            features = self.captioner.encode_images([a.image for a in accepted])
+            return [replace(a, features=f) for a, f in zip(accepted, features, strict=True)]
+        except Exception:  # noqa: BLE001 (retried post by post in the model call)
+            log.warning("encoding a batch of %d images failed; encoding them with the model calls", len(accepted), exc_info=True)
+            return accepted
 
     def _load_images(self, refs: Sequence[ImageRef]) -> list[Image.Image | _Refused]:
         """Load all images of the batch at once, under one deadline: many slow URLs cost one budget, not many."""
@@ -269,7 +313,10 @@ class Processor:
         wanted = [min(a.event.num_captions or self.num_captions, self.max_captions) for a in items]
         try:
             with timed(result.stage_seconds, Stage.GENERATE):
-                captions = self.captioner.caption([a.image for a in items], keyword_terms, num_captions=max(wanted))
+                features = [a.features for a in items]
+                if any(f is None for f in features):
+                    features = self.captioner.encode_images([a.image for a in items])
+                captions = self.captioner.caption_encoded(features, keyword_terms, num_captions=max(wanted))
             return [_Captioned(*row) for row in zip(items, keyword_terms, wanted, captions, strict=True)]
         except Exception as exc:  # noqa: BLE001 (isolated by the caller)
             raise _BatchFailure("model_error", exc) from exc

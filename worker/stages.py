@@ -17,6 +17,7 @@ class Stage(StrEnum):
 
     PARSE = "parse"
     IMAGE = "image"
+    ENCODE = "encode"  # the frozen image encoder, run while the batch before generates
     PROFILE_READ = "profile_read"
     GENERATE = "generate"
     PRODUCE = "produce"

@@ -39,3 +39,18 @@ def test_each_distinct_user_context_is_encoded_once_and_lands_on_its_own_images(
 def test_mismatched_keywords_are_refused() -> None:
     with pytest.raises(ValueError, match="2 entries for 3 images"):
         Captioner(tiny_model()).caption(sample_images(3), [["a"], ["b"]])
+
+
+def test_images_encoded_ahead_caption_like_the_images_themselves() -> None:
+    """The worker encodes a batch's images while the batch before generates, then captions any subset of them."""
+    captioner = Captioner(tiny_model(), max_new_tokens=4)
+    images, keywords = sample_images(3), [["beach"], [], ["coffee", "latte"]]
+    features = captioner.encode_images(images)
+    assert len(features) == 3 and features[0].dim() == 2  # one (T, image_dim) tensor per image
+
+    direct = captioner.caption(images, keywords, num_captions=2)
+    ahead = captioner.caption_encoded(features, keywords, num_captions=2)
+    subset = captioner.caption_encoded(features[1:], keywords[1:], num_captions=2)
+    assert [[c.text for c in row] for row in ahead] == [[c.text for c in row] for row in direct]
+    assert [[c.text for c in row] for row in subset] == [[c.text for c in row] for row in direct[1:]]
+    assert captioner.encode_images([]) == [] and captioner.caption_encoded([], []) == []

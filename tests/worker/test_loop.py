@@ -56,7 +56,7 @@ def test_stage_labels_keep_their_names(fake_captioner):
     loop, *_ = make_loop(fake_captioner, records(2))
     loop.run()
     exposition = loop.metrics.render().decode()
-    for stage in ("parse", "image", "profile_read", "generate", "produce", "profile_write"):
+    for stage in ("parse", "image", "encode", "profile_read", "generate", "produce", "profile_write"):
         assert f'uapt_stage_seconds_count{{stage="{stage}"}} 1.0' in exposition
 
 

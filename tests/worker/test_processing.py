@@ -45,7 +45,7 @@ def test_good_events_get_captions_from_one_model_call(fake_captioner, store):
     # Only events with text are folded, and processing itself never writes the store.
     assert [p.post_id for p in result.posts] == ["p1", "p3"]
     assert store.stats().posts == 2
-    assert set(result.stage_seconds) == {"parse", "image", "profile_read", "generate"}
+    assert set(result.stage_seconds) == {"parse", "image", "encode", "profile_read", "generate"}
 
 
 def test_profile_read_excludes_the_batch_own_text(fake_captioner, store):
@@ -222,3 +222,37 @@ def test_unforeseen_errors_in_per_record_steps_are_contained(fake_captioner, sto
     assert letters[b"1"]["reason"] == b"internal_error" and letters[b"1"]["error_class"] == b"KeyError"
     assert letters[b"2"]["reason"] == b"too_deep"
     assert letters[b"3"]["reason"] == b"not_json"
+
+
+class PickyEncoder(FakeCaptioner):
+    """Its image encoder fails on any batch holding a pure-blue image; captioning itself never fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoded: list[int] = []
+
+    def encode_images(self, images):
+        self.encoded.append(len(images))
+        if any(image.getpixel((0, 0)) == (0, 0, 255) for image in images):
+            raise RuntimeError("encoder blew up")
+        return super().encode_images(images)
+
+
+def test_images_are_encoded_once_when_preparing_the_batch(store):
+    captioner = PickyEncoder()
+    values = [post_event(f"ok{i}", "u", image_bytes=png_bytes((i + 1, 0, 0))) for i in range(3)]
+    prepared = processor(captioner, store).prepare([record(v, i) for i, v in enumerate(values)])
+    assert captioner.encoded == [3] and captioner.calls == []  # encoded ahead, nothing generated yet
+    result = processor(captioner, store).finish(prepared)
+    assert captioner.encoded == [3] and [o.post_id for o in result.outputs] == ["ok0", "ok1", "ok2"]
+
+
+def test_an_image_that_breaks_the_encoder_is_isolated_in_the_model_calls(store):
+    values = [post_event(f"ok{i}", "u", image_bytes=png_bytes((i + 1, 0, 0))) for i in range(4)]
+    values[2] = post_event("boom", "u", image_bytes=png_bytes((0, 0, 255)))
+    captioner = PickyEncoder()
+    result = processor(captioner, store, max_attempts=2).process_batch([record(v, i) for i, v in enumerate(values)])
+    assert [o.post_id for o in result.outputs] == ["ok0", "ok1", "ok3"]
+    assert [dict(d.headers)["reason"] for d in result.dead_letters] == [b"model_error"]
+    # the batch once in `prepare`, then 4 -> 2+2 -> 1+1 and one more try of the culprit
+    assert captioner.encoded == [4, 4, 2, 2, 1, 1, 1]

@@ -54,12 +54,21 @@ class FakeCaption:
 
 
 class FakeCaptioner:
-    """Captions that echo the image colour and keywords, and records every call."""
+    """Captions that echo the image colour and keywords, and records every call.
+
+    Its image "features" are the images themselves, so subclasses that override `caption` see every model call.
+    """
 
     model_id = "fake:untrained"
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, list[list[str]], int]] = []
+
+    def encode_images(self, images: Sequence[Image.Image]) -> list[Image.Image]:
+        return list(images)
+
+    def caption_encoded(self, image_features: Sequence[Image.Image], keywords: Sequence[Sequence[str]], num_captions: int = 3):
+        return self.caption(image_features, keywords, num_captions)
 
     def caption(self, images: Sequence[Image.Image], keywords: Sequence[Sequence[str]], num_captions: int = 3):
         self.calls.append((len(images), [list(k) for k in keywords], num_captions))
