@@ -1,13 +1,25 @@
 """The consumer loop: poll a micro-batch, process it, then send and commit it through a `Checkpoint`.
 
 The checkpoint holds the at-least-once order of DESIGN.md section 2 (flush,
-fold profiles, commit offsets); the loop keeps the batching, the metrics and
-the rebalance bookkeeping.
+fold profiles, commit offsets); the loop keeps the batching, the pipelining,
+the metrics and the rebalance bookkeeping.
 
-Rebalances: every processed batch is committed before the next poll, and
-rebalance callbacks only run inside poll, so when partitions are revoked there is
-nothing processed left to commit; records still being gathered for the next
-batch are dropped for the new owner to read from the committed offset.
+Pipelining (``pipeline_depth`` 1): while batch n finishes (keyword read,
+generation) on a thread of its own, this thread polls batch n+1 and prepares
+it (parse, images, image encoding). Batch n is then sent, folded and committed
+here, and only then does batch n+1 finish: its profile read follows batch n's
+fold and commits go in batch order, exactly as one batch at a time. Only this
+thread touches the consumer (kafka-python's is not thread-safe).
+
+Rebalances: kafka-python calls the listener on its own IO thread, inside
+`poll`, where no commit may block; so the listener only notes the revoked
+partitions and the loop acts after the poll. Records gathered for the next
+batch from those partitions are dropped for their new owner to read from the
+committed offset. A batch still in flight that holds one of them is dropped
+whole (not sent, folded or committed), as its offsets can no longer be
+committed; partitions of it that stay assigned (cooperative rebalancing only)
+are rewound to its first offsets, so nothing is skipped. Without pipelining
+every batch is committed before the next poll and nothing is in flight then.
 """
 
 from __future__ import annotations
@@ -15,6 +27,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from kafka import ConsumerRebalanceListener
 from kafka.structs import TopicPartition
@@ -23,12 +37,13 @@ from profiles.errors import DatabaseUnavailable
 from worker.checkpoint import Checkpoint, PostSink
 from worker.http import Readiness
 from worker.metrics import WorkerMetrics
-from worker.processing import BatchResult, Processor, Record
+from worker.processing import BatchResult, PreparedBatch, Processor, Record
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 500
+BUSY_POLL_MS = 50  # polls while a batch is in flight stay short, so its commit is not held up by an idle topic
 LAG_REFRESH_S = 1.0
 
 
@@ -46,8 +61,24 @@ class StopFlag:
         return self.requested
 
 
+@dataclass
+class _Batch:
+    """A batch in hand: its records, prepared; ``result`` once it is finishing."""
+
+    records: list[Record]
+    prepared: PreparedBatch
+    result: Future[BatchResult] | None = field(default=None)
+
+    def first_offsets(self) -> dict[TopicPartition, int]:
+        first: dict[TopicPartition, int] = {}
+        for record in self.records:
+            tp = _partition_of(record)
+            first[tp] = min(first.get(tp, record.offset), record.offset)
+        return first
+
+
 class WorkerLoop:
-    """Runs until `stop()` (signal-safe); the batch in hand is always finished and committed first."""
+    """Runs until `stop()` (signal-safe); the batches in hand are always finished and committed first."""
 
     def __init__(
         self,
@@ -68,67 +99,130 @@ class WorkerLoop:
         self.metrics = metrics
         self.readiness = readiness
         self._stopping = stop_flag or StopFlag()
-        self._pending: list[Record] = []
+        self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uapt-generate")
+        self._running: _Batch | None = None  # finishing on the generate thread
+        self._ahead: _Batch | None = None  # prepared, waiting for the running batch's commit
+        self._revoked: set[TopicPartition] = set()  # noted by the listener, acted on after the poll
         self._lag_refreshed = 0.0
 
     def stop(self) -> None:
-        """Ask the loop to finish its current batch, commit and return."""
+        """Ask the loop to finish the batches in hand, commit them and return."""
         self._stopping.set()
 
     def run(self) -> None:
         self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
         try:
-            while not self._stopping.is_set():
-                batch = self._collect()
-                if batch:
-                    try:
-                        self._handle(batch)
-                    except DatabaseUnavailable:
-                        if not self._stopping.is_set():
-                            raise
-                        log.warning("stopping while the database is unreachable; the batch is replayed on restart")
-                        break
-                self._refresh_lag(force=bool(batch))  # a committed batch changes the lag at once
+            while True:
+                if self._running is None and self._ahead is not None:
+                    self._start()
+                if self._ahead is None and self._may_gather():
+                    batch = self._collect()
+                    if batch:
+                        self._ahead = self._prepare(batch)
+                        continue
+                if self._running is not None:
+                    self._commit_running()
+                    self._refresh_lag(self._in_hand(), force=True)  # a committed batch changes the lag at once
+                elif self._stopping.is_set():
+                    break
+                else:
+                    self._refresh_lag()
+        except DatabaseUnavailable:
+            if not self._stopping.is_set():
+                raise
+            log.warning("stopping while the database is unreachable; the batches in hand are replayed on restart")
         finally:
+            self._finisher.shutdown(wait=False, cancel_futures=True)
             self.consumer.close(autocommit=False)
             self.producer.close(timeout=10)
         log.info("worker stopped cleanly")
 
+    def _may_gather(self) -> bool:
+        """Poll for another batch: not when stopping, and only while one runs if pipelining."""
+        return not self._stopping.is_set() and (self._running is None or self.settings.pipeline_depth > 0)
+
     def _collect(self) -> list[Record]:
-        """Poll until the batch holds batch_size records or linger_ms passed since its first record."""
+        """Poll until the batch holds batch_size records or linger_ms passed since its first record.
+
+        With nothing polled yet it returns empty-handed after IDLE_POLL_MS, or as soon as the
+        batch in flight is done, so that batch's commit never waits for new input.
+        """
         size, linger_s = self.settings.batch_size, self.settings.linger_ms / 1000
-        self._pending = []
+        pending: list[Record] = []
         deadline: float | None = None
-        while len(self._pending) < size and not self._stopping.is_set():
+        while len(pending) < size and not self._stopping.is_set():
             if deadline is None:
-                timeout_ms = IDLE_POLL_MS
+                timeout_ms = IDLE_POLL_MS if self._running is None else BUSY_POLL_MS
             else:
                 timeout_ms = int((deadline - time.monotonic()) * 1000)
                 if timeout_ms <= 0:
                     break
-            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=size - len(self._pending))
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=size - len(pending))
+            rewound = self._drop_revoked(pending)
             for records in polled.values():
-                self._pending.extend(records)
+                pending.extend(r for r in records if _partition_of(r) not in rewound)
             if deadline is None:
-                if not self._pending:
-                    break
+                if not pending:
+                    if self._running is None or self._running.result.done():
+                        break
+                    continue
                 deadline = time.monotonic() + linger_s
-        return self._pending
+        return pending
 
-    def _handle(self, batch: Sequence[Record]) -> None:
-        self.metrics.events_consumed.inc(len(batch))
-        self.metrics.batch_size.observe(len(batch))
-        self._refresh_lag(in_progress=batch)
+    def _prepare(self, records: list[Record]) -> _Batch:
+        self.metrics.events_consumed.inc(len(records))
+        self.metrics.batch_size.observe(len(records))
         self.metrics.batch_started()
+        self._refresh_lag([*self._in_hand(), *records])
+        return _Batch(records, self.processor.prepare(records))
+
+    def _start(self) -> None:
+        """Hand the prepared batch to the generate thread; the batch before it is committed."""
+        batch, self._ahead = self._ahead, None
+        batch.result = self._finisher.submit(self.processor.finish, batch.prepared)
+        self._running = batch
+
+    def _commit_running(self) -> None:
+        """Wait for the running batch, then send, fold and commit it (the checkpoint's order)."""
+        batch = self._running
         try:
-            result = self.processor.process_batch(batch)
+            result = batch.result.result()
             checkpoint = Checkpoint(self.consumer, self.producer, self.store, self.settings, result.stage_seconds)
-            checkpoint.send(batch, result)
+            checkpoint.send(batch.records, result)
             produced_at_ms = checkpoint.commit()
         finally:
+            self._running = None
             self.metrics.batch_finished()
         self._observe(result, produced_at_ms)
-        log.debug("batch of %d: %d captions, %d dead letters", len(batch), len(result.outputs), len(result.dead_letters))
+        log.debug(
+            "batch of %d: %d captions, %d dead letters", len(batch.records), len(result.outputs), len(result.dead_letters)
+        )
+
+    def _in_hand(self) -> list[Record]:
+        return [r for batch in (self._running, self._ahead) if batch is not None for r in batch.records]
+
+    def _drop_revoked(self, pending: list[Record]) -> set[TopicPartition]:
+        """Give up the work in hand of the partitions revoked in the last poll; returns the partitions rewound.
+
+        ``pending`` (records gathered for the next batch) loses the records of revoked and rewound partitions.
+        """
+        revoked, self._revoked = self._revoked, set()
+        if not revoked:
+            return set()
+        for tp in revoked:
+            self.metrics.forget_partition(tp.topic, tp.partition)
+        rewound: dict[TopicPartition, int] = {}
+        running = self._running
+        if running is not None and not revoked.isdisjoint(running.first_offsets()):
+            log.warning("partitions revoked while their batch of %d was in flight; dropping it", len(running.records))
+            self._running = None
+            self.metrics.batch_finished()
+            rewound = {tp: offset for tp, offset in running.first_offsets().items() if tp not in revoked}
+            for tp, offset in rewound.items():
+                self.consumer.seek(tp, offset)
+        gone = revoked | rewound.keys()
+        pending[:] = [r for r in pending if _partition_of(r) not in gone]
+        return set(rewound)
 
     def _observe(self, result: BatchResult, produced_at_ms: float) -> None:
         """Count a committed batch's captions, erasures and failures, and observe its latencies and stage times."""
@@ -143,16 +237,16 @@ class WorkerLoop:
     def _refresh_lag(self, in_progress: Sequence[Record] = (), *, force: bool = False) -> None:
         """Publish each partition's lag from the consumer's own fetch state (no broker request).
 
-        The records of a batch ``in_progress`` count as lag until it is committed, so the gauge
-        does not read 0 while a batch hangs (``uapt_batch_age_seconds`` says for how long).
+        The records of the batches ``in_progress`` count as lag until they are committed, so the
+        gauge does not read 0 while a batch hangs (``uapt_batch_age_seconds`` says for how long).
         """
         now = time.monotonic()
         if not (force or in_progress) and now - self._lag_refreshed < LAG_REFRESH_S:
             return
         self._lag_refreshed = now
-        uncommitted: dict[TopicPartition, int] = {}  # first offset of the batch, per partition
+        uncommitted: dict[TopicPartition, int] = {}  # first offset in progress, per partition
         for record in in_progress:
-            tp = TopicPartition(record.topic, record.partition)
+            tp = _partition_of(record)
             uncommitted[tp] = min(uncommitted.get(tp, record.offset), record.offset)
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
@@ -161,14 +255,16 @@ class WorkerLoop:
                 self.metrics.set_lag(tp.topic, tp.partition, highwater - (self.consumer.position(tp) if first is None else first))
 
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Drop not-yet-processed records of partitions we lose: their new owner will read them."""
-        self._pending[:] = [r for r in self._pending if TopicPartition(r.topic, r.partition) not in revoked]
-        for tp in revoked:
-            self.metrics.forget_partition(tp.topic, tp.partition)
+        """Runs on kafka-python's IO thread while this loop waits in poll: only note the partitions."""
+        self._revoked |= revoked
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.readiness.consumer_assigned = True
         log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+def _partition_of(record: Record) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -39,9 +40,11 @@ class WorkerMetrics:
         self.model_info = Info("uapt_model", "The captioning model this worker serves", registry=r)
         self.erasures = Counter("uapt_erasures", "Users erased from the profile store by uapt.forget/1 events", registry=r)
         self.ready = Gauge("uapt_ready", "1 while /readyz answers 200, else 0 (set by run_worker)", registry=r)
-        self._batch_started: float | None = None  # time.monotonic() of the batch in progress
+        self._batches_started: deque[float] = deque()  # time.monotonic() of each batch in hand, oldest first
         self.batch_age = Gauge(
-            "uapt_batch_age_seconds", "How long the batch in progress has been running (0 between batches)", registry=r
+            "uapt_batch_age_seconds",
+            "How long the oldest batch in progress has been running (0 between batches)",
+            registry=r,
         )
         self.batch_age.set_function(self._batch_age)  # computed at scrape time: true even while a batch hangs
         self.db_retries = Counter(
@@ -60,14 +63,17 @@ class WorkerMetrics:
             self.stage_seconds.labels(stage=stage).observe(value)
 
     def batch_started(self) -> None:
-        self._batch_started = time.monotonic()
+        self._batches_started.append(time.monotonic())
 
     def batch_finished(self) -> None:
-        self._batch_started = None
+        """The oldest batch in hand is committed or dropped (batches end in the order they start)."""
+        self._batches_started.popleft()
 
     def _batch_age(self) -> float:
-        started = self._batch_started
-        return 0.0 if started is None else time.monotonic() - started
+        try:
+            return time.monotonic() - self._batches_started[0]
+        except IndexError:  # no batch in hand (or the last one ended while this read)
+            return 0.0
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))

@@ -87,6 +87,11 @@ class Settings:
     device: str = _opt("auto", "torch device: auto, cpu, cuda, ...")
     batch_size: int = _opt(16, "micro-batch: most events captioned together")
     linger_ms: int = _opt(200, "micro-batch: most milliseconds spent filling a batch")
+    pipeline_depth: int = _opt(
+        1,
+        "batches polled, parsed, fetched and image-encoded while the one before generates: "
+        "1 keeps the model busy, 0 runs each batch's stages one after another",
+    )
     num_captions: int = _opt(3, "captions per post when the event does not ask for a number")
     max_captions: int = _opt(5, "upper bound on the num_captions an event may ask for")
     top_k: int = _opt(5, "user keywords (top TF-IDF terms) fed to the model")
@@ -130,6 +135,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.pipeline_depth not in (0, 1):  # a second batch ahead would only wait: each generation waits for the fold before it
+            raise SettingsError(f"pipeline_depth must be 0 or 1, got {self.pipeline_depth}")
         if self.linger_ms < 0:
             raise SettingsError(f"linger_ms must be >= 0, got {self.linger_ms}")
         if self.num_captions > self.max_captions:

@@ -103,13 +103,14 @@ class JournalStore:
 
 def make_loop(
     fake_captioner, records, *, fail_topic=None, max_bytes=None, batch_size=10, linger_ms=0, store=None,
-    consumer_class=FakeConsumer, commit_errors=None,
+    consumer_class=FakeConsumer, commit_errors=None, pipeline_depth=1,
 ):
     """A loop over fake clients; ``store`` defaults to a JournalStore, a real one shows idempotence."""
     journal: list[str] = []
     stop = StopFlag()
     settings = Settings(
-        input_topic="posts", output_topic="out", dlq_topic="dlq", batch_size=batch_size, linger_ms=linger_ms
+        input_topic="posts", output_topic="out", dlq_topic="dlq", batch_size=batch_size, linger_ms=linger_ms,
+        pipeline_depth=pipeline_depth,
     )
     store = JournalStore(journal) if store is None else store
     consumer = consumer_class(journal, records, stop, commit_errors=commit_errors)
