@@ -1,14 +1,21 @@
-"""Throughput and latency of the worker through the real embedded broker, micro-batched vs batch size 1.
+"""Throughput and latency of the worker through the real embedded broker, micro-batched vs batch size 1,
+pipelined vs one stage after another, against bare generation.
 
     .venv/bin/python -m bench.worker --preset tiny [--posts 200] [--batch-size 16]
 
-One model is loaded and shared by both runs; each run gets its own topics,
-consumer group and SQLite store, and starts once the worker has joined its
-group. Latency is per post, from the moment the producer sent it to the moment
-its caption was read back from the output topic. The worker runs in this
-process (a thread), so the producer and reader share its CPU, as a sidecar would.
-The last line is `posts_per_s=<x> p50_ms=<y> p99_ms=<z> batch_mean=<b>` for the
-micro-batched run.
+One model is loaded and shared by all runs. The worker runs three times (batch size 1;
+the batch size under test without pipelining, ``--pipeline-depth 0``; and with
+it, the default); each run gets its own topics, consumer group and SQLite
+store, and starts once the worker has joined its group. Latency is per post,
+from the moment the producer sent it to the moment its caption was read back
+from the output topic. The worker runs in this process (a thread), so the
+producer and reader share its CPU, as a sidecar would. Then bare generation:
+`Captioner.caption` on the same images (decoded beforehand), in batches of
+the same size, with the keywords the pipelined run captioned each post with:
+the model alone, the most the worker could reach. The last line is
+`posts_per_s=<x> p50_ms=<y> p99_ms=<z> batch_mean=<b> pipeline_efficiency=<e>`
+for the pipelined micro-batched run, where e is its posts/s over bare
+generation's captions/s.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from worker.broker import EmbeddedBroker
 from worker.events import post_event
 from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
 from worker.service import load_captioner, run_worker
-from worker.settings import Settings
+from worker.settings import Settings, default_of
 
 log = logging.getLogger("bench.worker")
 
@@ -47,6 +54,7 @@ class RunResult:
     p50_ms: float
     p99_ms: float
     batch_mean: float
+    keywords: dict[str, list[str]]  # post_id -> the keywords its caption was made with
 
     def line(self) -> str:
         return (
@@ -73,10 +81,21 @@ def sample_posts(n: int, users: int, seed: int) -> list[tuple[str, str, bytes, s
     return posts
 
 
+def bare_generation(captioner, posts, keywords: dict[str, list[str]], batch_size: int, num_captions: int) -> float:
+    """Captions/s of the model alone: `Captioner.caption` on the posts' images with the keywords
+    the worker used for them (caption length, hence time, depends on both), ``batch_size`` at a time."""
+    images = [Image.open(io.BytesIO(png)).convert("RGB") for _, _, png, _ in posts]
+    keywords = [keywords[post_id] for post_id, _, _, _ in posts]
+    start = time.perf_counter()
+    for at in range(0, len(posts), batch_size):
+        captioner.caption(images[at : at + batch_size], keywords[at : at + batch_size], num_captions=num_captions)
+    return len(posts) / (time.perf_counter() - start)
+
+
 def run_once(
-    bootstrap: str, captioner, posts, *, batch_size: int, linger_ms: int, rate: float, workdir: Path
+    bootstrap: str, captioner, posts, *, batch_size: int, pipeline_depth: int, linger_ms: int, rate: float, workdir: Path
 ) -> RunResult:
-    tag = f"{batch_size}-{uuid.uuid4().hex[:6]}"
+    tag = f"{batch_size}-{pipeline_depth}-{uuid.uuid4().hex[:6]}"
     settings = Settings(
         bootstrap_servers=bootstrap,
         input_topic=f"bench-posts-{tag}",
@@ -87,6 +106,7 @@ def run_once(
         database_url=f"sqlite:///{workdir / f'profiles-{tag}.db'}",
         metrics_port=0,
         batch_size=batch_size,
+        pipeline_depth=pipeline_depth,
         linger_ms=linger_ms,
     )
     ensure_worker_topics(settings)
@@ -111,6 +131,7 @@ def run_once(
         _wait_ready(status["port"])
         sent_at: dict[str, float] = {}
         received_at: dict[str, float] = {}
+        keywords: dict[str, list[str]] = {}
         # Publish from a thread so that captions are read (and timed) while posts still go out.
         publisher = threading.Thread(target=_publish, args=(bootstrap, settings.input_topic, posts, rate, sent_at))
         publisher.start()
@@ -121,7 +142,9 @@ def run_once(
             for batch in reader.poll(timeout_ms=200).values():
                 now = time.perf_counter()
                 for record in batch:
-                    received_at.setdefault(json.loads(record.value)["post_id"], now)
+                    caption = json.loads(record.value)
+                    received_at.setdefault(caption["post_id"], now)
+                    keywords.setdefault(caption["post_id"], caption["keywords"])
         publisher.join()
         batch_mean = _batch_mean(status["port"])
     finally:
@@ -137,6 +160,7 @@ def run_once(
         p50_ms=statistics.median(latencies_ms),
         p99_ms=latencies_ms[min(len(latencies_ms) - 1, round(0.99 * (len(latencies_ms) - 1)))],
         batch_mean=batch_mean,
+        keywords=keywords,
     )
 
 
@@ -193,15 +217,21 @@ def main(argv: list[str] | None = None) -> None:
     load = f"{args.rate:g} posts/s" if args.rate > 0 else "burst"
     print(f"bench.worker: preset={args.preset} model={captioner.model_id} posts={args.posts} users={args.users} load={load}", flush=True)
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="uapt-bench-") as tmp:
-        results = [
-            run_once(broker.bootstrap_servers, captioner, posts, batch_size=size, linger_ms=args.linger_ms, rate=args.rate, workdir=Path(tmp))
-            for size in (1, args.batch_size)
+        single, sequential, pipelined = [
+            run_once(
+                broker.bootstrap_servers, captioner, posts, batch_size=size, pipeline_depth=depth,
+                linger_ms=args.linger_ms, rate=args.rate, workdir=Path(tmp),
+            )
+            for size, depth in ((1, 1), (args.batch_size, 0), (args.batch_size, 1))
         ]
-    single, batched = results
+    bare = bare_generation(captioner, posts, pipelined.keywords, args.batch_size, default_of("num_captions"))
+    print(f"bare generation, batch {args.batch_size}: {bare:.2f} captions/s")
     print(f"batch_size=1: {single.line()}")
-    print(f"batch_size={batched.batch_size}: {batched.line()}")
-    print(f"speed-up from micro-batching: x{batched.posts_per_s / single.posts_per_s:.2f} throughput")
-    print(batched.line())
+    print(f"batch_size={sequential.batch_size} pipeline_depth=0: {sequential.line()} efficiency={sequential.posts_per_s / bare:.2f}")
+    print(f"batch_size={pipelined.batch_size} pipeline_depth=1: {pipelined.line()}")
+    print(f"speed-up from micro-batching: x{pipelined.posts_per_s / single.posts_per_s:.2f} throughput")
+    print(f"speed-up from pipelining: x{pipelined.posts_per_s / sequential.posts_per_s:.2f} throughput")
+    print(f"{pipelined.line()} pipeline_efficiency={pipelined.posts_per_s / bare:.2f}")
 
 
 if __name__ == "__main__":
