@@ -176,6 +176,33 @@ PRESETS: dict[str, UAPTConfig] = {
 }
 
 
+# GPT-2 family hub ids -> their architecture, so `with_random_weights` can build them offline.
+_GPT2_ARCHITECTURES = {
+    "openai-community/gpt2": {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024},
+    "openai-community/gpt2-medium": {"n_layer": 24, "n_head": 16, "n_embd": 1024, "n_positions": 1024},
+}
+RANDOM_WEIGHTS_NOTE = "RANDOM WEIGHTS: the preset's architecture for timing only; its captions are noise"
+
+
+def with_random_weights(config: UAPTConfig) -> UAPTConfig:
+    """The same architecture with random frozen backbones, buildable without any download.
+
+    For benchmarks only: speed does not depend on weight values, so the paper's
+    EVA02-L-14 + GPT-2 medium can be timed on machines that cannot fetch them.
+    """
+    if config.lm not in _GPT2_ARCHITECTURES:
+        raise ConfigError(f"random weights are known for GPT-2 LMs only ({', '.join(_GPT2_ARCHITECTURES)}), not {config.lm!r}")
+    if config.image_encoder.startswith(EFFICIENTNET_PREFIX):
+        raise ConfigError("random weights are for open_clip image encoders; EfficientNet-Lite weights ship offline")
+    return dataclasses.replace(
+        config,
+        image_pretrained=None,
+        lm="random-gpt2",
+        lm_config=_GPT2_ARCHITECTURES[config.lm],
+        notes=(*config.notes, RANDOM_WEIGHTS_NOTE),
+    )
+
+
 def get_config(preset: str, ablation: str | None = None) -> UAPTConfig:
     """The named preset, with an ablation switch applied."""
     if preset not in PRESETS:

@@ -139,9 +139,8 @@ def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings) -> T
     if n and history.size(1) >= n:
         grams = history.unfold(1, n, 1)  # (N, W, n): every n-gram generated so far
         tail = history[:, history.size(1) - (n - 1) :]  # (N, n-1): what the next token would extend
-        repeats = (grams[:, :, : n - 1] == tail[:, None, :]).all(dim=-1)  # (N, W)
-        banned = torch.zeros_like(log_probs).scatter_add_(1, grams[:, :, n - 1], repeats.float())
-        log_probs = log_probs.masked_fill(banned > 0, -math.inf)
+        rows, windows = (grams[:, :, : n - 1] == tail[:, None, :]).all(dim=-1).nonzero(as_tuple=True)
+        log_probs[rows, grams[rows, windows, n - 1]] = -math.inf  # only the banned entries: no (N, V) mask
     return log_probs
 
 

@@ -19,6 +19,18 @@ def test_paper_preset_fails_fast_with_a_clear_message(monkeypatch: pytest.Monkey
     assert time.monotonic() - start < 60
 
 
+def test_random_weights_keep_the_paper_architecture_and_say_so() -> None:
+    from model.config import RANDOM_WEIGHTS_NOTE, ConfigError, get_config, with_random_weights
+
+    paper = get_config("paper")
+    timing = with_random_weights(paper)
+    assert timing.image_encoder == paper.image_encoder == "EVA02-L-14" and timing.image_pretrained is None
+    assert timing.lm == "random-gpt2" and timing.lm_config == {"n_layer": 24, "n_head": 16, "n_embd": 1024, "n_positions": 1024}
+    assert timing.d_model == paper.d_model and timing.notes[-1] == RANDOM_WEIGHTS_NOTE
+    with pytest.raises(ConfigError, match="GPT-2 LMs only"):
+        with_random_weights(get_config("offline"))
+
+
 def test_unknown_lm_hub_id_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     from model.lm import load_lm
     from model.assets import AssetMissing
