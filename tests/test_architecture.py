@@ -21,3 +21,15 @@ def test_uapt_help_does_not_import_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_the_worker_image_copies_every_installed_package() -> None:
+    """`pip install .` in the Dockerfile installs what pyproject lists: each of those folders must be copied in."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in listed}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (root / "Dockerfile").read_text(), flags=re.MULTILINE))
+    assert packages <= copied, f"Dockerfile does not COPY {sorted(packages - copied)}"
