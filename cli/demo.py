@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from model.errors import ModelError
 from model.training.train_config import METRICS_FILE
 from worker.commands import quiet_kafka
 
@@ -258,5 +259,5 @@ def _run_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             timeout_s=args.timeout_s,
         )
-    except (DemoError, ValueError) as exc:
+    except (DemoError, ModelError) as exc:
         raise SystemExit(f"uapt demo: {exc}") from None

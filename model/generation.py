@@ -32,9 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
+from model.errors import ModelError
 
 
-class GenerationError(ValueError):
+class GenerationError(ModelError):
     """Decoding settings or inputs that cannot work."""
 
 

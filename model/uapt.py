@@ -29,9 +29,10 @@ from torch import Tensor, nn
 
 from model import generation
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, UAPTConfig
+from model.errors import ModelError
 
 
-class InputError(ValueError):
+class InputError(ModelError):
     """Features or token tensors whose shapes do not fit the model."""
 
 

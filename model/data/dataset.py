@@ -28,13 +28,15 @@ from typing import Any
 
 from PIL import Image
 
+from model.errors import ModelError
+
 POSTS_FILE = "posts.jsonl"
 SYNTH_FILE = "synth.json"  # written by model.data.synth beside posts.jsonl
 SPLITS = ("train", "val", "test")
 REQUIRED_FIELDS = ("post_id", "user_id", "image", "text", "split")
 
 
-class DatasetError(ValueError):
+class DatasetError(ModelError):
     """The dataset folder or one of its lines is invalid; the message says where."""
 
 

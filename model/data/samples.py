@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.data.dataset import PostRecord
+from model.data.dataset import DatasetError, PostRecord
 from model.keywords import keywords_to_text
 from profiles import InvalidPost, Post, TfidfProfiles
 
@@ -30,11 +30,11 @@ class Sample:
 
 
 def train_profiles(records: Sequence[PostRecord]) -> TfidfProfiles:
-    """TF-IDF profiles of the train split; an invalid post text raises ValueError naming it."""
+    """TF-IDF profiles of the train split; an invalid post text raises DatasetError naming it."""
     try:
         return TfidfProfiles(Post(r.post_id, r.user_id, r.text) for r in records if r.split == "train")
     except InvalidPost as exc:
-        raise ValueError(f"records: a train post cannot go into a profile: {exc}") from exc
+        raise DatasetError(f"records: a train post cannot go into a profile: {exc}") from exc
 
 
 def build_samples(records: Sequence[PostRecord], split: str, k: int, profiles: TfidfProfiles) -> list[Sample]:

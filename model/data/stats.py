@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from model.data.dataset import SPLITS, PostRecord
+from model.data.dataset import SPLITS, DatasetError, PostRecord
 from model.data.style import caption_similarity
 
 
@@ -45,7 +45,7 @@ class DatasetStats:
 
 def compute_stats(records: Sequence[PostRecord]) -> DatasetStats:
     if not records:
-        raise ValueError("records is empty")
+        raise DatasetError("records is empty")
     texts = [r.text for r in records]
     users = [r.user_id for r in records]
     intra, inter = caption_similarity(texts, users)

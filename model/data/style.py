@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from model.data.dataset import DatasetError
 from profiles import analyze
 
 
@@ -58,7 +59,7 @@ class StyleProfiles:
 
     def __init__(self, texts_by_user: dict[str, Sequence[str]]):
         if not texts_by_user:
-            raise ValueError("texts_by_user is empty: no user has train captions")
+            raise DatasetError("texts_by_user is empty: no user has train captions")
         self.users = sorted(texts_by_user)
         self._vectorizer = style_vectorizer()
         self._profiles = self._vectorizer.fit_transform(

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 from skimage import data as skimage_data
 
-from model.data.dataset import POSTS_FILE, SYNTH_FILE
+from model.data.dataset import POSTS_FILE, SYNTH_FILE, DatasetError
 
 IMAGE_SIZE = 224
 IMAGES_DIR = "images"
@@ -327,9 +327,9 @@ def write_dataset(out_dir: Path, *, users: int, posts_per_user: int, seed: int) 
     Deterministic by (users, posts_per_user, seed).
     """
     if users < 1:
-        raise ValueError(f"users must be >= 1, got {users}")
+        raise DatasetError(f"users must be >= 1, got {users}")
     if posts_per_user < 1:
-        raise ValueError(f"posts_per_user must be >= 1, got {posts_per_user}")
+        raise DatasetError(f"posts_per_user must be >= 1, got {posts_per_user}")
     out_dir = Path(out_dir)
     (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from model.checkpoint import CONFIG_FILE, read_checkpoint_config
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
-from model.data.dataset import PostRecord
+from model.data.dataset import DatasetError, PostRecord
 from model.data.samples import train_profiles
 from model.data.style import StyleProfiles
 from model.evaluation import grounding
@@ -155,7 +155,7 @@ def evaluate_checkpoint(
     split = encode_split(records, options.split, k, cache, profiles)
     n = len(split.samples) if options.limit is None else min(options.limit, len(split.samples))
     if n == 0:
-        raise ValueError(f"split: the dataset has no '{options.split}' posts")
+        raise DatasetError(f"split: the dataset has no '{options.split}' posts")
     samples = split.samples[:n]
     logger.info("captioning %d %s posts with %s", n, options.split, checkpoint)
     nbest = generate_captions(model, split.image_features[:n], split.context_features[:n], options)

@@ -21,10 +21,12 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+from model.errors import ModelError
+
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
-class MetricsError(ValueError):
+class MetricsError(ModelError):
     """The captions cannot be scored (bad input, or Java missing)."""
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model.config import ABLATIONS
+from model.config import ABLATIONS, ConfigError
 from model.data.dataset import PostRecord
 from model.evaluation.evaluate import EvalOptions, EvalReport, evaluate_checkpoint
 from model.evaluation.metrics import METRIC_NAMES
 from model.training.train_config import TrainConfig
-from model.training.trainer import STATE_JSON, train
+from model.training.trainer import STATE_JSON, TrainingError, train
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +94,9 @@ def run_ablation(
     variants = list(variants or VARIANTS)
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
-        raise ValueError(f"variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+        raise ConfigError(f"variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     if not init_seeds or len(set(init_seeds)) != len(init_seeds):
-        raise ValueError(f"init seeds must be distinct and at least one, got {list(init_seeds)}")
+        raise TrainingError(f"init seeds must be distinct and at least one, got {list(init_seeds)}")
     out_dir = Path(out_dir)
     runs: dict[str, list[tuple[EvalReport, float]]] = {}
     summary: dict[str, list[dict]] = {}

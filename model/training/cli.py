@@ -1,7 +1,8 @@
 """`uapt data synth|check|stats`, `uapt train`, `uapt evaluate`, `uapt ablate`.
 
 The offline half of the product. Handlers import torch and friends lazily so
-`uapt --help` stays instant; errors a user can cause end in one clear line.
+`uapt --help` stays instant; errors a user can cause (`ModelError`) end in one clear line,
+and any other exception is a bug that keeps its traceback.
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from model.data.synth import write_dataset
+    from model.errors import ModelError
 
     try:
         out = write_dataset(args.out, users=args.users, posts_per_user=args.posts_per_user, seed=args.seed)
-    except ValueError as exc:
+    except ModelError as exc:
         raise SystemExit(f"uapt data synth: {exc}") from None
     print(f"wrote {args.users * args.posts_per_user} posts by {args.users} users to {out}")
     return 0
@@ -222,7 +224,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from model.data.dataset import synth_arguments
-    from model.training.trainer import TrainingError, train
+    from model.errors import ModelError
+    from model.training.trainer import train
 
     records = _load_or_exit("train", args.data)
     try:
@@ -238,7 +241,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             init_seed=args.init_seed,
             data_info=synth_arguments(args.data),
         )
-    except (TrainingError, ValueError) as exc:
+    except ModelError as exc:
         raise SystemExit(f"uapt train: {exc}") from None
     print(
         f"trained {result.steps} steps in {result.wall_s:.0f}s; final val loss {result.final_val_loss:.4f}; "
@@ -293,8 +296,8 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from model.errors import ModelError
     from model.evaluation.evaluate import evaluate_checkpoint
-    from model.evaluation.metrics import MetricsError
 
     records = _load_or_exit("evaluate", args.data)
     options = _eval_options(args)
@@ -302,7 +305,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_checkpoint(
             records, args.checkpoint, options=options, cache_dir=args.cache_dir, device=args.device, report_path=args.report
         )
-    except (MetricsError, ValueError) as exc:
+    except ModelError as exc:
         raise SystemExit(f"uapt evaluate: {exc}") from None
     out = args.out or args.checkpoint / f"eval-{args.split}.json"
     out.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -346,9 +349,8 @@ def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from model.evaluation.metrics import MetricsError
+    from model.errors import ModelError
     from model.training.ablate import run_ablation
-    from model.training.trainer import TrainingError
 
     records = _load_or_exit("ablate", args.data)
     options = _eval_options(args)
@@ -365,7 +367,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
             init_seeds=args.init_seeds,
             resume=args.resume,
         )
-    except (MetricsError, TrainingError, ValueError) as exc:
+    except ModelError as exc:
         raise SystemExit(f"uapt ablate: {exc}") from None
     print(table)
     return 0

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model.config import ConfigError
 from model.data.dataset import PostRecord
 from model.data.samples import Sample, build_samples, train_profiles
 
@@ -41,7 +42,7 @@ class FeatureCache:
 
     def __init__(self, root: str | Path, model, *, batch_size: int = 32):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.batch_size = batch_size
         backbone_id = model.backbone_id()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from model.config import ConfigError
+
 METRICS_FILE = "metrics.json"  # what a training run writes beside its checkpoint (config, curves, data)
 PAPER_WARMUP_STEPS = 6000
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -42,21 +44,21 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "keywords_k"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.eval_every is not None and self.eval_every < 1:
-            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.probe_posts < 0:
-            raise ValueError(f"probe_posts must be >= 0, got {self.probe_posts}")
+            raise ConfigError(f"probe_posts must be >= 0, got {self.probe_posts}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+            raise ConfigError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def resolved_warmup(self, total_steps: int) -> int:
         if self.warmup_steps is not None:

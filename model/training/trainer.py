@@ -30,6 +30,7 @@ from model.config import UAPTConfig, get_config
 from model.data.dataset import PostRecord
 from model.data.samples import train_profiles
 from model.device import training_dtype
+from model.errors import ModelError
 from model.evaluation import grounding
 from model.factory import load_model
 from model.training.features import FeatureCache, Split, encode_split
@@ -42,7 +43,7 @@ STATE_JSON = "train_state.json"
 CURVE_FILE = "curve.png"
 
 
-class TrainingError(ValueError):
+class TrainingError(ModelError):
     """Training cannot start or resume with these inputs; the message names the problem."""
 
 

@@ -8,6 +8,7 @@ import torch
 from model.captioner import Captioner
 
 from model.keywords import keywords_to_text
+from model.uapt import InputError
 from model_fixtures import sample_images, tiny_model
 
 
@@ -37,7 +38,7 @@ def test_each_distinct_user_context_is_encoded_once_and_lands_on_its_own_images(
 
 
 def test_mismatched_keywords_are_refused() -> None:
-    with pytest.raises(ValueError, match="2 entries for 3 images"):
+    with pytest.raises(InputError, match="2 entries for 3 images"):
         Captioner(tiny_model()).caption(sample_images(3), [["a"], ["b"]])
 
 

@@ -71,12 +71,11 @@ def test_resume_continues_from_saved_step(posts, tmp_path: Path) -> None:
 
 
 def test_resume_refuses_a_folder_without_training_state(posts, tmp_path: Path) -> None:
-    from model.training.trainer import TrainingError
+    from model.checkpoint import CheckpointError
 
-    with pytest.raises(ValueError):
+    with pytest.raises(CheckpointError, match="nothing-here"):
         train(posts, preset=TINY, out_dir=tmp_path / "x", config=TrainConfig(epochs=1), cache_dir=tmp_path / "c",
               resume=tmp_path / "nothing-here")
-    assert issubclass(TrainingError, ValueError)
 
 
 def test_schedule_warms_up_then_decays_to_zero() -> None:
