@@ -32,7 +32,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -104,8 +107,40 @@ def bare_generation(captioner, posts, keywords: dict[str, list[str]], batch_size
     return len(posts) / elapsed[0]
 
 
+@contextmanager
+def image_host(posts, latency_ms: int) -> Iterator[str | None]:
+    """Serve each post's image at ``<base>/<post_id>.png``, answering after ``latency_ms`` as a remote
+    image host would; yields the base URL, or None when ``latency_ms`` is 0 (images go inline)."""
+    if latency_ms <= 0:
+        yield None
+        return
+    images = {f"/{post_id}.png": png for post_id, _, png, _ in posts}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(latency_ms / 1000)
+            body = images.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="bench-image-host").start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def run_once(
-    bootstrap: str, captioner, posts, *, batch_size: int, pipeline_depth: int, linger_ms: int, rate: float, workdir: Path
+    bootstrap: str, captioner, posts, *, batch_size: int, pipeline_depth: int, linger_ms: int, rate: float,
+    workdir: Path, image_base: str | None,
 ) -> RunResult:
     tag = f"{batch_size}-{pipeline_depth}-{uuid.uuid4().hex[:6]}"
     settings = Settings(
@@ -120,6 +155,7 @@ def run_once(
         batch_size=batch_size,
         pipeline_depth=pipeline_depth,
         linger_ms=linger_ms,
+        allow_hosts=("127.0.0.1",) if image_base else (),
     )
     ensure_worker_topics(settings)
 
@@ -145,7 +181,9 @@ def run_once(
         received_at: dict[str, float] = {}
         keywords: dict[str, list[str]] = {}
         # Publish from a thread so that captions are read (and timed) while posts still go out.
-        publisher = threading.Thread(target=_publish, args=(bootstrap, settings.input_topic, posts, rate, sent_at))
+        publisher = threading.Thread(
+            target=_publish, args=(bootstrap, settings.input_topic, posts, rate, sent_at, image_base)
+        )
         publisher.start()
         deadline = time.monotonic() + 60 + 10 * len(posts)
         while len(received_at) < len(posts):
@@ -176,14 +214,18 @@ def run_once(
     )
 
 
-def _publish(bootstrap: str, topic: str, posts, rate: float, sent_at: dict[str, float]) -> None:
-    """Send every post, paced at ``rate`` posts/s (0: as fast as possible), noting each send time."""
+def _publish(bootstrap: str, topic: str, posts, rate: float, sent_at: dict[str, float], image_base: str | None) -> None:
+    """Send every post, paced at ``rate`` posts/s (0: as fast as possible), noting each send time;
+    its image inline, or as a URL under ``image_base``."""
     producer = make_producer(bootstrap)
     start = time.perf_counter()
     for i, (post_id, user_id, png, text) in enumerate(posts):
         if rate > 0:  # post i leaves at start + i / rate
             time.sleep(max(0.0, start + i / rate - time.perf_counter()))
-        value = post_event(post_id, user_id, image_bytes=png, text=text)
+        if image_base:
+            value = post_event(post_id, user_id, image_url=f"{image_base}/{post_id}.png", text=text)
+        else:
+            value = post_event(post_id, user_id, image_bytes=png, text=text)
         sent_at[post_id] = time.perf_counter()
         producer.send(topic, key=user_id.encode(), value=value)
     producer.flush()
@@ -220,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--linger-ms", type=int, default=200, help="micro-batch linger (default: 200)")
     parser.add_argument("--rate", type=float, default=0, help="posts per second to publish (default 0: all at once, a burst)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample posts (default: 0)")
+    parser.add_argument(
+        "--image-latency-ms", type=int, default=0,
+        help="send images as URLs of a local host that answers each after this long (default 0: inline images)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -227,12 +273,21 @@ def main(argv: list[str] | None = None) -> None:
     captioner = load_captioner(Settings(preset=args.preset, checkpoint=args.checkpoint))
     captioner.caption([Image.new("RGB", (224, 224))], [["warm", "up"]], num_captions=3)  # first call pays one-off costs
     load = f"{args.rate:g} posts/s" if args.rate > 0 else "burst"
-    print(f"bench.worker: preset={args.preset} model={captioner.model_id} posts={args.posts} users={args.users} load={load}", flush=True)
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="uapt-bench-") as tmp:
+    images = f"URLs answering after {args.image_latency_ms} ms" if args.image_latency_ms > 0 else "inline"
+    print(
+        f"bench.worker: preset={args.preset} model={captioner.model_id} posts={args.posts} users={args.users} "
+        f"load={load} images={images}",
+        flush=True,
+    )
+    with (
+        EmbeddedBroker() as broker,
+        tempfile.TemporaryDirectory(prefix="uapt-bench-") as tmp,
+        image_host(posts, args.image_latency_ms) as image_base,
+    ):
         single, sequential, pipelined = [
             run_once(
                 broker.bootstrap_servers, captioner, posts, batch_size=size, pipeline_depth=depth,
-                linger_ms=args.linger_ms, rate=args.rate, workdir=Path(tmp),
+                linger_ms=args.linger_ms, rate=args.rate, workdir=Path(tmp), image_base=image_base,
             )
             for size, depth in ((1, 1), (args.batch_size, 0), (args.batch_size, 1))
         ]
