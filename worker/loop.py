@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener
 from kafka.structs import TopicPartition
@@ -67,9 +67,10 @@ class _Batch:
 
     records: list[Record]
     prepared: PreparedBatch
-    result: Future[BatchResult] | None = field(default=None)
+    result: Future[BatchResult] | None = None
 
     def first_offsets(self) -> dict[TopicPartition, int]:
+        """Where each of its partitions would be read again from."""
         first: dict[TopicPartition, int] = {}
         for record in self.records:
             tp = _partition_of(record)
@@ -118,6 +119,8 @@ class WorkerLoop:
                 if self._ahead is None and self._may_gather():
                     batch = self._collect()
                     if batch:
+                        if self._running is not None and not self._busy():
+                            self._commit_running()  # its commit need not wait for this batch's images
                         self._ahead = self._prepare(batch)
                         continue
                 if self._running is not None:
@@ -142,7 +145,10 @@ class WorkerLoop:
         return not self._stopping.is_set() and (self._running is None or self.settings.pipeline_depth > 0)
 
     def _collect(self) -> list[Record]:
-        """Poll until the batch holds batch_size records or linger_ms passed since its first record.
+        """Poll until the batch holds batch_size records or linger_ms passed since its first record,
+        and, while a batch is in flight, until that one is done: the next batch is cut early only
+        when full (a backlog, where preparing it ahead keeps the model busy); under lighter load it
+        gathers what arrives while the one before generates, as without pipelining.
 
         With nothing polled yet it returns empty-handed after IDLE_POLL_MS, or as soon as the
         batch in flight is done, so that batch's commit never waits for new input.
@@ -152,22 +158,28 @@ class WorkerLoop:
         deadline: float | None = None
         while len(pending) < size and not self._stopping.is_set():
             if deadline is None:
-                timeout_ms = IDLE_POLL_MS if self._running is None else BUSY_POLL_MS
+                timeout_ms = BUSY_POLL_MS if self._busy() else IDLE_POLL_MS
             else:
                 timeout_ms = int((deadline - time.monotonic()) * 1000)
                 if timeout_ms <= 0:
-                    break
+                    if not self._busy():
+                        break
+                    timeout_ms = BUSY_POLL_MS
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=size - len(pending))
             rewound = self._drop_revoked(pending)
             for records in polled.values():
                 pending.extend(r for r in records if _partition_of(r) not in rewound)
             if deadline is None:
                 if not pending:
-                    if self._running is None or self._running.result.done():
+                    if not self._busy():
                         break
                     continue
                 deadline = time.monotonic() + linger_s
         return pending
+
+    def _busy(self) -> bool:
+        """A batch is in flight and still finishing."""
+        return self._running is not None and not self._running.result.done()
 
     def _prepare(self, records: list[Record]) -> _Batch:
         self.metrics.events_consumed.inc(len(records))
