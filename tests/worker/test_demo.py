@@ -33,7 +33,7 @@ def test_offline_demo_defaults_to_the_committed_checkpoint(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.slow  # the README's main-job command: offline preset (SmolLM2, MiniLM, ViT-B-32) with the demo checkpoint
+@pytest.mark.slow  # the README's main-job command: offline preset (EfficientNet-Lite0, MiniLM, SmolLM2) with the demo checkpoint
 def test_readme_demo_runs_with_the_trained_checkpoint():
     result = subprocess.run(
         [sys.executable, "-m", "cli.main", "demo", "--users", "2", "--posts-per-user", "1"],
