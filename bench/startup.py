@@ -25,14 +25,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from bench.worker import sample_posts
+from bench.worker import fresh_settings, sample_posts
 from worker.broker import EmbeddedBroker
 from worker.events import post_event
 from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
-from worker.settings import Settings
 
 LOAD_PROBE = """
 import json, sys, time
@@ -57,14 +55,7 @@ def timed_load(preset: str, checkpoint: str | None, env: dict[str, str]) -> dict
 
 def first_caption_s(bootstrap: str, preset: str, checkpoint: str | None, workdir: Path, timeout_s: float) -> float:
     """Seconds from launching a worker process to reading its caption of a post that waits on the input topic."""
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        bootstrap_servers=bootstrap,
-        input_topic=f"startup-posts-{tag}",
-        output_topic=f"startup-captions-{tag}",
-        dlq_topic=f"startup-dlq-{tag}",
-        group_id=f"startup-{tag}",
-    )
+    settings = fresh_settings(bootstrap, "startup", workdir)
     ensure_worker_topics(settings)
     post_id, user_id, png, text = sample_posts(1, users=1, seed=0)[0]
     producer = make_producer(bootstrap)
@@ -81,11 +72,11 @@ def first_caption_s(bootstrap: str, preset: str, checkpoint: str | None, workdir
         "--output-topic", settings.output_topic,
         "--dlq-topic", settings.dlq_topic,
         "--group-id", settings.group_id,
-        "--database-url", f"sqlite:///{workdir / f'profiles-{tag}.db'}",
-        "--metrics-port", "0",
+        "--database-url", settings.database_url,
+        "--metrics-port", str(settings.metrics_port),
         "--preset", preset,
     ] + (["--checkpoint", checkpoint] if checkpoint else [])
-    log_path = workdir / f"worker-{tag}.log"
+    log_path = workdir / f"worker-{settings.group_id}.log"
     with log_path.open("w") as log:
         started = time.perf_counter()
         worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

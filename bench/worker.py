@@ -138,20 +138,31 @@ def image_host(posts, latency_ms: int) -> Iterator[str | None]:
         server.server_close()
 
 
+def fresh_settings(bootstrap: str, name: str, workdir: Path, **overrides) -> Settings:
+    """Worker settings with topics, a consumer group and a SQLite store of their own, so runs
+    that share one broker never read each other's posts (the caller creates the topics)."""
+    tag = f"{name}-{uuid.uuid4().hex[:8]}"
+    return Settings(
+        bootstrap_servers=bootstrap,
+        input_topic=f"{tag}-posts",
+        output_topic=f"{tag}-captions",
+        dlq_topic=f"{tag}-dlq",
+        group_id=tag,
+        create_topics=False,
+        database_url=f"sqlite:///{workdir / f'profiles-{tag}.db'}",
+        metrics_port=0,
+        **overrides,
+    )
+
+
 def run_once(
     bootstrap: str, captioner, posts, *, batch_size: int, pipeline_depth: int, linger_ms: int, rate: float,
     workdir: Path, image_base: str | None,
 ) -> RunResult:
-    tag = f"{batch_size}-{pipeline_depth}-{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        bootstrap_servers=bootstrap,
-        input_topic=f"bench-posts-{tag}",
-        output_topic=f"bench-captions-{tag}",
-        dlq_topic=f"bench-dlq-{tag}",
-        group_id=f"bench-{tag}",
-        create_topics=False,
-        database_url=f"sqlite:///{workdir / f'profiles-{tag}.db'}",
-        metrics_port=0,
+    settings = fresh_settings(
+        bootstrap,
+        f"bench-{batch_size}-{pipeline_depth}",
+        workdir,
         batch_size=batch_size,
         pipeline_depth=pipeline_depth,
         linger_ms=linger_ms,
