@@ -55,6 +55,10 @@ class UAPTConfig:
       image_tokens: "pooled" (one vector per image, projected to the visual tokens) or "grid"
         (the last feature map's cells as tokens, which the learnable queries attend over;
         EfficientNet only).
+      global_image_term: add a linear map of the mean-pooled image features to every prefix
+        row after the fusion transformer. Not in the paper: a path from the image to the LM
+        that the fusion cannot route around (docs/RESULTS.md section 1 shows training
+        squeezing the image out of the mapping/fusion path without it).
       context_encoder: "clip-text" (the CLIP text tower), a sentence-transformers hub id or
         directory, or "asset:minilm" (the MiniLM shipped in a package).
       lm: a Hugging Face hub id, a local model directory, a .gguf file, "asset:smollm2"
@@ -69,6 +73,7 @@ class UAPTConfig:
     lm: str
     d_model: int
     image_tokens: str = "pooled"
+    global_image_term: bool = False
     clip_config: dict[str, Any] | None = None
     lm_config: dict[str, Any] | None = None
     backbone_seed: int = 0
@@ -150,6 +155,7 @@ PRESETS: dict[str, UAPTConfig] = {
         image_encoder="efficientnet-lite0",
         image_pretrained="imagenet",
         image_tokens="grid",
+        global_image_term=True,
         context_encoder="asset:minilm",
         lm="asset:smollm2",
         d_model=256,
@@ -157,6 +163,7 @@ PRESETS: dict[str, UAPTConfig] = {
             "ImageNet-pretrained EfficientNet-Lite0 (7x7 grid of 1280-d tokens) instead of EVA-CLIP, "
             "all-MiniLM-L6-v2 instead of the CLIP text tower, SmolLM2-135M instead of GPT-2 medium: "
             "every backbone is pretrained and ships in a package",
+            "adds a global image term to every prefix row (not in the paper)",
         ),
     ),
     "tiny": UAPTConfig(

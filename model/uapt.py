@@ -5,6 +5,8 @@
     [queries; visual tokens] --mapping transformer--> V (B, 16, d)          (16 query outputs)
     context features (B, Dc) --user projection--> user tokens (B, 4, d)
     [user tokens; V] --fusion transformer--> (B, 20, d) --to_lm--> prefix P (B, 20, H)
+        optional (config.global_image_term, not in the paper): + a linear map of the
+        mean-pooled image features, added to all 20 rows before to_lm
     [P; caption tokens] --frozen causal LM--> next-token logits
 
 Ablation switches (paper Table 3) remove one part each: no_context (no user tokens),
@@ -125,6 +127,25 @@ class VisualProjection(nn.Module):
         return tokens.view(tokens.size(0), -1, self.width)  # (B, n, d)
 
 
+class GlobalImageTerm(nn.Module):
+    """Mean-pooled image features (B, T, Di) -> one row (B, 1, d) added to every fused prefix row.
+
+    Zero-initialised: it starts as no change to the prefix, so there is no random
+    image-dependent noise for training to learn to suppress, and it grows only as far as
+    the image helps the caption loss.
+    """
+
+    def __init__(self, config: UAPTConfig, image_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(image_dim)
+        self.linear = nn.Linear(image_dim, config.d_model)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, image_features: Tensor) -> Tensor:
+        return self.linear(self.norm(image_features.mean(dim=1))).unsqueeze(1)
+
+
 def pool_grid(tokens: Tensor, count: int) -> Tensor:
     """Average-pool a square grid of tokens (B, h*w, d) to `count` (a square) tokens, in raster order."""
     batch, cells, width = tokens.shape
@@ -166,6 +187,7 @@ class PrefixNetwork(nn.Module):
         if config.ablation != "no_fusion":
             with part_seed(seed, "fusion"):
                 self.fusion = PrefixTransformer(config, config.fusion_layers, config.fusion_heads, config.prefix_length)
+        self.global_image = GlobalImageTerm(config, image_dim) if config.global_image_term else None
         with part_seed(seed, "to_lm"):
             self.to_lm = nn.Linear(width, lm_hidden)
             # Unit-variance inputs (a LayerNorm ends each transformer) then give prefix rows
@@ -188,6 +210,8 @@ class PrefixNetwork(nn.Module):
             users = self.user_projection(context_features).view(batch, -1, width)  # (B, 4, d)
             values = torch.cat([users, values], dim=1)  # (B, 20, d)
         fused = self.fusion(values) if self.fusion is not None else values
+        if self.global_image is not None:
+            fused = fused + self.global_image(image_features)
         return self.to_lm(fused)  # (B, prefix_length, H)
 
 
