@@ -171,3 +171,32 @@ def test_config_validation_and_round_trip() -> None:
 def test_keywords_to_text() -> None:
     assert keywords_to_text(["beach", " sunset ", ""]) == "beach sunset"
     assert keywords_to_text([]) == ""
+
+
+def test_global_image_term_starts_as_no_change_then_carries_the_pooled_image() -> None:
+    """Zero-initialised, it leaves the untrained prefix as it is; once trained, the image moves every row."""
+    from dataclasses import replace
+
+    plain = tiny_model()
+    with_term = load_model(replace(PRESETS["tiny"], global_image_term=True), device="cpu", dtype="float32")
+    images = plain.encode_images(sample_images(2))
+    context = plain.encode_context(["beach sunset", "coffee"])
+    assert torch.equal(with_term.prefix_embeddings(images, context), plain.prefix_embeddings(images, context))
+
+    term = with_term.prefix.global_image
+    ids, mask = with_term.tokenize_captions(CAPTIONS[:2])
+    with_term(images, context, ids, mask).loss.backward()
+    assert term.linear.weight.grad is not None and term.linear.weight.grad.abs().sum() > 0
+
+    with torch.no_grad():
+        term.linear.weight.normal_()
+    shift = with_term.prefix_embeddings(images, context) - plain.prefix_embeddings(images, context)
+    pooled_row = with_term.prefix.to_lm.weight @ term(images.to(torch.float32)).squeeze(1).T  # (H, B)
+    assert torch.allclose(shift, pooled_row.T.unsqueeze(1).expand_as(shift), atol=1e-4)  # the same shift on all rows
+
+
+def test_configs_written_before_the_global_image_term_load_without_it() -> None:
+    old = PRESETS["offline"].to_dict()
+    del old["global_image_term"]
+    assert UAPTConfig.from_dict(old).global_image_term is False
+    assert PRESETS["offline"].global_image_term and not PRESETS["paper"].global_image_term
