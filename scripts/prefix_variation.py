@@ -69,7 +69,7 @@ def main() -> None:
         values = prefix.mapping(visual)
         user_tokens = prefix.user_projection(contexts).view(len(index), users, -1)
         fused = prefix.fusion(torch.cat([user_tokens, values], 1))
-        for name, x in zip(stages, (visual, values, fused[:, :users], fused[:, users:], prefix.to_lm(fused))):
+        for name, x in zip(stages, (visual, values, fused[:, :users], fused[:, users:], prefix(images, contexts))):
             stages[name].append(variation(x))
     print(f"variation across one user's val images (mean over {len(stages['prefix'])} users)")
     for name, values in stages.items():

@@ -4,13 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UAPT=.venv/bin/uapt
-DATA=runs/data-u12-p150-s0
+DATA=runs/data-u12-p500-s0
 RUN=runs/demo-offline
-[[ -f $DATA/posts.jsonl ]] || $UAPT data synth --out "$DATA" --users 12 --posts-per-user 150 --seed 0
+[[ -f $DATA/posts.jsonl ]] || $UAPT data synth --out "$DATA" --users 12 --posts-per-user 500 --seed 0
 # resumable: rerun this script after an interruption and it goes on from the last checkpoint
 resume=()
 [[ -f $RUN/train_state.json ]] && resume=(--resume "$RUN")
-$UAPT train --data "$DATA" --preset offline --epochs 30 --batch-size 16 --lr 3e-4 --eval-every 200 \
+$UAPT train --data "$DATA" --preset offline --epochs 8 --batch-size 16 --lr 3e-4 --eval-every 300 \
     --out "$RUN" "${resume[@]}"
 .venv/bin/python -c "from model.checkpoint import copy_checkpoint; copy_checkpoint('$RUN', 'checkpoints/demo-offline')"
 $UAPT evaluate --data "$DATA" --checkpoint checkpoints/demo-offline --out "$RUN/eval-test.json" \
