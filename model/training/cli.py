@@ -54,7 +54,7 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     )
     synth.add_argument("--out", required=True, type=Path, help="folder to write posts.jsonl and images/ into")
     synth.add_argument("--users", type=int, default=12, help="number of users (default: 12, the demo checkpoint's data)")
-    synth.add_argument("--posts-per-user", type=int, default=150, help="posts per user (default: 150, the demo checkpoint's data)")
+    synth.add_argument("--posts-per-user", type=int, default=500, help="posts per user (default: 500, the demo checkpoint's data)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.set_defaults(func=_cmd_synth)
 
