@@ -98,14 +98,17 @@ def run_demo(
         print(f"demo: broker on {broker.bootstrap_servers}, profiles in {workdir / 'profiles.db'}", flush=True)
 
         records = load_posts(write_dataset(workdir / "data", **data))
-        shown = sorted({r.user_id for r in records})[:users]
-        records = [r for r in records if r.user_id in shown]
+        # every user's history, not only the shown ones': TF-IDF weights depend on all users,
+        # and the keywords must be the ones the checkpoint was trained with
         store = ProfileStore(settings.database_url)
         try:
             folded = store.add_posts([Post(r.post_id, r.user_id, r.text) for r in records if r.split == "train"])
         finally:
             store.close()
-        print(f"demo: {users} synthetic users, {folded} past posts folded into their profiles", flush=True)
+        shown = sorted({r.user_id for r in records})[:users]
+        records = [r for r in records if r.user_id in shown]
+        print(f"demo: {folded} past posts of {data['users']} synthetic users folded into their profiles; "
+              f"showing {users} of them", flush=True)
 
         _hide_library_progress_bars()
         captioner = _with_status_line(f"loading model preset {preset!r}", lambda: load_captioner(settings))

@@ -20,6 +20,8 @@ def test_demo_runs_end_to_end_and_exits_zero():
         assert match and match.group(1) != "(none)", out  # history was folded before the new posts
     assert len(re.findall(r"they wrote:", out)) == 4
     assert "model: tiny:untrained" in out
+    # all 8 users' 14 train posts each, not only the 2 shown: TF-IDF keywords depend on every user
+    assert "demo: 112 past posts of 8 synthetic users folded into their profiles; showing 2 of them" in out, out
 
 
 def test_offline_demo_defaults_to_the_committed_checkpoint(tmp_path):
