@@ -1,0 +1,72 @@
+"""Are wrong scenes in captions the user's habit rather than the image? A diagnostic for the captions issue.
+
+    .venv/bin/python scripts/scene_errors.py --report runs/demo-offline/report.html --data runs/data-u12-p500-s0
+
+Reads the best caption of each post from a `uapt evaluate --report` page and the labels
+from the dataset. Over the gradable posts it prints: how often the true scene is named,
+how often another scene is, how often none is, what share of the wrong scenes are among
+the user's three most frequent train scenes, how often the user's single most frequent
+scene alone would be right (the prior), and accuracy per true scene.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.data.dataset import load_posts  # noqa: E402
+from model.evaluation.grounding import is_gradable, named_scenes  # noqa: E402
+
+POST = re.compile(r'<figure class="post" data-post-id="([^"]+)">(.*?)</figure>', re.S)
+CAPTION = re.compile(r"<li>(.*?)<span", re.S)
+
+
+def best_captions(report: Path) -> dict[str, str]:
+    """post_id -> best caption, from the report page's n-best lists."""
+    page = report.read_text(encoding="utf-8")
+    return {post_id: html.unescape(CAPTION.findall(body)[0]).strip() for post_id, body in POST.findall(page)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", type=Path, required=True, help="a page written by uapt evaluate --report")
+    parser.add_argument("--data", type=Path, required=True, help="the dataset the report was made on")
+    args = parser.parse_args()
+
+    captions = best_captions(args.report)
+    records = load_posts(args.data)
+    habits: dict[str, Counter] = defaultdict(Counter)
+    for r in records:
+        if r.split == "train" and r.labels:
+            habits[r.user_id][r.labels["scene"]] += 1
+    graded = [r for r in records if r.post_id in captions and is_gradable(r.labels)]
+    if not graded:
+        raise SystemExit("scene_errors: no gradable post of the report is in the dataset")
+    right, wrong, silent, wrong_habit, prior = 0, 0, 0, 0, 0
+    per_scene: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in graded:
+        true, named = r.labels["scene"], named_scenes(captions[r.post_id])
+        favourites = {scene for scene, _ in habits[r.user_id].most_common(3)}
+        right += true in named
+        silent += not named
+        per_scene[true][0] += true in named
+        per_scene[true][1] += 1
+        prior += habits[r.user_id].most_common(1)[0][0] == true
+        if named - {true}:
+            wrong += 1
+            wrong_habit += bool((named - {true}) & favourites)
+    n = len(graded)
+    print(f"{n} gradable posts: true scene named {right / n:.3f}, a wrong scene {wrong / n:.3f}, none {silent / n:.3f}")
+    print(f"wrong scenes among the user's 3 most frequent train scenes: {wrong_habit / max(wrong, 1):.3f}")
+    print(f"the user's most frequent train scene alone would be right: {prior / n:.3f}")
+    print("per true scene: " + ", ".join(f"{s} {ok / total:.2f} ({total})" for s, (ok, total) in sorted(per_scene.items())))
+
+
+if __name__ == "__main__":
+    main()
