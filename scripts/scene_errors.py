@@ -41,10 +41,11 @@ def main() -> None:
 
     captions = best_captions(args.report)
     records = load_posts(args.data)
-    habits: dict[str, Counter] = defaultdict(Counter)
+    counts: dict[str, Counter] = defaultdict(Counter)
     for r in records:
         if r.split == "train" and r.labels:
-            habits[r.user_id][r.labels["scene"]] += 1
+            counts[r.user_id][r.labels["scene"]] += 1
+    habits = {user: [scene for scene, _ in c.most_common(3)] for user, c in counts.items()}  # most frequent first
     graded = [r for r in records if r.post_id in captions and is_gradable(r.labels)]
     if not graded:
         raise SystemExit("scene_errors: no gradable post of the report is in the dataset")
@@ -52,15 +53,16 @@ def main() -> None:
     per_scene: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r in graded:
         true, named = r.labels["scene"], named_scenes(captions[r.post_id])
-        favourites = {scene for scene, _ in habits[r.user_id].most_common(3)}
-        right += true in named
+        favourites = habits.get(r.user_id, [])
+        hit, others = true in named, named - {true}
+        right += hit
         silent += not named
-        per_scene[true][0] += true in named
+        per_scene[true][0] += hit
         per_scene[true][1] += 1
-        prior += habits[r.user_id].most_common(1)[0][0] == true
-        if named - {true}:
+        prior += favourites[:1] == [true]
+        if others:
             wrong += 1
-            wrong_habit += bool((named - {true}) & favourites)
+            wrong_habit += bool(others & set(favourites))
     n = len(graded)
     print(f"{n} gradable posts: true scene named {right / n:.3f}, a wrong scene {wrong / n:.3f}, none {silent / n:.3f}")
     print(f"wrong scenes among the user's 3 most frequent train scenes: {wrong_habit / max(wrong, 1):.3f}")
