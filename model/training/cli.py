@@ -171,6 +171,14 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
         help=f"clip the global gradient norm to this; 0 turns clipping off (default: {d.max_grad_norm})",
     )
     parser.add_argument(
+        "--context-dropout",
+        type=float,
+        default=d.context_dropout,
+        help="share of training rows that see a new user's empty profile instead of their own keywords, "
+        "so scene and object must be learned from the image; not in the paper "
+        f"(default: {d.context_dropout}, off)",
+    )
+    parser.add_argument(
         "--precision",
         default=d.precision,
         choices=("auto", "float32", "bfloat16"),
@@ -196,6 +204,7 @@ def _train_config(args: argparse.Namespace):
         probe_posts=args.probe_posts,
         precision=args.precision,
         max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
+        context_dropout=args.context_dropout,
         **keywords,
     )
 

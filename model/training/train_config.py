@@ -40,6 +40,7 @@ class TrainConfig:
     probe_posts: int = 48  # val posts captioned greedily at each check to measure grounding
     precision: str = "auto"  # "float32", "bfloat16" (frozen LM in bf16, autocast), or "auto"
     max_grad_norm: float | None = 1.0  # clip the prefix gradients' global norm; None: no clipping
+    context_dropout: float = 0.0  # share of train rows shown a new user's (empty) profile; not in the paper
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "keywords_k"):
@@ -57,6 +58,8 @@ class TrainConfig:
             raise ConfigError(f"probe_posts must be >= 0, got {self.probe_posts}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ConfigError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        if not 0.0 <= self.context_dropout < 1.0:
+            raise ConfigError(f"context_dropout must be in [0, 1), got {self.context_dropout}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

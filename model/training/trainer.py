@@ -33,6 +33,7 @@ from model.device import training_dtype
 from model.errors import ModelError
 from model.evaluation import grounding
 from model.factory import load_model
+from model.keywords import keywords_to_text
 from model.training.features import FeatureCache, Split, encode_split
 from model.training.train_config import METRICS_FILE, TrainConfig
 
@@ -76,17 +77,23 @@ def lm_autocast(model, device: torch.device) -> torch.autocast:
 
 
 def batch_loss(
-    model, split: Split, index: torch.Tensor, device: torch.device, image_index: torch.Tensor | None = None
+    model,
+    split: Split,
+    index: torch.Tensor,
+    device: torch.device,
+    image_index: torch.Tensor | None = None,
+    contexts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Mean caption-token NLL of the samples at `index`, and their caption-token count.
 
-    `image_index` pairs each caption with another sample's image (see `image_reliance`).
+    `image_index` pairs each caption with another sample's image (see `image_reliance`);
+    `contexts` replaces the samples' own context features (see `cold_start_contexts`).
     """
     input_ids, attention_mask = model.tokenize_captions([split.samples[i].text for i in index.tolist()])
     with lm_autocast(model, device):
         out = model(
             split.image_features[index if image_index is None else image_index].to(device),
-            split.context_features[index].to(device),
+            (split.context_features[index] if contexts is None else contexts).to(device),
             input_ids.to(device),
             attention_mask.to(device),
         )
@@ -150,6 +157,22 @@ def grounding_probe(model, split: Split, limit: int, device: torch.device) -> di
     captions = [hyps[0].text for hyps in nbest]
     scores = grounding.content_scores(captions, [split.samples[i].labels for i in rows])
     return {"scene": scores["content_scene"], "object": scores["content_object"], "example": captions[0]}
+
+
+def cold_start_contexts(
+    split: Split, index: torch.Tensor, new_user: torch.Tensor, share: float, seed: int, step: int
+) -> torch.Tensor:
+    """The batch's context features, with a random `share` of rows swapped for a new user's.
+
+    Context dropout: a row that sees no profile can only learn its scene and object from
+    the image, which keeps the user's habitual keywords from becoming a shortcut, and the
+    swapped-in context is exactly what a cold-start user gets at serving time. The rows
+    depend only on (seed, step), so a resumed run draws the same ones.
+    """
+    rows = torch.rand(len(index), generator=torch.Generator().manual_seed(seed * 1_000_003 + step)) < share
+    contexts = split.context_features[index].clone()
+    contexts[rows] = new_user
+    return contexts
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -231,6 +254,8 @@ def train(
     profiles = train_profiles(records)
     train_split = encode_split(records, "train", config.keywords_k, cache, profiles)
     val_split = encode_split(records, "val", config.keywords_k, cache, profiles)
+    # what a user with no past posts gets; encoded only when context dropout needs it
+    new_user_context = cache.context_features([keywords_to_text([])])[0] if config.context_dropout else None
     n = len(train_split.samples)
     if n == 0:
         raise TrainingError("records: the dataset has no train posts")
@@ -295,7 +320,12 @@ def train(
         batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)][skip:]
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, mininterval=5)
         for index in bar:
-            loss, _ = batch_loss(model, train_split, index, dev)
+            contexts = None
+            if config.context_dropout:
+                contexts = cold_start_contexts(
+                    train_split, index, new_user_context, config.context_dropout, config.seed, step
+                )
+            loss, _ = batch_loss(model, train_split, index, dev, contexts=contexts)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.max_grad_norm is not None:  # one bad batch must not throw the prefix off the LM's manifold

@@ -16,7 +16,8 @@ from model.data.synth import write_dataset
 from model.training.train_config import TrainConfig
 from model.data.samples import Sample
 from model.training.features import Split
-from model.training.trainer import cosine_with_warmup, same_user_shift, train
+from model.config import ConfigError
+from model.training.trainer import cold_start_contexts, cosine_with_warmup, same_user_shift, train
 
 TINY = PRESETS["tiny"]  # its random GPT-2 is initialised wide enough for a prefix to steer it
 
@@ -76,6 +77,38 @@ def test_resume_refuses_a_folder_without_training_state(posts, tmp_path: Path) -
     with pytest.raises(CheckpointError, match="nothing-here"):
         train(posts, preset=TINY, out_dir=tmp_path / "x", config=TrainConfig(epochs=1), cache_dir=tmp_path / "c",
               resume=tmp_path / "nothing-here")
+
+
+def test_resume_is_exact_with_context_dropout(posts, tmp_path: Path) -> None:
+    """The swapped rows depend on the step alone, so resuming does not redraw them."""
+    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, context_dropout=0.5)
+    cache = tmp_path / "cache"
+    whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
+    plain = train(posts, preset=TINY, out_dir=tmp_path / "plain",
+                  config=dataclasses.replace(config, context_dropout=0.0), cache_dir=cache)
+    assert whole.train_losses != pytest.approx(plain.train_losses, rel=1e-6)  # some rows did see the new-user context
+    train(posts, preset=TINY, out_dir=tmp_path / "part", config=dataclasses.replace(config, max_steps=3), cache_dir=cache)
+    resumed = train(posts, preset=TINY, out_dir=tmp_path / "resumed", config=config, cache_dir=cache,
+                    resume=tmp_path / "part")
+    assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
+
+
+def test_cold_start_contexts_swap_a_seeded_share_of_rows_for_the_new_user_context() -> None:
+    samples = [Sample(f"p{i}", "u", Path(f"{i}.png"), "text", (), "") for i in range(400)]
+    own = torch.arange(1, 401, dtype=torch.float32).unsqueeze(1).expand(400, 3).contiguous()
+    split = Split(samples, torch.zeros(400, 1, 4), own)
+    index = torch.arange(400)
+    new_user = torch.full((3,), -1.0)
+    contexts = cold_start_contexts(split, index, new_user, share=0.3, seed=0, step=7)
+    swapped = (contexts == new_user).all(dim=1)
+    assert 0.2 < swapped.float().mean() < 0.4
+    assert torch.equal(contexts[~swapped], own[~swapped])  # the other rows keep their own profile
+    assert torch.equal(split.context_features, own)  # the split itself is untouched
+    assert torch.equal(cold_start_contexts(split, index, new_user, 0.3, 0, 7), contexts)
+    assert not torch.equal(cold_start_contexts(split, index, new_user, 0.3, 0, 8), contexts)
+    assert torch.equal(cold_start_contexts(split, index, new_user, 0.0, 0, 7), own)
+    with pytest.raises(ConfigError, match="context_dropout"):
+        TrainConfig(context_dropout=1.0)
 
 
 def test_schedule_warms_up_then_decays_to_zero() -> None:
