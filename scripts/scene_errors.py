@@ -1,8 +1,8 @@
 """Are wrong scenes in captions the user's habit rather than the image? A diagnostic for the captions issue.
 
-    .venv/bin/python scripts/scene_errors.py --report runs/demo-offline/report.html --data runs/data-u12-p500-s0
+    .venv/bin/python scripts/scene_errors.py --eval runs/demo-offline/eval-test.json --data runs/data-u12-p500-s0
 
-Reads the best caption of each post from a `uapt evaluate --report` page and the labels
+Reads the best caption of each post from the JSON that `uapt evaluate --out` writes and the labels
 from the dataset. Over the gradable posts it prints: how often the true scene is named,
 how often another scene is, how often none is, what share of the wrong scenes are among
 the user's three most frequent train scenes, how often the user's single most frequent
@@ -12,8 +12,7 @@ scene alone would be right (the prior), and accuracy per true scene.
 from __future__ import annotations
 
 import argparse
-import html
-import re
+import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -23,23 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.data.dataset import load_posts  # noqa: E402
 from model.evaluation.grounding import is_gradable, named_scenes  # noqa: E402
 
-POST = re.compile(r'<figure class="post" data-post-id="([^"]+)">(.*?)</figure>', re.S)
-CAPTION = re.compile(r"<li>(.*?)<span", re.S)
 
-
-def best_captions(report: Path) -> dict[str, str]:
-    """post_id -> best caption, from the report page's n-best lists."""
-    page = report.read_text(encoding="utf-8")
-    return {post_id: html.unescape(CAPTION.findall(body)[0]).strip() for post_id, body in POST.findall(page)}
+def best_captions(eval_json: Path) -> dict[str, str]:
+    """post_id -> best caption, from the n-best lists an evaluation wrote."""
+    posts = json.loads(eval_json.read_text(encoding="utf-8"))["captions"]
+    return {p["post_id"]: p["nbest"][0]["text"] if p["nbest"] else "" for p in posts}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report", type=Path, required=True, help="a page written by uapt evaluate --report")
-    parser.add_argument("--data", type=Path, required=True, help="the dataset the report was made on")
+    parser.add_argument("--eval", type=Path, required=True, help="a JSON file written by uapt evaluate --out")
+    parser.add_argument("--data", type=Path, required=True, help="the dataset the evaluation was made on")
     args = parser.parse_args()
 
-    captions = best_captions(args.report)
+    captions = best_captions(args.eval)
     records = load_posts(args.data)
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in records:
@@ -48,7 +44,7 @@ def main() -> None:
     habits = {user: [scene for scene, _ in c.most_common(3)] for user, c in counts.items()}  # most frequent first
     graded = [r for r in records if r.post_id in captions and is_gradable(r.labels)]
     if not graded:
-        raise SystemExit("scene_errors: no gradable post of the report is in the dataset")
+        raise SystemExit("scene_errors: no gradable post of the evaluation is in the dataset")
     right, wrong, silent, wrong_habit, prior = 0, 0, 0, 0, 0
     per_scene: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r in graded:

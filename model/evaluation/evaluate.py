@@ -42,9 +42,6 @@ from model.uapt import Caption
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES_KEPT = 12
-
-
 @dataclass(frozen=True)
 class EvalOptions:
     split: str = "test"
@@ -74,7 +71,7 @@ class EvalReport:
     distinct_per_user: float
     wall_s: float
     decoding: dict = field(default_factory=dict)
-    examples: list[dict] = field(default_factory=list)
+    captions: list[dict] = field(default_factory=list)  # every post: ids, keywords, reference, n-best (best first)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,9 +189,15 @@ def evaluate_checkpoint(
             "no_repeat_ngram_size": options.no_repeat_ngram_size,
             "repetition_penalty": options.repetition_penalty,
         },
-        examples=[
-            {"post_id": s.post_id, "user_id": s.user_id, "keywords": list(s.keywords), "generated": g, "reference": s.text}
-            for s, g in list(zip(samples, generated))[:EXAMPLES_KEPT]
+        captions=[
+            {
+                "post_id": s.post_id,
+                "user_id": s.user_id,
+                "keywords": list(s.keywords),
+                "reference": s.text,
+                "nbest": [{"text": h.text, "score": round(h.score, 4)} for h in hyps],
+            }
+            for s, hyps in zip(samples, nbest)
         ],
     )
     if report_path is not None:

@@ -112,7 +112,8 @@ def run_ablation(
                 records, preset, variant, seed, ckpt, config, options, cache_dir, device, resume=resume
             )
         runs.setdefault(variant, []).append((report, entry["final_val_loss"]))
-        summary.setdefault(variant, []).append(entry)
+        # each run's captions stay in its own folder; the summary keeps the figures
+        summary.setdefault(variant, []).append({k: v for k, v in entry.items() if k != "captions"})
         logger.info("%s (init %d): %s", variant, seed, report.markdown().splitlines()[-1])
         # written after every run, so a stopped ablation keeps what it has finished
         (out_dir / JSON_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -31,7 +31,8 @@ def test_evaluate_reports_metrics_and_personalization(trained: Path, small_datas
     assert 0.0 <= report.personalization <= 1.0
     # The synthetic users' own test captions are mostly closest to their own train captions.
     assert report.personalization_ceiling >= 0.6
-    assert [e["reference"] for e in report.examples] == [p.text for p in posts if p.split == "test"][:5]
+    assert [c["reference"] for c in report.captions] == [p.text for p in posts if p.split == "test"][:5]
+    assert all(len(c["nbest"]) == 2 and c["nbest"][0]["score"] >= c["nbest"][1]["score"] for c in report.captions)
     assert "| BLEU-1 |" in report.markdown()
 
 
@@ -69,6 +70,8 @@ def test_ablate_repeats_each_variant_per_init_seed(tmp_path: Path, small_dataset
 
     summary = json.loads((out / "ablation.json").read_text())
     assert [run["init_seed"] for run in summary["full"]] == [0, 1]
+    assert "captions" not in summary["full"][0]  # the summary keeps figures; captions stay in each run's folder
+    assert len(json.loads((out / "full-init0" / "run.json").read_text())["captions"]) == 2
     configs = [json.loads((out / f"full-init{seed}" / "config.json").read_text())["config"] for seed in (0, 1)]
     assert [c["init_seed"] for c in configs] == [0, 1]
     weights = [(out / f"full-init{seed}" / "trainable.safetensors").read_bytes() for seed in (0, 1)]
