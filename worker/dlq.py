@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from worker.reasons import Reason
+
 MAX_HEADER_CHARS = 1000
 
 
@@ -21,12 +23,12 @@ class DeadLetter:
         return replace(self, value=None, headers=[*self.headers, ("value_dropped_bytes", str(size).encode())])
 
 
-def dead_letter(record, error: Exception, reason: str) -> DeadLetter:
+def dead_letter(record, error: Exception, reason: Reason) -> DeadLetter:
     """Wrap a refused input ``record`` (anything with topic/partition/offset/key/value) for the DLQ."""
     headers = {
         "error": str(error)[:MAX_HEADER_CHARS],
         "error_class": type(error).__name__,
-        "reason": reason,
+        "reason": str(reason),
         "source_topic": record.topic,
         "source_partition": str(record.partition),
         "source_offset": str(record.offset),

@@ -37,6 +37,7 @@ from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
 
+from worker.reasons import Reason
 from worker.schemas import EventError, ImageRef
 from worker.settings import ImagePolicy
 
@@ -52,25 +53,25 @@ CHUNK_BYTES = 64 * 1024
 class ImageError(EventError):
     """The image could not be fetched or decoded."""
 
-    reason = "image_invalid"
+    reason = Reason.IMAGE_INVALID
 
 
 class ImageRefused(ImageError):
     """The image reference breaks a guard (scheme, address, path, size); nothing was fetched."""
 
-    reason = "image_refused"
+    reason = Reason.IMAGE_REFUSED
 
 
 class ImageFetchError(ImageError):
     """The image server could not be reached or answered badly."""
 
-    reason = "image_fetch"
+    reason = Reason.IMAGE_FETCH
 
 
 class ImageDecodeError(ImageError):
     """The bytes are not a complete, decodable image."""
 
-    reason = "image_decode"
+    reason = Reason.IMAGE_DECODE
 
 
 class ImageLoader:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
+from worker.reasons import Reason
 from worker.stages import Stage
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -55,8 +56,10 @@ class WorkerMetrics:
         )
         for operation in DB_OPERATIONS:
             self.db_retries.labels(operation=operation)
-        for stage in Stage:  # every stage's series exists from the start, at zero
+        for stage in Stage:  # every stage's and reason's series exists from the start, at zero,
             self.stage_seconds.labels(stage=stage)
+        for reason in Reason:  # so rate() and increase() see the first failure instead of a new series
+            self.failures.labels(reason=reason)
 
     def observe_stages(self, seconds: Mapping[Stage, float]) -> None:
         for stage, value in seconds.items():

@@ -44,6 +44,7 @@ from profiles import Keyword, Post
 from profiles.errors import DatabaseUnavailable
 from worker.dlq import DeadLetter, dead_letter
 from worker.images import ImageFetchError, ImageLoader
+from worker.reasons import Reason
 from worker.schemas import CaptionEvent, CaptionOut, EventError, ForgetEvent, ImageRef, PostEvent, parse_event
 from worker.stages import Stage, timed
 
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 MAX_IMAGE_THREADS = 64  # a batch's images load at once: slow URLs wait out one shared budget, not queue
 LATE_GRACE_S = 2.0  # past the image budget, the batch waits this long for a load it cannot cut, then moves on
-INTERNAL_ERROR = "internal_error"  # reason of a record whose per-record step raised something unforeseen
 
 
 class Record(Protocol):
@@ -96,7 +96,7 @@ class KeywordSource(Protocol):
 class _BatchFailure(Exception):
     """A batch-level step (keyword read or model call) failed; ``reason`` labels it should a post be dead-lettered."""
 
-    def __init__(self, reason: str, cause: Exception) -> None:
+    def __init__(self, reason: Reason, cause: Exception) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.reason, self.cause = reason, cause
 
@@ -125,7 +125,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     posts: list[Post] = field(default_factory=list)  # to fold after the outputs are flushed
     forgets: list[PendingForget] = field(default_factory=list)  # applied among the posts, in record order
-    failures: Counter[str] = field(default_factory=Counter)  # reason -> count
+    failures: Counter[Reason] = field(default_factory=Counter)  # reason -> count
     stage_seconds: dict[Stage, float] = field(default_factory=dict)
 
 
@@ -151,7 +151,7 @@ class PreparedBatch:
 @dataclass(frozen=True)
 class _Refused:
     error: Exception
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class Processor:
                     self._refuse(result, record, exc)
                 except Exception as exc:  # noqa: BLE001 (contained: one record must not stop the stream)
                     log.exception("parsing the record at %s/%d@%d failed", record.topic, record.partition, record.offset)
-                    self._refuse(result, record, exc, INTERNAL_ERROR)
+                    self._refuse(result, record, exc, Reason.INTERNAL_ERROR)
 
         accepted: list[_Accepted] = []
         with timed(result.stage_seconds, Stage.IMAGE):
@@ -236,7 +236,7 @@ class Processor:
                 output = self._output(done, now_ms)
             except Exception as exc:  # noqa: BLE001 (contained, as above)
                 log.exception("building the caption message of post %r failed", done.item.event.post_id)
-                self._refuse(result, done.item.record, exc, INTERNAL_ERROR)
+                self._refuse(result, done.item.record, exc, Reason.INTERNAL_ERROR)
                 continue
             result.outputs.append(output)
             event = done.item.event
@@ -270,7 +270,7 @@ class Processor:
                 return _Refused(exc, exc.reason)
             except Exception as exc:  # noqa: BLE001 (contained: one image must not stop the stream)
                 log.exception("loading an image failed unexpectedly")
-                return _Refused(exc, INTERNAL_ERROR)
+                return _Refused(exc, Reason.INTERNAL_ERROR)
 
         pool = ThreadPoolExecutor(max_workers=min(MAX_IMAGE_THREADS, len(refs)), thread_name_prefix="uapt-image")
         futures = [pool.submit(load, ref) for ref in refs]
@@ -308,7 +308,7 @@ class Processor:
         except DatabaseUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 (isolated by the caller)
-            raise _BatchFailure("profile_error", exc) from exc
+            raise _BatchFailure(Reason.PROFILE_ERROR, exc) from exc
         keyword_terms = [[] if a.fresh else [kw.term for kw in profiles.get(a.event.user_id, [])] for a in items]
         wanted = [min(a.event.num_captions or self.num_captions, self.max_captions) for a in items]
         try:
@@ -319,7 +319,7 @@ class Processor:
                 captions = self.captioner.caption_encoded(features, keyword_terms, num_captions=max(wanted))
             return [_Captioned(*row) for row in zip(items, keyword_terms, wanted, captions, strict=True)]
         except Exception as exc:  # noqa: BLE001 (isolated by the caller)
-            raise _BatchFailure("model_error", exc) from exc
+            raise _BatchFailure(Reason.MODEL_ERROR, exc) from exc
 
     def _output(self, done: _Captioned, now_ms: float) -> OutputMessage:
         event, record = done.item.event, done.item.record
@@ -334,9 +334,9 @@ class Processor:
         return OutputMessage(event.user_id.encode("utf-8"), message.to_bytes(), event.post_id, record.timestamp)
 
     @staticmethod
-    def _refuse(result: BatchResult, record: Record, error: Exception, reason: str | None = None) -> None:
+    def _refuse(result: BatchResult, record: Record, error: Exception, reason: Reason | None = None) -> None:
         """Dead-letter ``record``; the label is ``reason``, else the error's own (EventError), else internal_error."""
-        label = reason or getattr(error, "reason", INTERNAL_ERROR)
+        label = reason or getattr(error, "reason", Reason.INTERNAL_ERROR)
         result.dead_letters.append(dead_letter(record, error, label))
         result.failures[label] += 1
 
@@ -352,6 +352,6 @@ def _forgotten_user(record: Record, event: ForgetEvent) -> str:
         raise EventError(
             f"a forget event's key must be its user_id {event.user_id!r}, so that it lands on the partition "
             f"of the user's posts and is applied in order with them; got key {record.key!r}",
-            reason="invalid_forget",
+            reason=Reason.INVALID_FORGET,
         )
     return event.user_id

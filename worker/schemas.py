@@ -25,6 +25,7 @@ from pydantic import (
 
 from profiles import InvalidPost, Post, check_id, validate_post
 from worker.errors import WorkerError
+from worker.reasons import Reason
 
 POST_SCHEMA = "uapt.post/1"
 FORGET_SCHEMA = "uapt.forget/1"
@@ -34,16 +35,16 @@ CAPTION_SCHEMA = "uapt.caption/1"
 class EventError(WorkerError):
     """An event that cannot be captioned; ``reason`` labels it for the DLQ header and metrics."""
 
-    reason = "invalid_event"
+    reason = Reason.INVALID_EVENT
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
         super().__init__(message)
         if reason is not None:
             self.reason = reason
 
 
 class UnknownSchemaError(EventError):
-    reason = "unknown_schema"
+    reason = Reason.UNKNOWN_SCHEMA
 
 
 def _checked_id(value: str, info: ValidationInfo) -> str:
@@ -114,38 +115,38 @@ class CaptionEvent(BaseModel):
 def parse_event(raw: bytes | None) -> PostEvent | ForgetEvent:
     """Decode, schema-check and text-check one input message; raises EventError on any fault."""
     if not raw:
-        raise EventError("empty message", reason="empty")
+        raise EventError("empty message", reason=Reason.EMPTY)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise EventError(f"message is not UTF-8 ({exc.reason} at byte {exc.start})", reason="not_utf8") from None
+        raise EventError(f"message is not UTF-8 ({exc.reason} at byte {exc.start})", reason=Reason.NOT_UTF8) from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise EventError(f"message is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", reason="not_json") from None
+        raise EventError(f"message is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", reason=Reason.NOT_JSON) from None
     except RecursionError:
-        raise EventError("message is JSON nested too deeply to parse", reason="too_deep") from None
+        raise EventError("message is JSON nested too deeply to parse", reason=Reason.TOO_DEEP) from None
     except ValueError as exc:  # e.g. an integer past Python's digit limit
-        raise EventError(f"message is not usable JSON: {exc}", reason="not_json") from None
+        raise EventError(f"message is not usable JSON: {exc}", reason=Reason.NOT_JSON) from None
     if not isinstance(document, dict):
-        raise EventError(f"message is JSON {type(document).__name__}, not an object", reason="not_object")
+        raise EventError(f"message is JSON {type(document).__name__}, not an object", reason=Reason.NOT_OBJECT)
     version = document.get("schema")
     if version == FORGET_SCHEMA:
         try:
             return ForgetEvent.model_validate(document)
         except ValidationError as exc:
-            raise EventError(_first_error(exc), reason="invalid_forget") from None
+            raise EventError(_first_error(exc), reason=Reason.INVALID_FORGET) from None
     if version != POST_SCHEMA:
         raise UnknownSchemaError(f"schema {version!r} is not supported (expected {POST_SCHEMA!r} or {FORGET_SCHEMA!r})")
     try:
         event = PostEvent.model_validate(document)
     except ValidationError as exc:
-        raise EventError(_first_error(exc), reason="invalid_field") from None
+        raise EventError(_first_error(exc), reason=Reason.INVALID_FIELD) from None
     if event.text:
         try:
             validate_post(Post(post_id=event.post_id, user_id=event.user_id, text=event.text))
         except InvalidPost as exc:
-            raise EventError(f"text: {exc}", reason="invalid_text") from None
+            raise EventError(f"text: {exc}", reason=Reason.INVALID_TEXT) from None
     return event
 
 

@@ -60,6 +60,22 @@ def test_stage_labels_keep_their_names(fake_captioner):
         assert f'uapt_stage_seconds_count{{stage="{stage}"}} 1.0' in exposition
 
 
+def test_every_dead_letter_reason_is_a_series_from_the_start(fake_captioner):
+    """A reason's first failure must be an increase of a series that exists, or rate() misses it;
+    alerts select on these label values, so the Reason enum must not rename them."""
+    loop, *_ = make_loop(fake_captioner, records(1))
+    loop.run()
+    exposition = loop.metrics.render().decode()
+    reasons = (
+        "empty", "not_utf8", "not_json", "too_deep", "not_object", "unknown_schema", "invalid_event", "invalid_field",
+        "invalid_text", "invalid_forget", "image_invalid", "image_refused", "image_fetch", "image_decode",
+        "profile_error", "model_error", "internal_error",
+    )
+    for reason in reasons:
+        assert f'uapt_failures_total{{reason="{reason}"}} 0.0' in exposition
+    assert exposition.count("uapt_failures_total{") == len(reasons)
+
+
 class HangingCaptioner(FakeCaptioner):
     """Holds the batch inside the model call until the test lets it go."""
 
