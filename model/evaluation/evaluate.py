@@ -22,7 +22,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from model.evaluation import grounding
 from model.evaluation.metrics import caption_metrics, distinct_per_user, repeat_ngram_rate
 from model.evaluation.report import write_html_report
 from model.factory import load_model
+from model.keywords import keywords_to_text
 from model.training.features import FeatureCache, encode_split
 from model.uapt import Caption
 
@@ -51,6 +52,7 @@ class EvalOptions:
     repetition_penalty: float = REPETITION_PENALTY
     limit: int | None = None
     keywords_k: int | None = None  # None: what the checkpoint was trained with (else 5)
+    cold_start: bool = False  # caption every post as if its user had no past posts (no keywords)
     batch_size: int = 16
 
 
@@ -70,6 +72,7 @@ class EvalReport:
     repeat_3gram_rate: float
     distinct_per_user: float
     wall_s: float
+    cold_start: bool = False
     decoding: dict = field(default_factory=dict)
     captions: list[dict] = field(default_factory=list)  # every post: ids, keywords, reference, n-best (best first)
 
@@ -94,7 +97,7 @@ class EvalReport:
         names = list(figures)
         values = ["n/a" if v is None else f"{v:.4f}" for v in figures.values()]
         lines = [
-            f"{self.checkpoint} on {self.split} ({self.posts} posts)",
+            f"{self.checkpoint} on {self.split} ({self.posts} posts{', every user new' if self.cold_start else ''})",
             "",
             "| " + " | ".join(names) + " |",
             "|" + " --- |" * len(names),
@@ -153,9 +156,12 @@ def evaluate_checkpoint(
     n = len(split.samples) if options.limit is None else min(options.limit, len(split.samples))
     if n == 0:
         raise DatasetError(f"split: the dataset has no '{options.split}' posts")
-    samples = split.samples[:n]
+    samples, contexts = split.samples[:n], split.context_features[:n]
+    if options.cold_start:  # what a user without history gets: the serving path's empty keyword list
+        samples = [replace(s, keywords=(), context_text=keywords_to_text([])) for s in samples]
+        contexts = cache.context_features([s.context_text for s in samples])
     logger.info("captioning %d %s posts with %s", n, options.split, checkpoint)
-    nbest = generate_captions(model, split.image_features[:n], split.context_features[:n], options)
+    nbest = generate_captions(model, split.image_features[:n], contexts, options)
     generated = [hyps[0].text if hyps else "" for hyps in nbest]
 
     references = {s.post_id: s.text for s in samples}
@@ -183,6 +189,7 @@ def evaluate_checkpoint(
         repeat_3gram_rate=repeat_ngram_rate(generated),
         distinct_per_user=distinct_per_user(generated, users),
         wall_s=time.perf_counter() - started,
+        cold_start=options.cold_start,
         decoding={
             "num_beams": options.num_beams,
             "temperature": options.temperature,

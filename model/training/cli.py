@@ -271,6 +271,7 @@ def _eval_options(args: argparse.Namespace):
         repetition_penalty=args.repetition_penalty,
         limit=args.limit,
         keywords_k=args.keywords,
+        cold_start=args.cold_start,
     )
 
 
@@ -278,6 +279,11 @@ def _add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score (default: test)")
     add_decoding_args(parser)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N posts of the split")
+    parser.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="caption every post as if its user were new (no keywords): how far the image alone carries the captions",
+    )
 
 
 def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:

@@ -36,6 +36,18 @@ def test_evaluate_reports_metrics_and_personalization(trained: Path, small_datas
     assert "| BLEU-1 |" in report.markdown()
 
 
+def test_cold_start_evaluation_captions_every_post_without_keywords(trained: Path, small_dataset: Path) -> None:
+    posts = load_posts(small_dataset)
+    options = EvalOptions(num_beams=2, limit=4)
+    usual = evaluate_checkpoint(posts, trained, options=options, cache_dir=trained / "cache")
+    cold = evaluate_checkpoint(posts, trained, options=EvalOptions(num_beams=2, limit=4, cold_start=True),
+                               cache_dir=trained / "cache")
+    assert cold.cold_start and not usual.cold_start
+    assert all(c["keywords"] == [] for c in cold.captions) and any(c["keywords"] for c in usual.captions)
+    assert [c["nbest"] for c in cold.captions] != [c["nbest"] for c in usual.captions]  # the context did change
+    assert "every user new" in cold.markdown()
+
+
 def test_cli_evaluate_writes_json(trained: Path, small_dataset: Path, capsys: pytest.CaptureFixture) -> None:
     out = trained / "report.json"
     with pytest.raises(SystemExit) as done:
