@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -224,3 +226,104 @@ def test_repetition_settings_are_validated() -> None:
         BeamSettings(no_repeat_ngram_size=-1)
     with pytest.raises(GenerationError, match="repetition_penalty"):
         BeamSettings(repetition_penalty=0.5)
+
+
+# image guidance
+
+
+def test_guided_log_probs_contrast_with_the_reference_over_plausible_tokens() -> None:
+    from model.config import GUIDANCE_PLAUSIBILITY
+    from model.generation import guided_log_probs
+
+    # token 0: the user's habit, likely with or without the image; token 1: what the image shows;
+    # token 3: far below the plausibility floor, and even less likely without the image
+    conditioned = torch.log(torch.tensor([[0.45, 0.40, 0.149, 0.001]]))
+    reference = torch.log(torch.tensor([[0.80, 0.10, 0.09999, 0.00001]]))
+    guided = guided_log_probs(conditioned, reference, weight=1.0)
+    plausible = conditioned[0] >= conditioned.max() + torch.log(torch.tensor(GUIDANCE_PLAUSIBILITY))
+    assert plausible.tolist() == [True, True, True, False]
+    expected = torch.log_softmax(2 * conditioned[0, plausible] - reference[0, plausible], dim=-1)
+    assert torch.allclose(guided[0, plausible], expected)
+    assert guided[0, 3] == float("-inf") and torch.exp(guided).sum() == pytest.approx(1.0)
+    assert guided[0].argmax() == 1 and conditioned[0].argmax() == 0
+
+
+def test_guidance_never_leaves_only_banned_tokens() -> None:
+    """The plausible set is taken after the n-gram ban: a banned favourite does not empty it."""
+    from model.generation import next_log_probs
+
+    logits = torch.tensor([[0.0, 0.0, 9.0, 0.0, 5.0]])  # token 2 is the favourite but would repeat the trigram (2, 2, 2)
+    history = torch.tensor([[2, 2, 2]])
+    settings = BeamSettings(temperature=1.0, no_repeat_ngram_size=3, repetition_penalty=1.0, image_guidance=1.0)
+    out = next_log_probs(logits, history, settings, reference=torch.zeros(1, 5))
+    assert out[0, 2] == float("-inf") and out[0].argmax() == 4 and torch.isfinite(out[0, 4])
+
+
+def _reference_prefix(model, count: int) -> torch.Tensor:
+    images = model.no_image_features().expand(count, -1, -1)
+    context = model.encode_context([" ".join(k) for k in SAMPLE_KEYWORDS[:count]])
+    return model.prefix_embeddings(images, context)
+
+
+@pytest.mark.parametrize("settings", [
+    BeamSettings(num_beams=3, max_new_tokens=10, image_guidance=1.0),
+    BeamSettings(num_beams=2, max_new_tokens=12, image_guidance=0.5, no_repeat_ngram_size=2, repetition_penalty=1.5),
+])
+def test_batched_equals_naive_with_image_guidance(settings: BeamSettings, stopping_lm) -> None:
+    model = tiny_model()
+    prefix, reference = _prefix(model, 4), _reference_prefix(model, 4)
+    prompts = [[], model.tokenizer("a photo of", add_special_tokens=False).input_ids, [257], []]
+    batched = beam_search(stopping_lm, prefix, model.eos_id, settings, prompts, reference)
+    _assert_same(batched, naive_beam_search(stopping_lm, prefix, model.eos_id, settings, prompts, reference))
+    assert len({len(image[0].token_ids) for image in batched}) > 1  # images left the batch at different steps
+    unguided = beam_search(stopping_lm, prefix, model.eos_id, replace(settings, image_guidance=0.0), prompts)
+    assert [h.score for h in batched[0]] != pytest.approx([h.score for h in unguided[0]])
+
+
+def test_greedy_with_image_guidance_picks_the_guided_argmax(stopping_lm) -> None:
+    from model.generation import guided_log_probs
+
+    model = tiny_model()
+    prefix, reference = _prefix(model, 3), _reference_prefix(model, 3)
+    settings = BeamSettings(num_beams=1, max_new_tokens=8, image_guidance=2.0, no_repeat_ngram_size=0, repetition_penalty=1.0)
+    greedy = greedy_search(stopping_lm, prefix, model.eos_id, settings, reference=reference)
+    embed = stopping_lm.get_input_embeddings()
+    for row in range(3):
+        tokens: list[int] = []
+        for _ in range(settings.max_new_tokens):
+            ids = embed(torch.tensor(tokens, dtype=torch.long))
+            log_probs = [
+                torch.log_softmax(stopping_lm(inputs_embeds=torch.cat([p[row], ids])[None]).logits[:, -1] / 0.8, -1)
+                for p in (prefix, reference)
+            ]
+            token = int(guided_log_probs(*log_probs, weight=2.0).argmax())
+            if token == model.eos_id:
+                break
+            tokens.append(token)
+        assert list(greedy[row][0].token_ids) == tokens
+
+
+def test_generate_guides_with_the_grey_image_prefix() -> None:
+    model = tiny_model()
+    images = model.encode_images(sample_images(2))
+    context = model.encode_context([" ".join(k) for k in SAMPLE_KEYWORDS[:2]])
+    assert model.no_image_features().shape == (1, *images.shape[1:])
+    captions = model.generate(images, context, max_new_tokens=6, image_guidance=1.5)
+    settings = BeamSettings(max_new_tokens=6, image_guidance=1.5)
+    expected = beam_search(
+        model.lm, model.prefix_embeddings(images, context), model.eos_id, settings, reference=_reference_prefix(model, 2)
+    )
+    assert [[c.token_ids for c in i] for i in captions] == [[list(h.token_ids) for h in i] for i in expected]
+
+
+def test_image_guidance_needs_its_reference_and_a_valid_weight() -> None:
+    model = tiny_model()
+    prefix = _prefix(model, 2)
+    with pytest.raises(GenerationError, match="image_guidance"):
+        BeamSettings(image_guidance=-0.5)
+    with pytest.raises(GenerationError, match="reference prefix"):
+        beam_search(model.lm, prefix, model.eos_id, BeamSettings(image_guidance=1.0))
+    with pytest.raises(GenerationError, match="reference prefix"):
+        greedy_search(model.lm, prefix, model.eos_id, BeamSettings(num_beams=1), reference=prefix)
+    with pytest.raises(GenerationError, match="shape"):
+        beam_search(model.lm, prefix, model.eos_id, BeamSettings(image_guidance=1.0), reference=prefix[:1])
