@@ -179,6 +179,13 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
         f"(default: {d.context_dropout}, off)",
     )
     parser.add_argument(
+        "--visual-lr-scale",
+        type=float,
+        default=d.visual_lr_scale,
+        help="peak lr of the image path (visual projection, mapping network, global image term) relative to --lr; "
+        f"not in the paper (default: {d.visual_lr_scale}, the same lr everywhere)",
+    )
+    parser.add_argument(
         "--precision",
         default=d.precision,
         choices=("auto", "float32", "bfloat16"),
@@ -205,6 +212,7 @@ def _train_config(args: argparse.Namespace):
         precision=args.precision,
         max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
         context_dropout=args.context_dropout,
+        visual_lr_scale=args.visual_lr_scale,
         **keywords,
     )
 
@@ -228,6 +236,13 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
     train.add_argument("--resume", type=Path, default=None, help="checkpoint folder to resume from (e.g. the same --out)")
+    train.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this trained checkpoint's weights with a new optimizer and schedule (a second stage); "
+        "unlike --resume it does not continue the old run",
+    )
     train.set_defaults(func=_cmd_train)
 
 
@@ -247,6 +262,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             device=args.device,
             resume=args.resume,
+            init_from=args.init_from,
             init_seed=args.init_seed,
             data_info=synth_arguments(args.data),
         )
@@ -269,6 +285,7 @@ def _eval_options(args: argparse.Namespace):
         temperature=args.temperature,
         no_repeat_ngram_size=args.no_repeat_ngram_size,
         repetition_penalty=args.repetition_penalty,
+        image_guidance=args.image_guidance,
         limit=args.limit,
         keywords_k=args.keywords,
         cold_start=args.cold_start,

@@ -175,6 +175,26 @@ def cold_start_contexts(
     return contexts
 
 
+def parameter_groups(model, config: TrainConfig) -> list[dict]:
+    """The optimizer's parameter groups: one at `lr`, or, with a visual_lr_scale, the image path apart.
+
+    The image path (visual projection, mapping network with its queries, global image
+    term) learns the scene and object; the user path, fusion and output projection decide
+    the style, which the LM picks up fast, so a larger step for the image path alone lets
+    it catch up without throwing the prefix off the LM's embedding scale.
+    """
+    params = model.trainable_parameters()
+    if config.visual_lr_scale == 1.0:
+        return [{"params": params}]
+    prefix = model.prefix
+    image_path = [m for m in (prefix.visual_projection, prefix.mapping, prefix.global_image) if m is not None]
+    visual = {id(p) for module in image_path for p in module.parameters()}
+    return [
+        {"params": [p for p in params if id(p) not in visual]},
+        {"params": [p for p in params if id(p) in visual], "lr": config.lr * config.visual_lr_scale},
+    ]
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffle of one epoch; depends only on (seed, epoch), which makes resume exact."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
@@ -226,15 +246,20 @@ def train(
     cache_dir: str | Path = "runs/feature-cache",
     device: str = "auto",
     resume: str | Path | None = None,
+    init_from: str | Path | None = None,
     init_seed: int | None = None,
     data_info: dict | None = None,
 ) -> TrainResult:
     """Train on the train split, report val loss each epoch, checkpoint into `out_dir`.
 
     `preset` is a preset name (with `ablation` applied) or a UAPTConfig; `init_seed`
-    replaces its seed of the initial prefix weights. `data_info` (e.g. the synthetic
+    replaces its seed of the initial prefix weights. `init_from` starts from a trained
+    checkpoint's weights instead, with a new optimizer and schedule (a second stage);
+    `resume` continues an interrupted run exactly. `data_info` (e.g. the synthetic
     generator's arguments) is recorded in metrics.json as "data".
     """
+    if resume is not None and init_from is not None:
+        raise TrainingError("resume and init_from exclude each other: a resumed run already has its weights")
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -243,8 +268,8 @@ def train(
     if init_seed is not None:
         model_config = replace(model_config, init_seed=init_seed)
     model = load_model(model_config, device=device, dtype="float32")
-    if resume is not None:
-        load_checkpoint(model, resume)
+    if resume is not None or init_from is not None:
+        load_checkpoint(model, resume if resume is not None else init_from)
     params = model.trainable_parameters()
     dev = params[0].device
     lm_dtype = training_dtype(config.precision, dev)
@@ -276,7 +301,9 @@ def train(
         cache.encoded_contexts,
     )
 
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
     history: dict = {"train_losses": [], "val_losses": [], "probes": []}
     step = 0
@@ -354,7 +381,8 @@ def train(
     )
     write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
                  warmup=warmup, total_steps=total_steps, lm_dtype=str(lm_dtype).removeprefix("torch."),
-                 probes=history.get("probes", []), image_reliance=history.get("image_reliance", []), data=data_info)
+                 probes=history.get("probes", []), image_reliance=history.get("image_reliance", []), data=data_info,
+                 init_from=None if init_from is None else str(init_from))
     return result
 
 

@@ -93,6 +93,58 @@ def test_resume_is_exact_with_context_dropout(posts, tmp_path: Path) -> None:
     assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
 
 
+def test_visual_lr_scale_puts_exactly_the_image_path_in_a_faster_group() -> None:
+    from model.factory import load_model
+    from model.training.trainer import parameter_groups
+
+    model = load_model(TINY, device="cpu")
+    assert parameter_groups(model, TrainConfig(lr=1e-3)) == [{"params": model.trainable_parameters()}]
+    rest, visual = parameter_groups(model, TrainConfig(lr=1e-3, visual_lr_scale=3.0))
+    assert visual["lr"] == pytest.approx(3e-3) and "lr" not in rest
+    names = {id(p): n for n, p in model.prefix.named_parameters()}
+    visual_names = {names[id(p)].split(".")[0] for p in visual["params"]}
+    rest_names = {names[id(p)].split(".")[0] for p in rest["params"]}
+    assert visual_names == {"visual_projection", "mapping"} | ({"global_image"} if model.prefix.global_image else set())
+    assert "to_lm" in rest_names and "user_projection" in rest_names and not visual_names & rest_names
+    assert len(visual["params"]) + len(rest["params"]) == len(model.trainable_parameters())
+    with pytest.raises(ConfigError, match="visual_lr_scale"):
+        TrainConfig(visual_lr_scale=0.0)
+
+
+def test_resume_is_exact_with_a_visual_lr_scale(posts, tmp_path: Path) -> None:
+    """Both groups' lr and moments come back from the saved state."""
+    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, visual_lr_scale=3.0)
+    cache = tmp_path / "cache"
+    whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
+    plain = train(posts, preset=TINY, out_dir=tmp_path / "plain",
+                  config=dataclasses.replace(config, visual_lr_scale=1.0), cache_dir=cache)
+    assert whole.train_losses[1:] != pytest.approx(plain.train_losses[1:], rel=1e-6)
+    train(posts, preset=TINY, out_dir=tmp_path / "part", config=dataclasses.replace(config, max_steps=3), cache_dir=cache)
+    resumed = train(posts, preset=TINY, out_dir=tmp_path / "resumed", config=config, cache_dir=cache,
+                    resume=tmp_path / "part")
+    assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
+
+
+def test_init_from_starts_a_new_stage_from_trained_weights(posts, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = tmp_path / "first"
+    train(posts, preset=TINY, out_dir=first, config=TrainConfig(epochs=3, batch_size=2, lr=3e-3), cache_dir=cache)
+    still = TrainConfig(epochs=1, batch_size=2, lr=1e-12, max_steps=1)  # a step too small to move any weight
+    second = train(posts, preset=TINY, out_dir=tmp_path / "second", config=still, cache_dir=cache, init_from=first)
+    fresh = train(posts, preset=TINY, out_dir=tmp_path / "fresh", config=still, cache_dir=cache)
+    trained, staged = (load_file(str(d / "trainable.safetensors")) for d in (first, tmp_path / "second"))
+    for name, tensor in trained.items():
+        torch.testing.assert_close(staged[name], tensor)
+    assert second.train_losses[0] < fresh.train_losses[0]  # it starts where the first stage ended, not from scratch
+    assert second.steps == 1  # a new schedule, not the first stage's step count
+    metrics = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    assert metrics["init_from"] == str(first)
+    from model.training.trainer import TrainingError
+
+    with pytest.raises(TrainingError, match="exclude each other"):
+        train(posts, preset=TINY, out_dir=tmp_path / "x", config=still, cache_dir=cache, init_from=first, resume=first)
+
+
 def test_cold_start_contexts_swap_a_seeded_share_of_rows_for_the_new_user_context() -> None:
     samples = [Sample(f"p{i}", "u", Path(f"{i}.png"), "text", (), "") for i in range(400)]
     own = torch.arange(1, 401, dtype=torch.float32).unsqueeze(1).expand(400, 3).contiguous()
