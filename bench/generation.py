@@ -10,14 +10,10 @@ call instead; it may pick other beams legitimately, because it applies the
 repetition penalty and the temperature to log-probabilities after the softmax
 where this project (and the naive reference) applies them to the logits, so the
 share of images whose best caption agrees is printed beside its time.
-With `--image-guidance W` both decoders also run the grey-image reference rows
-(`model.generation.guided_logits`); Hugging Face's `generate` has no such mode, so
-its place is taken by this project's own decoder without guidance, timed in the same
-run: `guidance_cost` is guided time over unguided time.
 Untrained prefix weights rarely emit eos, so every caption runs to
 --max-new-tokens: the comparison is of equal work. The last line is machine-readable:
 
-    speedup_vs_naive=<x> speedup_vs_hf=<y> identical=<true|false> captions_per_s=<z> [guidance_cost=<c>]
+    speedup_vs_naive=<x> speedup_vs_hf=<y> identical=<true|false> captions_per_s=<z>
 
 where captions_per_s counts images whose n-best list the batched decoder produced
 per second (median run). `--preset paper --random-weights` times the paper's
@@ -28,7 +24,6 @@ on weight values, and nothing has to be downloaded.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
 import statistics
 import time
@@ -39,7 +34,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import LogitsProcessorList, TemperatureLogitsWarper
 
-from model.config import IMAGE_GUIDANCE, NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY, get_config, with_random_weights
+from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY, get_config, with_random_weights
 from model.factory import load_model
 from model.generation import BeamSettings, beam_search, naive_beam_search
 from model.keywords import keywords_to_text
@@ -137,11 +132,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--repetition-penalty", type=float, default=REPETITION_PENALTY,
         help=f"repetition penalty in both decoders (default: {REPETITION_PENALTY}, as served)",
     )
-    parser.add_argument(
-        "--image-guidance", type=float, default=IMAGE_GUIDANCE,
-        help=f"image guidance weight in both decoders (default: {IMAGE_GUIDANCE}, as served); "
-        "above 0 the unguided decoder replaces HF generate as the baseline",
-    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the batched decoder and of HF (default: 3; the naive reference runs once)")
     parser.add_argument("--prompts", action="store_true", help="give each image a text prompt of a different length")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -176,18 +166,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_new_tokens=args.max_new_tokens,
         no_repeat_ngram_size=args.no_repeat_ngram_size,
         repetition_penalty=args.repetition_penalty,
-        image_guidance=args.image_guidance,
     )
-    guided = settings.image_guidance > 0
     with torch.no_grad():
         prefix = model.prefix_embeddings(image_features, context_features)
-        no_image = model.no_image_features().expand(args.batch, -1, -1)
-        reference = model.prefix_embeddings(no_image, context_features) if guided else None
     prompt_ids = None if prompts is None else [model.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
 
-    def decode(search, decode_settings: BeamSettings = settings) -> list:
-        guide = reference if decode_settings.image_guidance > 0 else None
-        result = search(model.lm, prefix, model.eos_id, decode_settings, prompt_ids, guide)
+    def decode(search) -> list:
+        result = search(model.lm, prefix, model.eos_id, settings, prompt_ids)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         return result
@@ -201,16 +186,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     decode(beam_search)  # warm-up: first-call allocations and kernel selection
     batched_times, batched = timed(lambda: decode(beam_search), args.repeats)
     naive_times, naive = timed(lambda: decode(naive_beam_search), 0 if args.skip_naive else 1)  # a strawman: once
-    hf_times, hf_best = timed(hf_decode, 0 if prompts or guided else args.repeats)
-    unguided = dataclasses.replace(settings, image_guidance=0.0)
-    unguided_times, _ = timed(lambda: decode(beam_search, unguided), args.repeats if guided else 0)
+    hf_times, hf_best = timed(hf_decode, 0 if prompts else args.repeats)
     batched_s = statistics.median(batched_times)
     lengths = [len(c.token_ids) for image in batched for c in image]
 
     print(
         f"preset={args.preset} device={model.device} dtype={next(model.lm.parameters()).dtype} "
         f"threads={torch.get_num_threads()} batch={args.batch} beams={args.num_beams} "
-        f"max_new_tokens={args.max_new_tokens} prompts={'mixed' if prompts else 'none'} image_guidance={args.image_guidance}"
+        f"max_new_tokens={args.max_new_tokens} prompts={'mixed' if prompts else 'none'}"
     )
     print(f"load_s={load_s:.1f} encode_s={encode_s:.2f} mean_caption_tokens={statistics.mean(lengths):.1f}")
     print(f"batched_s={batched_s:.3f} runs={[round(t, 3) for t in batched_times]}")
@@ -226,18 +209,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"hf_generate_s={hf_s:.3f} runs={[round(t, 3) for t in hf_times]} best_caption_agrees_with_hf={agree:.2f}")
         speedup_hf = f"{hf_s / batched_s:.2f}"
     else:
-        speedup_hf = "skipped (guidance)" if guided else "skipped (prompts)"
-    guidance_cost = ""
-    if unguided_times:
-        unguided_s = statistics.median(unguided_times)
-        print(f"unguided_s={unguided_s:.3f} runs={[round(t, 3) for t in unguided_times]}")
-        guidance_cost = f" guidance_cost={batched_s / unguided_s:.2f}"
+        speedup_hf = "skipped (prompts)"
     print(f"example: {model.tokenizer.decode(list(batched[0][0].token_ids)).strip()!r}")
     if args.profile:
         print_profile(lambda: decode(beam_search), model.device)
     print(
         f"speedup_vs_naive={speedup_naive} speedup_vs_hf={speedup_hf} identical={identical} "
-        f"captions_per_s={args.batch / batched_s:.2f}{guidance_cost}"
+        f"captions_per_s={args.batch / batched_s:.2f}"
     )
 
 

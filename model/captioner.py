@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from model.config import IMAGE_GUIDANCE, NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
+from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
 from model.generation import BeamSettings
 from model.keywords import keywords_to_text
 from model.uapt import UAPT, Caption, InputError
@@ -27,7 +27,6 @@ class Captioner:
         length_penalty: float = 1.0,
         no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
         repetition_penalty: float = REPETITION_PENALTY,
-        image_guidance: float = IMAGE_GUIDANCE,
     ) -> None:
         # Validate now (GenerationError), not at the first batch of a running worker.
         BeamSettings(
@@ -36,7 +35,6 @@ class Captioner:
             max_new_tokens=max_new_tokens or 1,
             no_repeat_ngram_size=no_repeat_ngram_size,
             repetition_penalty=repetition_penalty,
-            image_guidance=image_guidance,
         )
         self.model = model
         self.num_beams = num_beams
@@ -45,7 +43,6 @@ class Captioner:
         self.length_penalty = length_penalty
         self.no_repeat_ngram_size = no_repeat_ngram_size
         self.repetition_penalty = repetition_penalty
-        self.image_guidance = image_guidance
         self.model_id = model.checkpoint_id or f"{model.config.preset}:untrained"
 
     def encode_images(self, images: Sequence[Image.Image]) -> list[Tensor]:
@@ -76,7 +73,6 @@ class Captioner:
             length_penalty=self.length_penalty,
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             repetition_penalty=self.repetition_penalty,
-            image_guidance=self.image_guidance,
         )
 
     def caption(

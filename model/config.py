@@ -29,10 +29,6 @@ NO_REPEAT_NGRAM_SIZE = 3
 """No word-piece trigram twice in one caption: stops loops such as '#smarter #smarter #smarter'."""
 REPETITION_PENALTY = 1.2
 """CTRL's suggested value: mildly discourages reusing any token already generated."""
-IMAGE_GUIDANCE = 0.0
-"""Weight of image guidance in decoding (model.generation.guided_logits); 0 is the paper's decoding."""
-GUIDANCE_PLAUSIBILITY = 0.1
-"""Guidance keeps only tokens at least this share as likely as the image-conditioned favourite (VCD's alpha)."""
 
 CLIP_TEXT_CONTEXT = "clip-text"
 """`context_encoder` value meaning: use the text tower of the image encoder's CLIP model."""

@@ -13,12 +13,6 @@ are computed.
 Scores are length-normalized sums of log-probabilities of the generated tokens
 (eos included), computed from logits divided by the temperature.
 
-Image guidance (`BeamSettings.image_guidance` > 0, with a `reference` prefix: the same
-user's prefix built without the image) decodes from
-(1 + w) log p(token | image, user) - w log p(token | no image, user), over the tokens the
-image-conditioned model itself finds plausible (`guided_log_probs`). The reference rows run
-in the same LM batch as the conditioned ones, below them, and follow the same beams.
-
 Every decoder applies the same repetition control to each row, from the tokens that
 row has generated so far (`next_log_probs`): a repetition penalty on the logits of
 tokens already generated (the CTRL rule, as Hugging Face's
@@ -37,14 +31,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from model.config import (
-    GUIDANCE_PLAUSIBILITY,
-    IMAGE_GUIDANCE,
-    NO_REPEAT_NGRAM_SIZE,
-    NUM_BEAMS,
-    REPETITION_PENALTY,
-    TEMPERATURE,
-)
+from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
 from model.errors import ModelError
 
 
@@ -61,7 +48,6 @@ class BeamSettings:
     length_penalty: float = 1.0  # score = sum log p / length ** length_penalty
     no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE  # 0: off
     repetition_penalty: float = REPETITION_PENALTY  # 1.0: off
-    image_guidance: float = IMAGE_GUIDANCE  # w in guided_log_probs; 0: off
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -74,8 +60,6 @@ class BeamSettings:
             raise GenerationError(f"no_repeat_ngram_size must be >= 0 (0 turns it off), got {self.no_repeat_ngram_size}")
         if not self.repetition_penalty >= 1.0:
             raise GenerationError(f"repetition_penalty must be >= 1.0 (1.0 turns it off), got {self.repetition_penalty}")
-        if not self.image_guidance >= 0:
-            raise GenerationError(f"image_guidance must be >= 0 (0 turns it off), got {self.image_guidance}")
         if not 1 <= self.n_best <= self.num_beams:
             raise GenerationError(
                 f"num_return_sequences must be between 1 and num_beams ({self.num_beams}), got {self.num_return_sequences}"
@@ -139,30 +123,12 @@ class _ImageBeams:
         return sorted(candidates, key=lambda h: h.score, reverse=True)[: self.settings.n_best]
 
 
-def guided_log_probs(log_probs: Tensor, reference: Tensor, weight: float) -> Tensor:
-    """Contrast each row's next-token distribution with what the same user predicts without the image.
-
-    (1 + w) log p(image) - w log p(no image), renormalised, favours the words the image
-    makes more likely than the user's habit does (a scene the user rarely posts, seen in
-    this picture) and disfavours the habitual ones the image does not support. Only tokens
-    with p(image) >= GUIDANCE_PLAUSIBILITY * max p(image) stay possible, so the contrast
-    cannot promote a token the conditioned model finds implausible merely because the
-    reference finds it even less likely (the adaptive plausibility constraint of visual
-    contrastive decoding, Leng et al. 2024). Tokens already at -inf (banned) stay there.
-    """
-    floor = log_probs.max(dim=-1, keepdim=True).values + math.log(GUIDANCE_PLAUSIBILITY)
-    guided = ((1 + weight) * log_probs - weight * reference).masked_fill(log_probs < floor, -math.inf)
-    return torch.log_softmax(guided, dim=-1)
-
-
-def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings, reference: Tensor | None = None) -> Tensor:
+def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings) -> Tensor:
     """Next-token log-probabilities (N, V) of rows whose generated tokens so far are `history` (N, t).
 
     Repetition penalty on the logits of generated tokens (positive ones divided, negative
     ones multiplied), then temperature, log-softmax, and -inf for every token that would
-    complete an n-gram the row has already generated. With guidance, `reference` holds
-    the same rows' logits without the image, and `guided_log_probs` comes last, so the
-    plausible set never holds only banned tokens.
+    complete an n-gram the row has already generated.
     """
     logits = logits.float()
     if settings.repetition_penalty != 1.0 and history.size(1):
@@ -176,10 +142,7 @@ def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings, refe
         tail = history[:, history.size(1) - (n - 1) :]  # (N, n-1): what the next token would extend
         rows, windows = (grams[:, :, : n - 1] == tail[:, None, :]).all(dim=-1).nonzero(as_tuple=True)
         log_probs[rows, grams[rows, windows, n - 1]] = -math.inf  # only the banned entries: no (N, V) mask
-    if reference is None:
-        return log_probs
-    reference_log_probs = torch.log_softmax(reference.float() / settings.temperature, dim=-1)
-    return guided_log_probs(log_probs, reference_log_probs, settings.image_guidance)
+    return log_probs
 
 
 def _positions(mask: Tensor) -> Tensor:
@@ -187,15 +150,9 @@ def _positions(mask: Tensor) -> Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def _check_inputs(
-    prefix: Tensor, prompt_ids: Sequence[Sequence[int]] | None, reference: Tensor | None, settings: BeamSettings
-) -> list[list[int]]:
+def _check_inputs(prefix: Tensor, prompt_ids: Sequence[Sequence[int]] | None) -> list[list[int]]:
     if prefix.dim() != 3:
         raise GenerationError(f"prefix must be (batch, length, hidden), got shape {tuple(prefix.shape)}")
-    if (reference is not None) != (settings.image_guidance > 0):
-        raise GenerationError("image guidance needs a reference prefix, and a reference prefix needs image_guidance > 0")
-    if reference is not None and reference.shape != prefix.shape:
-        raise GenerationError(f"reference must have the prefix's shape {tuple(prefix.shape)}, got {tuple(reference.shape)}")
     if prompt_ids is None:
         return [[] for _ in range(prefix.size(0))]
     if len(prompt_ids) != prefix.size(0):
@@ -223,24 +180,6 @@ def _prefill(lm: nn.Module, prefix: Tensor, prompts: list[list[int]]) -> tuple[T
     return out.logits[:, -1], out.cache, mask
 
 
-def _lm_batch(prefix: Tensor, reference: Tensor | None) -> Tensor:
-    """The prefixes the LM runs: the conditioned ones, then (guided) the reference ones below them."""
-    return prefix if reference is None else torch.cat([prefix, reference])
-
-
-def _halves(logits: Tensor, guided: bool) -> tuple[Tensor, Tensor | None]:
-    """The LM's logits split into the conditioned rows and (guided) the reference rows below them."""
-    if not guided:
-        return logits, None
-    half = logits.size(0) // 2
-    return logits[:half], logits[half:]
-
-
-def _both_halves(index: Tensor, rows: int, guided: bool) -> Tensor:
-    """LM rows that follow `index` into the `rows` conditioned rows: with guidance, their reference rows too."""
-    return torch.cat([index, index + rows]) if guided else index
-
-
 def _step(lm: nn.Module, tokens: Tensor, mask: Tensor, cache: Any) -> tuple[Tensor, Any]:
     """Feed one token per row (tokens (N,), mask (N, L) already including it). Returns (logits (N, V), cache)."""
     positions = mask.sum(-1, keepdim=True) - 1  # (N, 1)
@@ -255,20 +194,16 @@ def beam_search(
     eos_id: int,
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
-    reference: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
-    """Batched beam search over all images and beams at once, with the KV cache. prefix, reference: (B, P, H)."""
-    prompts = _check_inputs(prefix, prompt_ids, reference, settings)
-    guided = reference is not None
+    """Batched beam search over all images and beams at once, with the KV cache. prefix: (B, P, H)."""
+    prompts = _check_inputs(prefix, prompt_ids)
     width = settings.num_beams
-    logits, cache, mask = _prefill(lm, _lm_batch(prefix, reference), prompts * (1 + guided))
-    logits, reference_logits = _halves(logits, guided)
+    logits, cache, mask = _prefill(lm, prefix, prompts)
     rows = torch.arange(prefix.size(0), device=prefix.device).repeat_interleave(width)
-    lm_rows = _both_halves(rows, prefix.size(0), guided)
-    cache.reorder_cache(lm_rows)
-    mask = mask[lm_rows]  # (B*K, L), twice when guided
+    cache.reorder_cache(rows)
+    mask = mask[rows]  # (B*K, L)
     history = torch.zeros(len(rows), 0, dtype=torch.long, device=prefix.device)  # (B*K, t): generated tokens
-    log_probs = next_log_probs(logits, history[: prefix.size(0)], settings, reference_logits)[rows]  # (B*K, V)
+    log_probs = next_log_probs(logits, history[: prefix.size(0)], settings)[rows]  # (B*K, V)
     vocab = log_probs.size(-1)
 
     beams = [_ImageBeams(settings, eos_id) for _ in prompts]
@@ -297,25 +232,20 @@ def beam_search(
                 continue
             live[image] = [tokens for tokens, _ in new_live]
             still_active.append(image)
-            # Fewer than K candidates can be possible (guidance keeps only plausible tokens): the
-            # missing beams copy the best one with score -inf, so they never yield a candidate.
-            padding = [(chosen[0][0], chosen[0][1], -math.inf)] * (width - len(chosen))
-            sources += [slot * width + beam for beam, _, _ in chosen + padding]
-            next_tokens += [token for _, token, _ in chosen + padding]
-            next_scores += [score for _, _, score in chosen + padding]
+            sources += [slot * width + beam for beam, _, _ in chosen]
+            next_tokens += [token for _, token, _ in chosen]
+            next_scores += [score for _, _, score in chosen]
         if not still_active:
             break
-        source = torch.tensor(sources, device=prefix.device)
-        lm_rows = _both_halves(source, len(active) * width, guided)
         active = still_active
-        cache.reorder_cache(lm_rows)
-        mask = torch.cat([mask[lm_rows], mask.new_ones(len(lm_rows), 1)], dim=1)
+        source = torch.tensor(sources, device=prefix.device)
+        cache.reorder_cache(source)
+        mask = torch.cat([mask[source], mask.new_ones(len(sources), 1)], dim=1)
         scores = torch.tensor(next_scores, device=prefix.device).view(len(active), width)
         tokens = torch.tensor(next_tokens, device=prefix.device)
         history = torch.cat([history[source], tokens[:, None]], dim=1)
-        logits, cache = _step(lm, tokens.repeat(1 + guided), mask, cache)
-        conditioned, reference_logits = _halves(logits, guided)
-        log_probs = next_log_probs(conditioned, history, settings, reference_logits)
+        logits, cache = _step(lm, tokens, mask, cache)
+        log_probs = next_log_probs(logits, history, settings)
     return results
 
 
@@ -326,32 +256,25 @@ def naive_beam_search(
     eos_id: int,
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
-    reference: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Reference beam search: one image at a time, the full sequence recomputed every step, no cache.
 
-    (Only the last position goes through the LM head, as in the batched prefill.) With
-    guidance, the reference sequences are a second LM call.
+    (Only the last position goes through the LM head, as in the batched prefill.)
     """
-    prompts = _check_inputs(prefix, prompt_ids, reference, settings)
+    prompts = _check_inputs(prefix, prompt_ids)
     embed = lm.get_input_embeddings()
-
-    def last_logits(prefix_row: Tensor, prompt: list[int], live: list[tuple[tuple[int, ...], float]]) -> Tensor:
-        sequences = []
-        for tokens, _ in live:
-            ids = torch.tensor(prompt + list(tokens), dtype=torch.long, device=prefix.device)
-            sequences.append(torch.cat([prefix_row, embed(ids).to(prefix.dtype)]))
-        return lm(inputs_embeds=torch.stack(sequences), use_cache=False, logits_to_keep=1).logits[:, -1]
-
     results = []
     for row, prompt in enumerate(prompts):
         beams = _ImageBeams(settings, eos_id)
         live: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
         for step in range(settings.max_new_tokens):
-            logits = last_logits(prefix[row], prompt, live)
-            reference_logits = None if reference is None else last_logits(reference[row], prompt, live)
+            sequences = []
+            for tokens, _ in live:
+                ids = torch.tensor(prompt + list(tokens), dtype=torch.long, device=prefix.device)
+                sequences.append(torch.cat([prefix[row], embed(ids).to(prefix.dtype)]))
+            logits = lm(inputs_embeds=torch.stack(sequences), use_cache=False, logits_to_keep=1).logits[:, -1]
             history = torch.tensor([tokens for tokens, _ in live], dtype=torch.long, device=prefix.device).view(len(live), step)
-            log_probs = next_log_probs(logits, history, settings, reference_logits)  # (beams, V)
+            log_probs = next_log_probs(logits, history, settings)  # (beams, V)
             vocab = log_probs.size(-1)
             beam_scores = torch.tensor([score for _, score in live], device=prefix.device)
             candidates = (beam_scores[:, None] + log_probs).view(-1)
@@ -375,20 +298,17 @@ def greedy_search(
     eos_id: int,
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
-    reference: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched greedy decoding with the KV cache (beam width and n-best are ignored: one caption per image)."""
-    prompts = _check_inputs(prefix, prompt_ids, reference, settings)
-    guided = reference is not None
-    logits, cache, mask = _prefill(lm, _lm_batch(prefix, reference), prompts * (1 + guided))
+    prompts = _check_inputs(prefix, prompt_ids)
+    logits, cache, mask = _prefill(lm, prefix, prompts)
     batch = len(prompts)
     tokens: list[list[int]] = [[] for _ in range(batch)]
     sums = [0.0] * batch
     finished = [False] * batch
     history = torch.zeros(batch, 0, dtype=torch.long, device=prefix.device)  # every token fed, per row
     for step in range(settings.max_new_tokens):
-        conditioned, reference_logits = _halves(logits, guided)
-        log_probs = next_log_probs(conditioned, history, settings, reference_logits)
+        log_probs = next_log_probs(logits, history, settings)
         best_logp, best = log_probs.max(dim=-1)
         for row, (token, logp) in enumerate(zip(best.tolist(), best_logp.tolist())):
             if finished[row]:
@@ -401,9 +321,9 @@ def greedy_search(
         if all(finished) or step + 1 == settings.max_new_tokens:
             break
         # Finished rows keep decoding (cheaper than reshaping the cache); their tokens are ignored.
-        mask = torch.cat([mask, mask.new_ones(mask.size(0), 1)], dim=1)
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
         history = torch.cat([history, best[:, None]], dim=1)
-        logits, cache = _step(lm, best.repeat(1 + guided), mask, cache)
+        logits, cache = _step(lm, best, mask, cache)
     penalty = settings.length_penalty
     return [
         [Hypothesis(tuple(ids), normalized_score(total, len(ids) + int(done), penalty))]

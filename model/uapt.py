@@ -30,12 +30,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from model import generation
-from model.config import IMAGE_GUIDANCE, NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, UAPTConfig
+from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, UAPTConfig
 from model.errors import ModelError
-
-
-NO_IMAGE_SIZE = (224, 224)
-NO_IMAGE_GREY = (128, 128, 128)
 
 
 class InputError(ModelError):
@@ -247,7 +243,6 @@ class UAPT(nn.Module):
             float(lm.get_input_embeddings().weight.float().std()),
         )
         self.checkpoint_id: str | None = None  # set by model.checkpoint.load_checkpoint
-        self._no_image_features: Tensor | None = None  # see no_image_features
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.image_encoder, self.context_encoder, self.lm]
@@ -279,16 +274,6 @@ class UAPT(nn.Module):
     def encode_context(self, keyword_texts: Sequence[str]) -> Tensor:
         """Frozen context features of each user's keyword text, float32: (B, context_dim)."""
         return self.context_encoder(keyword_texts)
-
-    def no_image_features(self) -> Tensor:
-        """Image features (1, T, image_dim) of a picture with nothing in it: a uniform mid-grey image.
-
-        What image guidance contrasts against: the prefix it gives says who the user is
-        and nothing about the scene or object. Encoded once, on first use.
-        """
-        if self._no_image_features is None:
-            self._no_image_features = self.encode_images([Image.new("RGB", NO_IMAGE_SIZE, NO_IMAGE_GREY)])
-        return self._no_image_features
 
     def tokenize_captions(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """(input_ids, attention_mask), both (B, T), right-padded, eos appended, cut at max_caption_tokens.
@@ -362,14 +347,12 @@ class UAPT(nn.Module):
         length_penalty: float = 1.0,
         no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
         repetition_penalty: float = REPETITION_PENALTY,
-        image_guidance: float = IMAGE_GUIDANCE,
         prompts: Sequence[str] | None = None,
     ) -> list[list[Caption]]:
         """n-best captions per image (best first). num_beams=1 decodes greedily.
 
         `prompts` (one text per image, lengths may differ) are fed after the prefix and
-        are not part of the returned captions. `image_guidance` > 0 contrasts each
-        prefix with the same user's prefix built from `no_image_features`.
+        are not part of the returned captions.
         """
         settings = generation.BeamSettings(
             num_beams=num_beams,
@@ -379,18 +362,13 @@ class UAPT(nn.Module):
             length_penalty=length_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size,
             repetition_penalty=repetition_penalty,
-            image_guidance=image_guidance,
         )
         prefix = self.prefix_embeddings(image_features, context_features)
-        reference = None
-        if image_guidance > 0:
-            no_image = self.no_image_features().expand(image_features.size(0), -1, -1)
-            reference = self.prefix_embeddings(no_image, context_features)
         prompt_ids = None
         if prompts is not None:
             prompt_ids = [self.tokenizer(text, add_special_tokens=False).input_ids for text in prompts]
         search = generation.greedy_search if num_beams == 1 else generation.beam_search
-        hypotheses = search(self.lm, prefix, self.eos_id, settings, prompt_ids, reference)
+        hypotheses = search(self.lm, prefix, self.eos_id, settings, prompt_ids)
         return [
             [Caption(self.tokenizer.decode(list(h.token_ids)).strip(), h.score, list(h.token_ids)) for h in image]
             for image in hypotheses

@@ -30,7 +30,6 @@ def load_captioner(settings: Settings) -> Captioner:
         model,
         no_repeat_ngram_size=settings.no_repeat_ngram_size,
         repetition_penalty=settings.repetition_penalty,
-        image_guidance=settings.image_guidance,
     )
 
 

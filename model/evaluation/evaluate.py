@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from model.checkpoint import CONFIG_FILE, read_checkpoint_config
-from model.config import IMAGE_GUIDANCE, NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
+from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
 from model.data.dataset import DatasetError, PostRecord
 from model.data.samples import train_profiles
 from model.data.style import StyleProfiles
@@ -50,7 +50,6 @@ class EvalOptions:
     temperature: float = TEMPERATURE
     no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE
     repetition_penalty: float = REPETITION_PENALTY
-    image_guidance: float = IMAGE_GUIDANCE
     limit: int | None = None
     keywords_k: int | None = None  # None: what the checkpoint was trained with (else 5)
     cold_start: bool = False  # caption every post as if its user had no past posts (no keywords)
@@ -123,7 +122,6 @@ def generate_captions(
                 temperature=options.temperature,
                 no_repeat_ngram_size=options.no_repeat_ngram_size,
                 repetition_penalty=options.repetition_penalty,
-                image_guidance=options.image_guidance,
             )
         )
     return captions
@@ -197,7 +195,6 @@ def evaluate_checkpoint(
             "temperature": options.temperature,
             "no_repeat_ngram_size": options.no_repeat_ngram_size,
             "repetition_penalty": options.repetition_penalty,
-            "image_guidance": options.image_guidance,
         },
         captions=[
             {

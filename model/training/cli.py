@@ -285,7 +285,6 @@ def _eval_options(args: argparse.Namespace):
         temperature=args.temperature,
         no_repeat_ngram_size=args.no_repeat_ngram_size,
         repetition_penalty=args.repetition_penalty,
-        image_guidance=args.image_guidance,
         limit=args.limit,
         keywords_k=args.keywords,
         cold_start=args.cold_start,

@@ -35,19 +35,13 @@ def test_bad_values_are_named(env, message):
         Settings.from_sources(env=env)
 
 
-def test_decoding_settings_default_to_the_models_and_are_checked():
-    from model.config import IMAGE_GUIDANCE, NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
+def test_repetition_control_settings_default_to_the_models_and_are_checked():
+    from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
 
     s = Settings.from_sources(env={})
-    assert (s.no_repeat_ngram_size, s.repetition_penalty, s.image_guidance) == (
-        NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY, IMAGE_GUIDANCE
-    )
-    s = Settings.from_sources(
-        env={"UAPT_NO_REPEAT_NGRAM_SIZE": "0", "UAPT_REPETITION_PENALTY": "1.5", "UAPT_IMAGE_GUIDANCE": "0.75"}
-    )
-    assert (s.no_repeat_ngram_size, s.repetition_penalty, s.image_guidance) == (0, 1.5, 0.75)
-    with pytest.raises(SettingsError, match="image_guidance"):
-        Settings.from_sources(env={"UAPT_IMAGE_GUIDANCE": "-1"})
+    assert (s.no_repeat_ngram_size, s.repetition_penalty) == (NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY)
+    s = Settings.from_sources(env={"UAPT_NO_REPEAT_NGRAM_SIZE": "0", "UAPT_REPETITION_PENALTY": "1.5"})
+    assert (s.no_repeat_ngram_size, s.repetition_penalty) == (0, 1.5)
     with pytest.raises(SettingsError, match="repetition_penalty"):
         Settings.from_sources(env={"UAPT_REPETITION_PENALTY": "0.5"})
     with pytest.raises(SettingsError, match="no_repeat_ngram_size"):
@@ -137,10 +131,8 @@ def test_a_bug_in_the_worker_keeps_its_traceback(monkeypatch):
         run_cli("worker", "--preset", "tiny")
 
 
-def test_the_worker_captioner_decodes_with_the_settings_decoding_controls():
+def test_the_worker_captioner_decodes_with_the_settings_repetition_control():
     from worker.service import load_captioner
 
-    captioner = load_captioner(
-        Settings(preset="tiny", device="cpu", no_repeat_ngram_size=2, repetition_penalty=1.3, image_guidance=0.5)
-    )
-    assert (captioner.no_repeat_ngram_size, captioner.repetition_penalty, captioner.image_guidance) == (2, 1.3, 0.5)
+    captioner = load_captioner(Settings(preset="tiny", device="cpu", no_repeat_ngram_size=2, repetition_penalty=1.3))
+    assert (captioner.no_repeat_ngram_size, captioner.repetition_penalty) == (2, 1.3)
