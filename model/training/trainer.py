@@ -179,9 +179,9 @@ def parameter_groups(model, config: TrainConfig) -> list[dict]:
     """The optimizer's parameter groups: one at `lr`, or, with a visual_lr_scale, the image path apart.
 
     The image path (visual projection, mapping network with its queries, global image
-    term) learns the scene and object; the user path, fusion and output projection decide
-    the style, which the LM picks up fast, so a larger step for the image path alone lets
-    it catch up without throwing the prefix off the LM's embedding scale.
+    term) is what must learn scene and object, and it lags the user path in training
+    (docs/RESULTS.md 1.7-1.9); its own group lets it take larger steps than the user
+    projection, fusion and output projection, which set the prefix's scale for the LM.
     """
     params = model.trainable_parameters()
     if config.visual_lr_scale == 1.0:
