@@ -79,14 +79,20 @@ def test_resume_refuses_a_folder_without_training_state(posts, tmp_path: Path) -
               resume=tmp_path / "nothing-here")
 
 
-def test_resume_is_exact_with_context_dropout(posts, tmp_path: Path) -> None:
-    """The swapped rows depend on the step alone, so resuming does not redraw them."""
-    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, context_dropout=0.5)
+@pytest.mark.parametrize(
+    ("option", "value", "off"),
+    [
+        ("context_dropout", 0.5, 0.0),  # the swapped rows depend on the step alone: resuming does not redraw them
+        ("visual_lr_scale", 3.0, 1.0),  # both parameter groups' lr and moments come back from the saved state
+    ],
+)
+def test_resume_is_exact_with_an_option_on(option: str, value: float, off: float, posts, tmp_path: Path) -> None:
+    config = dataclasses.replace(TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1), **{option: value})
     cache = tmp_path / "cache"
     whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
     plain = train(posts, preset=TINY, out_dir=tmp_path / "plain",
-                  config=dataclasses.replace(config, context_dropout=0.0), cache_dir=cache)
-    assert whole.train_losses != pytest.approx(plain.train_losses, rel=1e-6)  # some rows did see the new-user context
+                  config=dataclasses.replace(config, **{option: off}), cache_dir=cache)
+    assert whole.train_losses != pytest.approx(plain.train_losses, rel=1e-6)  # the option did change training
     train(posts, preset=TINY, out_dir=tmp_path / "part", config=dataclasses.replace(config, max_steps=3), cache_dir=cache)
     resumed = train(posts, preset=TINY, out_dir=tmp_path / "resumed", config=config, cache_dir=cache,
                     resume=tmp_path / "part")
@@ -109,20 +115,6 @@ def test_visual_lr_scale_puts_exactly_the_image_path_in_a_faster_group() -> None
     assert len(visual["params"]) + len(rest["params"]) == len(model.trainable_parameters())
     with pytest.raises(ConfigError, match="visual_lr_scale"):
         TrainConfig(visual_lr_scale=0.0)
-
-
-def test_resume_is_exact_with_a_visual_lr_scale(posts, tmp_path: Path) -> None:
-    """Both groups' lr and moments come back from the saved state."""
-    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, visual_lr_scale=3.0)
-    cache = tmp_path / "cache"
-    whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
-    plain = train(posts, preset=TINY, out_dir=tmp_path / "plain",
-                  config=dataclasses.replace(config, visual_lr_scale=1.0), cache_dir=cache)
-    assert whole.train_losses[1:] != pytest.approx(plain.train_losses[1:], rel=1e-6)
-    train(posts, preset=TINY, out_dir=tmp_path / "part", config=dataclasses.replace(config, max_steps=3), cache_dir=cache)
-    resumed = train(posts, preset=TINY, out_dir=tmp_path / "resumed", config=config, cache_dir=cache,
-                    resume=tmp_path / "part")
-    assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
 
 
 def test_init_from_starts_a_new_stage_from_trained_weights(posts, tmp_path: Path) -> None:
