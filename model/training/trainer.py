@@ -305,7 +305,8 @@ def train(
         parameter_groups(model, config), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
-    history: dict = {"train_losses": [], "val_losses": [], "probes": []}
+    # init_from lives in the history, so a resumed second stage still names its first
+    history: dict = {"train_losses": [], "val_losses": [], "probes": [], "init_from": init_from and str(init_from)}
     step = 0
     if resume is not None:
         step, history = load_train_state(Path(resume), optimizer, scheduler)
@@ -336,7 +337,8 @@ def train(
         )
 
     def checkpoint() -> None:
-        extra = {"train": config.to_dict(), "step": step, "total_steps": total_steps, "ablation": ablation}
+        extra = {"train": config.to_dict(), "step": step, "total_steps": total_steps, "ablation": ablation,
+                 "init_from": history.get("init_from")}
         save_checkpoint(model, out_dir, extra=extra)
         save_train_state(out_dir, optimizer, scheduler, step, history)
 
@@ -382,7 +384,7 @@ def train(
     write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
                  warmup=warmup, total_steps=total_steps, lm_dtype=str(lm_dtype).removeprefix("torch."),
                  probes=history.get("probes", []), image_reliance=history.get("image_reliance", []), data=data_info,
-                 init_from=None if init_from is None else str(init_from))
+                 init_from=history.get("init_from"))
     return result
 
 

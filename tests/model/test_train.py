@@ -131,6 +131,11 @@ def test_init_from_starts_a_new_stage_from_trained_weights(posts, tmp_path: Path
     assert second.steps == 1  # a new schedule, not the first stage's step count
     metrics = json.loads((tmp_path / "second" / "metrics.json").read_text())
     assert metrics["init_from"] == str(first)
+    # a resumed second stage still names its first, in metrics.json and in the checkpoint
+    two_steps = dataclasses.replace(still, max_steps=2)
+    train(posts, preset=TINY, out_dir=tmp_path / "second", config=two_steps, cache_dir=cache, resume=tmp_path / "second")
+    assert json.loads((tmp_path / "second" / "metrics.json").read_text())["init_from"] == str(first)
+    assert json.loads((tmp_path / "second" / "config.json").read_text())["extra"]["init_from"] == str(first)
     from model.training.trainer import TrainingError
 
     with pytest.raises(TrainingError, match="exclude each other"):
