@@ -268,8 +268,9 @@ def train(
     if init_seed is not None:
         model_config = replace(model_config, init_seed=init_seed)
     model = load_model(model_config, device=device, dtype="float32")
-    if resume is not None or init_from is not None:
-        load_checkpoint(model, resume if resume is not None else init_from)
+    weights = resume if resume is not None else init_from  # None: the seeded initial weights
+    if weights is not None:
+        load_checkpoint(model, weights)
     params = model.trainable_parameters()
     dev = params[0].device
     lm_dtype = training_dtype(config.precision, dev)
@@ -306,7 +307,7 @@ def train(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
     # init_from lives in the history, so a resumed second stage still names its first
-    history: dict = {"train_losses": [], "val_losses": [], "probes": [], "init_from": init_from and str(init_from)}
+    history: dict = {"train_losses": [], "val_losses": [], "probes": [], "init_from": None if init_from is None else str(init_from)}
     step = 0
     if resume is not None:
         step, history = load_train_state(Path(resume), optimizer, scheduler)
