@@ -11,7 +11,9 @@ per-image bookkeeping in `_ImageBeams`, so they differ only in how log-probabili
 are computed.
 
 Scores are length-normalized sums of log-probabilities of the generated tokens
-(eos included), computed from logits divided by the temperature.
+(eos included), computed from logits divided by the temperature. The n-best list puts
+captions that ended (eos) before beams cut at `max_new_tokens`, whatever their scores;
+Hugging Face's beam search ranks both kinds together by score.
 
 Every decoder applies the same repetition control to each row, from the tokens that
 row has generated so far (`next_log_probs`): a repetition penalty on the logits of
@@ -24,7 +26,7 @@ and naive searches still choose the same beams.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -73,10 +75,15 @@ class BeamSettings:
 class Hypothesis(NamedTuple):
     token_ids: tuple[int, ...]  # generated tokens, without the final eos
     score: float
+    finished: bool  # ended with eos; False: cut at max_new_tokens
 
 
 def normalized_score(sum_logprob: float, length: int, length_penalty: float) -> float:
     return sum_logprob / max(length, 1) ** length_penalty
+
+
+def _best_first(hypotheses: Iterable[Hypothesis]) -> list[Hypothesis]:
+    return sorted(hypotheses, key=lambda h: h.score, reverse=True)
 
 
 class _ImageBeams:
@@ -99,7 +106,9 @@ class _ImageBeams:
             if token == self.eos_id:
                 if rank < width:  # an eos below the top K would not have survived as a beam
                     length = len(live[beam]) + 1
-                    self.finished.append(Hypothesis(live[beam], normalized_score(score, length, self.settings.length_penalty)))
+                    self.finished.append(
+                        Hypothesis(live[beam], normalized_score(score, length, self.settings.length_penalty), True)
+                    )
             else:
                 chosen.append((beam, token, score))
                 if len(chosen) == width:
@@ -115,12 +124,17 @@ class _ImageBeams:
         return normalized_score(best_live_score, length, self.settings.length_penalty) <= worst_kept
 
     def finalize(self, live: Sequence[tuple[tuple[int, ...], float]], done: bool) -> list[Hypothesis]:
-        """The n-best list; unfinished beams count too when decoding stopped at max_new_tokens."""
-        candidates = list(self.finished)
+        """The n-best list: finished hypotheses first, best first; beams cut at max_new_tokens only fill the rest.
+
+        A beam still going at the length limit is a caption cut mid-text (often chat text
+        the LM ran on into after the caption's end), so it never outranks one that ended.
+        """
+        ranked = _best_first(self.finished)
         if not done:
             penalty = self.settings.length_penalty
-            candidates += [Hypothesis(tokens, normalized_score(score, len(tokens), penalty)) for tokens, score in live]
-        return sorted(candidates, key=lambda h: h.score, reverse=True)[: self.settings.n_best]
+            cut = [Hypothesis(tokens, normalized_score(score, len(tokens), penalty), False) for tokens, score in live]
+            ranked += _best_first(cut)
+        return ranked[: self.settings.n_best]
 
 
 def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings) -> Tensor:
@@ -326,6 +340,6 @@ def greedy_search(
         logits, cache = _step(lm, best, mask, cache)
     penalty = settings.length_penalty
     return [
-        [Hypothesis(tuple(ids), normalized_score(total, len(ids) + int(done), penalty))]
+        [Hypothesis(tuple(ids), normalized_score(total, len(ids) + int(done), penalty), done)]
         for ids, total, done in zip(tokens, sums, finished)
     ]

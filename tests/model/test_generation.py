@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from model.generation import BeamSettings, GenerationError, beam_search, greedy_search, naive_beam_search
+from model.generation import (
+    BeamSettings,
+    GenerationError,
+    Hypothesis,
+    _ImageBeams,
+    beam_search,
+    greedy_search,
+    naive_beam_search,
+)
 from model_fixtures import SAMPLE_KEYWORDS, sample_images, tiny_model
 
 
@@ -49,6 +57,7 @@ def _assert_same(batched, naive) -> None:
     assert len(batched) == len(naive)
     for fast, slow in zip(batched, naive):
         assert [h.token_ids for h in fast] == [h.token_ids for h in slow]
+        assert [h.finished for h in fast] == [h.finished for h in slow]
         for a, b in zip(fast, slow):
             assert a.score == pytest.approx(b.score, abs=1e-4)
 
@@ -73,7 +82,24 @@ def test_batched_beam_search_equals_naive_with_mixed_prompt_lengths(stopping: bo
     _assert_same(batched, naive)
     assert all(len(image) == 3 for image in batched)
     for image in batched:
-        assert [h.score for h in image] == sorted((h.score for h in image), reverse=True)
+        assert_ended_first_then_best_first(image)
+
+
+def assert_ended_first_then_best_first(nbest) -> None:
+    assert [h.finished for h in nbest] == sorted((h.finished for h in nbest), reverse=True)
+    for finished in (True, False):
+        scores = [h.score for h in nbest if h.finished is finished]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_a_caption_that_ended_outranks_a_better_scored_one_cut_at_the_length_limit() -> None:
+    """The LM often runs on past a caption's end into chat text; a beam cut there must not be the suggestion."""
+    beams = _ImageBeams(BeamSettings(num_beams=2), eos_id=0)
+    # one live beam (7, 8): eos is the best next token, but with a low score; two words go on
+    going_on = beams.select([-3.0, -0.1, -0.2], [0, 0, 0], [0, 5, 6], [(7, 8)])
+    assert going_on == [(0, 5, -0.1), (0, 6, -0.2)]
+    nbest = beams.finalize([((7, 8, 5), -0.1), ((7, 8, 6), -0.2)], done=False)
+    assert nbest == [Hypothesis((7, 8), -1.0, True), Hypothesis((7, 8, 5), pytest.approx(-0.1 / 3), False)]
 
 
 def test_early_stops_match_the_reference(stopping_lm) -> None:
