@@ -82,10 +82,10 @@ def test_batched_beam_search_equals_naive_with_mixed_prompt_lengths(stopping: bo
     _assert_same(batched, naive)
     assert all(len(image) == 3 for image in batched)
     for image in batched:
-        assert_ended_first_then_best_first(image)
+        _assert_ended_first_then_best_first(image)
 
 
-def assert_ended_first_then_best_first(nbest) -> None:
+def _assert_ended_first_then_best_first(nbest) -> None:
     assert [h.finished for h in nbest] == sorted((h.finished for h in nbest), reverse=True)
     for finished in (True, False):
         scores = [h.score for h in nbest if h.finished is finished]
@@ -95,11 +95,12 @@ def assert_ended_first_then_best_first(nbest) -> None:
 def test_a_caption_that_ended_outranks_a_better_scored_one_cut_at_the_length_limit() -> None:
     """The LM often runs on past a caption's end into chat text; a beam cut there must not be the suggestion."""
     beams = _ImageBeams(BeamSettings(num_beams=2), eos_id=0)
-    # one live beam (7, 8): eos is the best next token, but with a low score; two words go on
-    going_on = beams.select([-3.0, -0.1, -0.2], [0, 0, 0], [0, 5, 6], [(7, 8)])
-    assert going_on == [(0, 5, -0.1), (0, 6, -0.2)]
-    nbest = beams.finalize([((7, 8, 5), -0.1), ((7, 8, 6), -0.2)], done=False)
-    assert nbest == [Hypothesis((7, 8), -1.0, True), Hypothesis((7, 8, 5), pytest.approx(-0.1 / 3), False)]
+    # the live beam (7, 8) ends (eos, second best) or goes on with token 5 or 6; then the length limit
+    going_on = beams.select([-0.3, -0.9, -1.0], [0, 0, 0], [5, 0, 6], [(7, 8)])
+    assert going_on == [(0, 5, -0.3), (0, 6, -1.0)]
+    nbest = beams.finalize([((7, 8, 5), -0.3), ((7, 8, 6), -1.0)], done=False)
+    # by score alone the cut (7, 8, 5) would lead: -0.3 / 3 tokens beats the ended -0.9 / 3
+    assert nbest == [Hypothesis((7, 8), pytest.approx(-0.3), True), Hypothesis((7, 8, 5), pytest.approx(-0.1), False)]
 
 
 def test_early_stops_match_the_reference(stopping_lm) -> None:
