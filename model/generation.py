@@ -120,8 +120,8 @@ class _ImageBeams:
         width = self.settings.num_beams
         if len(self.finished) < width:
             return False
-        worst_kept = sorted((h.score for h in self.finished), reverse=True)[width - 1]
-        return normalized_score(best_live_score, length, self.settings.length_penalty) <= worst_kept
+        worst_kept = _best_first(self.finished)[width - 1]
+        return normalized_score(best_live_score, length, self.settings.length_penalty) <= worst_kept.score
 
     def finalize(self, live: Sequence[tuple[tuple[int, ...], float]], done: bool) -> list[Hypothesis]:
         """The n-best list: finished hypotheses first, best first; beams cut at max_new_tokens only fill the rest.

@@ -62,6 +62,13 @@ def _assert_same(batched, naive) -> None:
             assert a.score == pytest.approx(b.score, abs=1e-4)
 
 
+def _assert_ended_first_then_best_first(nbest) -> None:
+    assert [h.finished for h in nbest] == sorted((h.finished for h in nbest), reverse=True)
+    for finished in (True, False):
+        scores = [h.score for h in nbest if h.finished is finished]
+        assert scores == sorted(scores, reverse=True)
+
+
 @pytest.mark.parametrize("stopping", [False, True])
 def test_batched_beam_search_equals_naive_with_mixed_prompt_lengths(stopping: bool, stopping_lm) -> None:
     model = tiny_model()
@@ -83,13 +90,6 @@ def test_batched_beam_search_equals_naive_with_mixed_prompt_lengths(stopping: bo
     assert all(len(image) == 3 for image in batched)
     for image in batched:
         _assert_ended_first_then_best_first(image)
-
-
-def _assert_ended_first_then_best_first(nbest) -> None:
-    assert [h.finished for h in nbest] == sorted((h.finished for h in nbest), reverse=True)
-    for finished in (True, False):
-        scores = [h.score for h in nbest if h.finished is finished]
-        assert scores == sorted(scores, reverse=True)
 
 
 def test_a_caption_that_ended_outranks_a_better_scored_one_cut_at_the_length_limit() -> None:
