@@ -5,7 +5,8 @@ photographed object has synonyms, and no word names two of them. A caption
 names a scene (or object) when one of its words is one of those synonyms
 (plural "s" allowed). These checks are what `content_scene`, `content_object`
 and `wrong_scene_rate` in `uapt evaluate` count, and what the trainer's
-periodic probe reports.
+periodic probe reports. The drawn shapes and their colour are found the same
+way, for diagnostics (scripts/distinct_bound.py).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from model.data.synth import PHOTO_OBJECTS, SCENES
+from model.data.synth import COLOURS, PHOTO_OBJECTS, SCENES, SHAPES
 
 _WORD = re.compile(r"[a-z]+")
 
 SCENE_WORDS: dict[str, str] = {word: scene for scene, (_, _, words) in SCENES.items() for word in words}
 OBJECT_WORDS: dict[str, str] = {word: obj for obj, (_, words) in PHOTO_OBJECTS.items() for word in words}
+SHAPE_WORDS: dict[str, str] = {word: shape for shape, words in SHAPES.items() for word in words}
+COLOUR_WORDS: dict[str, str] = {colour: colour for colour in COLOURS}
 
 
 def _named(caption: str, vocabulary: Mapping[str, str]) -> set[str]:
@@ -40,6 +43,16 @@ def named_scenes(caption: str) -> set[str]:
 def named_objects(caption: str) -> set[str]:
     """The photographed objects a caption names, by any generator synonym."""
     return _named(caption, OBJECT_WORDS)
+
+
+def named_shapes(caption: str) -> set[str]:
+    """The drawn shapes a caption names, by any generator synonym (the details beside the photo)."""
+    return _named(caption, SHAPE_WORDS)
+
+
+def named_colours(caption: str) -> set[str]:
+    """The colour names a caption uses."""
+    return _named(caption, COLOUR_WORDS)
 
 
 def names_scene(caption: str, labels: Mapping[str, Any]) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.evaluation.grounding import content_scores, named_objects, named_scenes
+from model.evaluation.grounding import content_scores, named_colours, named_objects, named_scenes, named_shapes
 from model.evaluation.metrics import distinct_per_user, repeat_ngram_rate, repeats_word_ngram
 
 BEACH_CAT = {"scene": "beach", "objects": ["cat", "circle"], "colours": ["red"], "count": 2, "on_topic_user": True}
@@ -18,6 +18,13 @@ def test_scenes_and_objects_are_found_by_any_synonym_and_plural() -> None:
     assert named_scenes("Winter slopes and the DUNES") == {"snow", "desert"}
     assert named_objects("two motorbikes") == {"motorcycle"}
     assert named_scenes("monday mood : jazz") == set()
+
+
+def test_drawn_shapes_and_colours_are_found_by_any_synonym_and_plural() -> None:
+    assert named_shapes("two red balls and a kite") == {"circle", "triangle"}
+    assert named_colours("two red balls and a Purple kite") == {"red", "purple"}
+    assert named_shapes("my kitty by the seaside") == set()
+    assert named_colours("golden hour") == set()
 
 
 def test_content_scores_count_right_wrong_and_ungradable_posts() -> None:
