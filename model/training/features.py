@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from model.config import ConfigError
 from model.data.dataset import PostRecord
@@ -90,13 +91,16 @@ class FeatureCache:
         if missing:
             logger.info("encoding %d inputs not in the feature cache %s", len(missing), self.dir)
         todo = list(missing.items())
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            with torch.no_grad():
-                feats = encode([item for _, item in chunk]).float().cpu().numpy()
-            for (key, _), feat in zip(chunk, feats):
-                self._store(key, feat)
-                values[key] = feat
+        progress = tqdm(total=len(todo), desc="encoding features", unit="input", leave=False, mininterval=5, disable=not todo)
+        with progress as bar:
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start : start + self.batch_size]
+                with torch.no_grad():
+                    feats = encode([item for _, item in chunk]).float().cpu().numpy()
+                for (key, _), feat in zip(chunk, feats):
+                    self._store(key, feat)
+                    values[key] = feat
+                bar.update(len(chunk))
         return torch.from_numpy(np.stack([values[k] for k in keys]))
 
     def _store(self, key: str, value: np.ndarray) -> None:
