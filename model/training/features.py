@@ -91,8 +91,9 @@ class FeatureCache:
         if missing:
             logger.info("encoding %d inputs not in the feature cache %s", len(missing), self.dir)
         todo = list(missing.items())
-        progress = tqdm(total=len(todo), desc="encoding features", unit="input", leave=False, mininterval=5, disable=not todo)
-        with progress as bar:
+        with tqdm(
+            total=len(todo), desc="encoding features", unit="input", leave=False, mininterval=5, disable=not todo
+        ) as bar:
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
                 with torch.no_grad():
