@@ -2,12 +2,14 @@
 
     .venv/bin/python scripts/scene_probe.py --data runs/data-u12-p500-s0
 
-Fits a logistic regression per label (the scene, and the main object) on the
-mean-pooled image features of the dataset's train posts, and scores it on the val
-posts: the share a classifier that sees only the image gets right. The captions
+Fits a logistic regression per label (the scene, the main object, the drawn
+shape and its colour) on the mean-pooled image features of the dataset's train
+posts, and scores it on the val posts: the share a classifier that sees only the
+image gets right. The captions
 issue asks the model for content_scene >= 0.80; this is the image's side of that
 ceiling (the reference captions' side is how often the users name the scene at
-all, printed beside it). Features come from the training feature cache, so after
+all, printed beside it). Shape and colour bound distinct_per_user the same way
+(scripts/distinct_bound.py). Features come from the training feature cache, so after
 `uapt train` on the same data nothing is encoded again.
 """
 
@@ -48,7 +50,12 @@ def main() -> None:
         raise SystemExit("scene_probe: the dataset needs labelled train and val posts")
     cache = FeatureCache(args.cache_dir, load_model("offline", device="cpu"))
     x_train, x_val = pooled_features(train, cache), pooled_features(val, cache)
-    targets = {"scene": lambda labels: labels["scene"], "object": lambda labels: labels["objects"][0]}
+    targets = {
+        "scene": lambda labels: labels["scene"],
+        "object": lambda labels: labels["objects"][0],
+        "shape": lambda labels: labels["objects"][1],
+        "colour": lambda labels: labels["colours"][0],
+    }
     for name, target in targets.items():
         classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
         classifier.fit(x_train, [target(r.labels) for r in train])
