@@ -321,12 +321,15 @@ class UAPT(nn.Module):
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         tokens = self.lm.get_input_embeddings()(input_ids)  # (B, T, H)
         mask = torch.cat([attention_mask.new_ones(prefix.shape[:2]), attention_mask], dim=1)  # (B, P+T)
+        # Only the last T+1 positions go through the LM head: the prefix's last one predicts caption
+        # token 0, and no caption token is predicted before it (the head is a fifth of SmolLM2's work).
         out = self.lm(
             inputs_embeds=torch.cat([prefix, tokens], dim=1),
             attention_mask=mask,
             position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            logits_to_keep=input_ids.size(1) + 1,
         )
-        logits = out.logits[:, prefix.size(1) - 1 : -1]  # (B, T, V): position i predicts caption token i
+        logits = out.logits[:, :-1]  # (B, T, V): position i predicts caption token i
         nll = F.cross_entropy(logits.float().flatten(0, 1), input_ids.flatten(), reduction="none")  # (B*T,)
         weights = attention_mask.flatten().float()
         loss = (nll * weights).sum() / weights.sum().clamp(min=1.0)

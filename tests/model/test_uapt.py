@@ -98,6 +98,25 @@ def test_loss_counts_caption_tokens_only() -> None:
     assert not torch.allclose(model(images, context, changed, mask).loss, base)
 
 
+def test_logits_are_the_whole_sequences_at_the_positions_that_predict_caption_tokens() -> None:
+    """The forward pass keeps only the LM head's last T+1 positions; that must be the same as slicing them all."""
+    model = tiny_model()
+    images = model.encode_images(sample_images(2))
+    context = model.encode_context(["a", "b"])
+    input_ids, mask = model.tokenize_captions(["a dog", "a dog on the beach at sunset"])
+    with torch.no_grad():
+        prefix = model.prefix_embeddings(images, context)
+        full_mask = torch.cat([mask.new_ones(prefix.shape[:2]), mask], dim=1)
+        full = model.lm(
+            inputs_embeds=torch.cat([prefix, model.lm.get_input_embeddings()(input_ids)], dim=1),
+            attention_mask=full_mask,
+            position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0),
+        ).logits
+        logits = model(images, context, input_ids, mask).logits
+    assert logits.shape == (*input_ids.shape, full.size(-1))
+    assert torch.allclose(logits, full[:, prefix.size(1) - 1 : -1], atol=1e-5)
+
+
 def test_input_errors_name_the_argument() -> None:
     model = tiny_model()
     images = model.encode_images(sample_images(2))
