@@ -1,0 +1,130 @@
+"""Benchmark: one training step of the prefix networks, with the frozen LM in float32 and in bfloat16.
+
+    .venv/bin/python -m bench.train_step --preset offline --batch 16 --steps 5
+
+`uapt train --precision auto` casts the frozen LM to bfloat16 only on CUDA or on a
+CPU with AVX512-BF16 or AMX, because on an AVX2-only CPU bfloat16 matmuls are
+several times slower than float32 ones (DESIGN.md section 7). This times the
+trainer's step (`batch_loss` under its autocast, backward, gradient clipping,
+AdamW) in both precisions on the same batch, alternating them so that a noisy
+machine weighs on both alike, and says whether auto's pick was the faster one on
+this machine. The batch is drawn by `model.data.synth`, so captions have the
+training data's lengths; the prefix weights are the preset's untrained ones
+(time does not depend on weight values). The last line is machine-readable:
+
+    float32_s=<median> bfloat16_s=<median> auto=<dtype> auto_is_faster=<true|false>
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import random
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from model.data.samples import Sample
+from model.data.synth import draw_content, draw_image, draw_style, write_caption
+from model.device import cpu_has_fast_bfloat16, training_dtype
+from model.factory import load_model
+from model.keywords import keywords_to_text
+from model.training.features import Split
+from model.training.train_config import TrainConfig
+from model.training.trainer import batch_loss
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (figures differ from one machine to the next)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def synthetic_split(model, size: int, seed: int) -> Split:
+    """`size` posts by one synthetic user, with their frozen features."""
+    rng = random.Random(seed)
+    style = draw_style(rng, "bench-user")
+    contents = [draw_content(rng, style) for _ in range(size)]
+    images = [draw_image(rng, content) for content in contents]
+    context = keywords_to_text(("beach", "sunset", "coffee"))
+    samples = [
+        Sample(f"bench-p{i}", style.user_id, Path(f"bench-p{i}.png"), write_caption(rng, style, c, i), (), context)
+        for i, c in enumerate(contents)
+    ]
+    with torch.no_grad():
+        image_features = model.encode_images(images).float().cpu()
+        context_features = model.encode_context([context] * size).float().cpu()
+    return Split(samples, image_features, context_features)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="offline", choices=("tiny", "offline"), help="model preset (default: offline)")
+    parser.add_argument("--batch", type=int, default=16, help="posts per step (default: 16, the demo recipe's)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per precision, after one warm-up (default: 5)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.batch < 1:
+        parser.error("--steps and --batch must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = torch.device(args.device)
+    base = load_model(args.preset, device=args.device)
+    split = synthetic_split(base, args.batch, seed=0)
+    index = torch.arange(args.batch)
+    max_grad_norm = TrainConfig().max_grad_norm
+    runs = {}
+    for name, dtype in PRECISIONS.items():
+        model = base if dtype == torch.float32 else copy.deepcopy(base)
+        model.lm.to(dtype)  # as `train` does: frozen, so only its speed changes
+        model.train()
+        params = model.trainable_parameters()
+        runs[name] = (model, params, torch.optim.AdamW(params, lr=1e-5))
+
+    def step(name: str) -> float:
+        model, params, optimizer = runs[name]
+        started = time.perf_counter()
+        loss, _ = batch_loss(model, split, index, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    times: dict[str, list[float]] = {name: [] for name in PRECISIONS}
+    for name in PRECISIONS:
+        step(name)  # warm-up: first-call allocations and kernel selection
+    for _ in range(args.steps):
+        for name in PRECISIONS:
+            times[name].append(step(name))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    auto = str(training_dtype("auto", device)).removeprefix("torch.")
+    faster = min(medians, key=medians.get)
+
+    print(f"preset={args.preset} device={device} cpu={cpu_name()!r} native_bf16={cpu_has_fast_bfloat16()} "
+          f"threads={torch.get_num_threads()} batch={args.batch} caption_tokens={int(base.tokenize_captions([s.text for s in split.samples])[1].sum())}")
+    for name, values in times.items():
+        print(f"{name}: median {medians[name]:.3f} s/step, runs {[round(t, 3) for t in values]}")
+    print(f"bfloat16/float32 time ratio {medians['bfloat16'] / medians['float32']:.2f}; --precision auto picks {auto}")
+    print(f"float32_s={medians['float32']:.3f} bfloat16_s={medians['bfloat16']:.3f} auto={auto} "
+          f"auto_is_faster={'true' if auto == faster else 'false'}")
+
+
+if __name__ == "__main__":
+    main()
