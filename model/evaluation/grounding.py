@@ -3,7 +3,7 @@
 The synthetic generator (`model.data.synth`) owns the words: each scene and each
 photographed object has synonyms, and no word names two of them. A caption
 names a scene (or object) when one of its words is one of those synonyms
-(plural "s" allowed). These checks are what `content_scene`, `content_object`
+(plural "s" or "es" allowed). These checks are what `content_scene`, `content_object`
 and `wrong_scene_rate` in `uapt evaluate` count, and what the trainer's
 periodic probe reports. The drawn shapes and their colour are found the same
 way, for diagnostics (scripts/distinct_bound.py).
@@ -32,6 +32,8 @@ def _named(caption: str, vocabulary: Mapping[str, str]) -> set[str]:
             found.add(vocabulary[word])
         elif word.endswith("s") and word[:-1] in vocabulary:
             found.add(vocabulary[word[:-1]])
+        elif word.endswith("es") and word[:-2] in vocabulary:  # the generator's plural of "box"
+            found.add(vocabulary[word[:-2]])
     return found
 
 

@@ -22,6 +22,7 @@ def test_scenes_and_objects_are_found_by_any_synonym_and_plural() -> None:
 
 def test_drawn_shapes_and_colours_are_found_by_any_synonym_and_plural() -> None:
     assert named_shapes("two red balls and a kite") == {"circle", "triangle"}
+    assert named_shapes("three purple boxes") == {"square"}  # the generator's "es" plural
     assert named_colours("two red balls and a Purple kite") == {"red", "purple"}
     assert named_shapes("my kitty by the seaside") == set()
     assert named_colours("golden hour") == set()
