@@ -2,15 +2,16 @@
 
     .venv/bin/python -m bench.train_step --preset offline --batch 16 --steps 5
 
-`uapt train --precision auto` casts the frozen LM to bfloat16 only on CUDA or on a
-CPU with AVX512-BF16 or AMX, because on an AVX2-only CPU bfloat16 matmuls are
-several times slower than float32 ones (DESIGN.md section 7). This times the
-trainer's step (`batch_loss` under its autocast, backward, gradient clipping,
-AdamW) in both precisions on the same batch, alternating them so that a noisy
-machine weighs on both alike, and says whether auto's pick was the faster one on
-this machine. The batch is drawn by `model.data.synth`, so captions have the
-training data's lengths; the prefix weights are the preset's untrained ones
-(time does not depend on weight values). The last line is machine-readable:
+`uapt train --precision auto` casts the frozen LM to bfloat16 only on a CUDA
+device that supports it or on a CPU with AVX512-BF16 or AMX, because on an
+AVX2-only CPU bfloat16 matmuls are several times slower than float32 ones
+(DESIGN.md section 7). This times the trainer's own step (`optimizer_step`: the
+loss under its autocast, backward, gradient clipping, AdamW) in both precisions
+on the same batch, alternating them so that a noisy machine weighs on both
+alike, and says whether auto's pick was the faster one on this machine. The
+batch is drawn by `model.data.synth`, so captions have the training data's
+lengths; the prefix weights are the preset's untrained ones (time does not
+depend on weight values). The last line is machine-readable:
 
     float32_s=<median> bfloat16_s=<median> auto=<dtype> auto_is_faster=<true|false>
 """
@@ -35,9 +36,11 @@ from model.factory import load_model
 from model.keywords import keywords_to_text
 from model.training.features import Split
 from model.training.train_config import TrainConfig
-from model.training.trainer import batch_loss
+from model.training.trainer import make_optimizer, optimizer_step
+from model.uapt import UAPT
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+KEYWORDS = ("beach", "sunset", "coffee")
 
 
 def cpu_name() -> str:
@@ -51,15 +54,15 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def synthetic_split(model, size: int, seed: int) -> Split:
+def synthetic_split(model: UAPT, size: int, seed: int) -> Split:
     """`size` posts by one synthetic user, with their frozen features."""
     rng = random.Random(seed)
     style = draw_style(rng, "bench-user")
     contents = [draw_content(rng, style) for _ in range(size)]
     images = [draw_image(rng, content) for content in contents]
-    context = keywords_to_text(("beach", "sunset", "coffee"))
+    context = keywords_to_text(KEYWORDS)
     samples = [
-        Sample(f"bench-p{i}", style.user_id, Path(f"bench-p{i}.png"), write_caption(rng, style, c, i), (), context)
+        Sample(f"bench-p{i}", style.user_id, Path(f"bench-p{i}.png"), write_caption(rng, style, c, i), KEYWORDS, context)
         for i, c in enumerate(contents)
     ]
     with torch.no_grad():
@@ -68,12 +71,23 @@ def synthetic_split(model, size: int, seed: int) -> Split:
     return Split(samples, image_features, context_features)
 
 
+def precision_runs(base: UAPT, config: TrainConfig) -> dict[str, tuple[UAPT, torch.optim.Optimizer]]:
+    """Per precision, a model whose frozen LM is cast to it (`base` itself for float32) and its optimizer."""
+    runs = {}
+    for name, dtype in PRECISIONS.items():
+        model = base if dtype == torch.float32 else copy.deepcopy(base)
+        model.lm.to(dtype)  # as `train` does: frozen, so only its speed changes
+        model.train()
+        runs[name] = (model, make_optimizer(model, config))
+    return runs
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="offline", choices=("tiny", "offline"), help="model preset (default: offline)")
     parser.add_argument("--batch", type=int, default=16, help="posts per step (default: 16, the demo recipe's)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per precision, after one warm-up (default: 5)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="(default: cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1:
@@ -82,27 +96,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
-    base = load_model(args.preset, device=args.device)
+    base = load_model(args.preset, device=args.device, dtype="float32")  # as `train` loads it
     split = synthetic_split(base, args.batch, seed=0)
     index = torch.arange(args.batch)
-    max_grad_norm = TrainConfig().max_grad_norm
-    runs = {}
-    for name, dtype in PRECISIONS.items():
-        model = base if dtype == torch.float32 else copy.deepcopy(base)
-        model.lm.to(dtype)  # as `train` does: frozen, so only its speed changes
-        model.train()
-        params = model.trainable_parameters()
-        runs[name] = (model, params, torch.optim.AdamW(params, lr=1e-5))
+    config = TrainConfig()
+    runs = precision_runs(base, config)
 
     def step(name: str) -> float:
-        model, params, optimizer = runs[name]
+        model, optimizer = runs[name]
         started = time.perf_counter()
-        loss, _ = batch_loss(model, split, index, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
+        optimizer_step(model, optimizer, config, split, index, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - started
@@ -115,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             times[name].append(step(name))
     medians = {name: statistics.median(values) for name, values in times.items()}
     auto = str(training_dtype("auto", device)).removeprefix("torch.")
-    faster = min(medians, key=medians.get)
+    faster = min(medians, key=medians.__getitem__)
 
     print(f"preset={args.preset} device={device} cpu={cpu_name()!r} native_bf16={cpu_has_fast_bfloat16()} "
           f"threads={torch.get_num_threads()} batch={args.batch} caption_tokens={int(base.tokenize_captions([s.text for s in split.samples])[1].sum())}")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 from bench import train_step
+from model.device import training_dtype
+from model.factory import load_model
+from model.training.train_config import TrainConfig
 
 
 def test_train_step_times_both_precisions_and_checks_autos_pick(capsys: pytest.CaptureFixture[str]) -> None:
@@ -16,4 +20,15 @@ def test_train_step_times_both_precisions_and_checks_autos_pick(capsys: pytest.C
         r"float32_s=(\d+\.\d+) bfloat16_s=(\d+\.\d+) auto=(float32|bfloat16) auto_is_faster=(true|false)", last
     )
     assert found, last
-    assert float(found[1]) > 0 and float(found[2]) > 0
+    assert found[3] == str(training_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+
+
+def test_each_precision_run_has_its_own_lm_dtype_and_float32_prefix() -> None:
+    base = load_model("tiny", device="cpu", dtype="float32")
+    runs = train_step.precision_runs(base, TrainConfig())
+    assert {name: model.lm.dtype for name, (model, _) in runs.items()} == train_step.PRECISIONS
+    for model, optimizer in runs.values():
+        assert all(p.dtype == torch.float32 for p in model.trainable_parameters())
+        assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {
+            id(p) for p in model.trainable_parameters()
+        }

@@ -195,6 +195,32 @@ def parameter_groups(model, config: TrainConfig) -> list[dict]:
     ]
 
 
+def make_optimizer(model, config: TrainConfig) -> torch.optim.AdamW:
+    """The paper's AdamW over the trainable parameters (see `parameter_groups`)."""
+    return torch.optim.AdamW(
+        parameter_groups(model, config), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
+
+
+def optimizer_step(
+    model,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    split: Split,
+    index: torch.Tensor,
+    device: torch.device,
+    contexts: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One training step on the samples at `index`: loss, backward, clipping, AdamW. Returns the loss."""
+    loss, _ = batch_loss(model, split, index, device, contexts=contexts)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.max_grad_norm is not None:  # one bad batch must not throw the prefix off the LM's manifold
+        torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), config.max_grad_norm)
+    optimizer.step()
+    return loss
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffle of one epoch; depends only on (seed, epoch), which makes resume exact."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
@@ -271,8 +297,7 @@ def train(
     weights = resume if resume is not None else init_from  # None: the seeded initial weights
     if weights is not None:
         load_checkpoint(model, weights)
-    params = model.trainable_parameters()
-    dev = params[0].device
+    dev = model.trainable_parameters()[0].device
     lm_dtype = training_dtype(config.precision, dev)
     model.lm.to(lm_dtype)  # frozen: bfloat16 only speeds it up; the trained weights stay float32
 
@@ -302,9 +327,7 @@ def train(
         cache.encoded_contexts,
     )
 
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, config), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-    )
+    optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
     # init_from lives in the history, so a resumed second stage still names its first
     history: dict = {"train_losses": [], "val_losses": [], "probes": [], "init_from": None if init_from is None else str(init_from)}
@@ -355,12 +378,7 @@ def train(
                 contexts = cold_start_contexts(
                     train_split, index, new_user_context, config.context_dropout, config.seed, step
                 )
-            loss, _ = batch_loss(model, train_split, index, dev, contexts=contexts)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm is not None:  # one bad batch must not throw the prefix off the LM's manifold
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
+            loss = optimizer_step(model, optimizer, config, train_split, index, dev, contexts)
             scheduler.step()
             step += 1
             history["train_losses"].append(loss.item())
