@@ -76,6 +76,8 @@ def main() -> None:
     print(f"best captions of {args.eval}: distinct_per_user "
           f"{distinct_per_user([captions[r.post_id] for r in scored], [r.user_id for r in scored]):.3f}")
     graded = [r for r in scored if is_gradable(r.labels)]
+    if not graded:
+        return
     print(f"over the {len(graded)} gradable posts, captions that")
     print(detail_line("the model", [captions[r.post_id] for r in graded], [r.labels for r in graded]))
     print(detail_line("the users", [r.text for r in graded], [r.labels for r in graded]))

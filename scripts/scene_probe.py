@@ -5,12 +5,13 @@
 Fits a logistic regression per label (the scene, the main object, the drawn
 shape and its colour) on the mean-pooled image features of the dataset's train
 posts, and scores it on the val posts: the share a classifier that sees only the
-image gets right. The captions
-issue asks the model for content_scene >= 0.80; this is the image's side of that
-ceiling (the reference captions' side is how often the users name the scene at
-all, printed beside it). Shape and colour bound distinct_per_user the same way
-(scripts/distinct_bound.py). Features come from the training feature cache, so after
-`uapt train` on the same data nothing is encoded again.
+image gets right. The captions issue asks the model for content_scene >= 0.80;
+this is the image's side of that ceiling (the reference captions' side is how
+often the users name the scene at all, printed beside it). Shape and colour are
+the image's side of distinct_per_user (scripts/distinct_bound.py: how distinct
+captions fixed by these labels can be). Features come from the training feature cache, so
+after `uapt train` on the same data nothing is encoded again. The labels are
+`uapt data synth`'s (a photographed object, then one drawn shape).
 """
 
 from __future__ import annotations
