@@ -322,7 +322,8 @@ class UAPT(nn.Module):
         tokens = self.lm.get_input_embeddings()(input_ids)  # (B, T, H)
         mask = torch.cat([attention_mask.new_ones(prefix.shape[:2]), attention_mask], dim=1)  # (B, P+T)
         # Only the last T+1 positions go through the LM head: the prefix's last one predicts caption
-        # token 0, and no caption token is predicted before it (the head is a fifth of SmolLM2's work).
+        # token 0, and the prefix positions before it predict nothing (the head is a fifth of
+        # SmolLM2's work per position, so this saves about 8% of its forward pass at prefix 20).
         out = self.lm(
             inputs_embeds=torch.cat([prefix, tokens], dim=1),
             attention_mask=mask,
