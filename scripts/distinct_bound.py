@@ -15,7 +15,6 @@ references.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.data.dataset import PostRecord, load_posts  # noqa: E402
+from model.evaluation.evaluate import read_best_captions  # noqa: E402
 from model.evaluation.grounding import is_gradable, named_colours, named_shapes  # noqa: E402
 from model.evaluation.metrics import distinct_per_user  # noqa: E402
 
@@ -31,12 +31,6 @@ LABEL_SETS: dict[str, Callable[[dict], tuple]] = {
     "scene + object + shape": lambda l: (l["scene"], *l["objects"]),
     "scene + object + shape + colour": lambda l: (l["scene"], *l["objects"], *l["colours"]),
 }
-
-
-def best_captions(eval_json: Path) -> dict[str, str]:
-    """post_id -> best caption, from the n-best lists an evaluation wrote."""
-    posts = json.loads(eval_json.read_text(encoding="utf-8"))["captions"]
-    return {p["post_id"]: p["nbest"][0]["text"] if p["nbest"] else "" for p in posts}
 
 
 def detail_line(name: str, captions: Sequence[str], labels: Sequence[dict]) -> str:
@@ -69,7 +63,7 @@ def main() -> None:
     print(f"  references (what the users wrote): {distinct_per_user([r.text for r in records], users):.3f}")
     if args.eval is None:
         return
-    captions = best_captions(args.eval)
+    captions = read_best_captions(args.eval)
     scored = [r for r in records if r.post_id in captions]
     if not scored:
         raise SystemExit(f"distinct_bound: no post of {args.eval} is a labelled {args.split} post of {args.data}")

@@ -12,7 +12,6 @@ scene alone would be right (the prior), and accuracy per true scene.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -20,13 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.data.dataset import load_posts  # noqa: E402
+from model.evaluation.evaluate import read_best_captions  # noqa: E402
 from model.evaluation.grounding import is_gradable, named_scenes  # noqa: E402
-
-
-def best_captions(eval_json: Path) -> dict[str, str]:
-    """post_id -> best caption, from the n-best lists an evaluation wrote."""
-    posts = json.loads(eval_json.read_text(encoding="utf-8"))["captions"]
-    return {p["post_id"]: p["nbest"][0]["text"] if p["nbest"] else "" for p in posts}
 
 
 def main() -> None:
@@ -35,7 +29,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the dataset the evaluation was made on")
     args = parser.parse_args()
 
-    captions = best_captions(args.eval)
+    captions = read_best_captions(args.eval)
     records = load_posts(args.data)
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in records:

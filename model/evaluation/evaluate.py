@@ -210,3 +210,9 @@ def evaluate_checkpoint(
     if report_path is not None:
         write_html_report(report_path, report, samples, nbest)
     return report
+
+
+def read_best_captions(eval_json: Path) -> dict[str, str]:
+    """post_id -> best caption, from the JSON `evaluate_checkpoint`'s report was written to (`uapt evaluate --out`)."""
+    posts = json.loads(Path(eval_json).read_text(encoding="utf-8"))["captions"]
+    return {p["post_id"]: p["nbest"][0]["text"] if p["nbest"] else "" for p in posts}

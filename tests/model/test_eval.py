@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from model.data.dataset import load_posts
-from model.evaluation.evaluate import EvalOptions, evaluate_checkpoint
+from model.evaluation.evaluate import EvalOptions, evaluate_checkpoint, read_best_captions
 from model.evaluation.metrics import METRIC_NAMES
 from model.training.train_config import TrainConfig
 from model.training.trainer import train
@@ -54,8 +54,10 @@ def test_cli_evaluate_writes_json(trained: Path, small_dataset: Path, capsys: py
         main(["evaluate", "--data", str(small_dataset), "--checkpoint", str(trained), "--limit", "2",
               "--num-beams", "1", "--cache-dir", str(trained / "cache"), "--out", str(out)])
     assert done.value.code == 0
-    assert json.loads(out.read_text())["posts"] == 2
+    written = json.loads(out.read_text())
+    assert written["posts"] == 2
     assert "CIDEr" in capsys.readouterr().out
+    assert read_best_captions(out) == {c["post_id"]: c["nbest"][0]["text"] for c in written["captions"]}
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, small_dataset: Path) -> None:
