@@ -297,7 +297,7 @@ def train(
     weights = resume if resume is not None else init_from  # None: the seeded initial weights
     if weights is not None:
         load_checkpoint(model, weights)
-    dev = model.trainable_parameters()[0].device
+    dev = model.device
     lm_dtype = training_dtype(config.precision, dev)
     model.lm.to(lm_dtype)  # frozen: bfloat16 only speeds it up; the trained weights stay float32
 
