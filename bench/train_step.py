@@ -120,8 +120,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     auto = str(training_dtype("auto", device)).removeprefix("torch.")
     faster = min(medians, key=medians.__getitem__)
 
+    caption_tokens = int(base.tokenize_captions([s.text for s in split.samples])[1].sum())
     print(f"preset={args.preset} device={device} cpu={cpu_name()!r} native_bf16={cpu_has_fast_bfloat16()} "
-          f"threads={torch.get_num_threads()} batch={args.batch} caption_tokens={int(base.tokenize_captions([s.text for s in split.samples])[1].sum())}")
+          f"threads={torch.get_num_threads()} batch={args.batch} caption_tokens={caption_tokens}")
     for name, values in times.items():
         print(f"{name}: median {medians[name]:.3f} s/step, runs {[round(t, 3) for t in values]}")
     print(f"bfloat16/float32 time ratio {medians['bfloat16'] / medians['float32']:.2f}; --precision auto picks {auto}")
