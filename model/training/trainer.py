@@ -336,6 +336,10 @@ def train(
         step, history = load_train_state(Path(resume), optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume, step)
     stop_at = min(total_steps, config.max_steps or total_steps)
+    # wall time adds up over resumed calls; a call that trains nothing adds none
+    first_step, earlier_wall_s = step, history.get("wall_s", 0.0)
+    if step >= stop_at:
+        logger.info("nothing left to train: the run is already at step %d of %d", step, stop_at)
 
     def validate(at_step: int) -> None:
         """Val loss, and the grounding probe, into history and the log."""
@@ -363,6 +367,7 @@ def train(
     def checkpoint() -> None:
         extra = {"train": config.to_dict(), "step": step, "total_steps": total_steps, "ablation": ablation,
                  "init_from": history.get("init_from")}
+        history["wall_s"] = earlier_wall_s + time.perf_counter() - started
         save_checkpoint(model, out_dir, extra=extra)
         save_train_state(out_dir, optimizer, scheduler, step, history)
 
@@ -390,10 +395,10 @@ def train(
                 break
         bar.close()
 
-    wall_s = time.perf_counter() - started
+    trained_now = step > first_step
     result = TrainResult(
         steps=step,
-        wall_s=wall_s,
+        wall_s=earlier_wall_s + time.perf_counter() - started if trained_now else earlier_wall_s,
         final_val_loss=history["val_losses"][-1][1] if history["val_losses"] else float("nan"),
         encoded_images=cache.encoded_images,
         encoded_contexts=cache.encoded_contexts,

@@ -71,6 +71,20 @@ def test_resume_continues_from_saved_step(posts, tmp_path: Path) -> None:
     assert step_counts and all(float(v) == 3 for v in step_counts.values())
 
 
+def test_wall_time_adds_up_over_resumes_and_a_finished_run_keeps_its_own(posts, tmp_path: Path) -> None:
+    """metrics.json's wall_s is the whole run's, however many calls it took; resuming a finished run adds nothing."""
+    config = TrainConfig(epochs=1, batch_size=2, warmup_steps=1)  # 2 steps
+    cache = tmp_path / "cache"
+    part = train(posts, preset=TINY, out_dir=tmp_path / "run", config=dataclasses.replace(config, max_steps=1),
+                 cache_dir=cache)
+    rest = train(posts, preset=TINY, out_dir=tmp_path / "run", config=config, cache_dir=cache, resume=tmp_path / "run")
+    assert rest.steps == 2 and rest.wall_s > part.wall_s
+    again = train(posts, preset=TINY, out_dir=tmp_path / "run", config=config, cache_dir=cache, resume=tmp_path / "run")
+    assert again.steps == 2 and again.train_losses == rest.train_losses
+    assert part.wall_s < again.wall_s <= rest.wall_s
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["wall_s"] == again.wall_s
+
+
 def test_resume_refuses_a_folder_without_training_state(posts, tmp_path: Path) -> None:
     from model.checkpoint import CheckpointError
 
