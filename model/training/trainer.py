@@ -336,8 +336,9 @@ def train(
         step, history = load_train_state(Path(resume), optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume, step)
     stop_at = min(total_steps, config.max_steps or total_steps)
-    # wall time adds up over resumed calls; a call that trains nothing adds none
-    first_step, earlier_wall_s = step, history.get("wall_s", 0.0)
+    # wall time adds up over resumed calls, kept in the history at each checkpoint; the last
+    # step always checkpoints, so a call that trains nothing leaves the stored total as it is
+    earlier_wall_s = history.get("wall_s", 0.0)
     if step >= stop_at:
         logger.info("nothing left to train: the run is already at step %d of %d", step, stop_at)
 
@@ -395,10 +396,9 @@ def train(
                 break
         bar.close()
 
-    trained_now = step > first_step
     result = TrainResult(
         steps=step,
-        wall_s=earlier_wall_s + time.perf_counter() - started if trained_now else earlier_wall_s,
+        wall_s=history.get("wall_s", 0.0),
         final_val_loss=history["val_losses"][-1][1] if history["val_losses"] else float("nan"),
         encoded_images=cache.encoded_images,
         encoded_contexts=cache.encoded_contexts,
