@@ -2,18 +2,20 @@
 
     .venv/bin/python -m bench.train_step --preset offline --batch 16 --steps 5
 
-`uapt train --precision auto` casts the frozen LM to bfloat16 only on a CUDA
-device that supports it or on a CPU with AVX512-BF16 or AMX, because on an
-AVX2-only CPU bfloat16 matmuls are several times slower than float32 ones
-(DESIGN.md section 7). This times the trainer's own step (`optimizer_step`: the
-loss under its autocast, backward, gradient clipping, AdamW) in both precisions
-on the same batch, alternating them so that a noisy machine weighs on both
-alike, and says whether auto's pick was the faster one on this machine. The
-batch is drawn by `model.data.synth`, so captions have the training data's
-lengths; the prefix weights are the preset's untrained ones (time does not
-depend on weight values). The last line is machine-readable:
+`uapt train --precision auto` keeps the frozen LM in float32 on an AVX2-only
+CPU, where bfloat16 matmuls are several times slower (DESIGN.md section 7),
+casts it to bfloat16 on a CUDA device that supports it, and on a CPU with
+AVX512-BF16 or AMX times both on its first batch and keeps the faster
+(`auto=timed` below). This times the trainer's whole step (`optimizer_step`:
+the loss under its autocast, backward, gradient clipping, AdamW) in both
+precisions on the same batch, alternating them so that a noisy machine weighs
+on both alike; where auto's pick is fixed, it says whether that pick was the
+faster one on this machine. The batch is drawn by `model.data.synth`, so
+captions have the training data's lengths; the prefix weights are the preset's
+untrained ones (time does not depend on weight values). The last line is
+machine-readable:
 
-    float32_s=<median> bfloat16_s=<median> auto=<dtype> auto_is_faster=<true|false>
+    float32_s=<median> bfloat16_s=<median> auto=<float32|bfloat16|timed> auto_is_faster=<true|false|timed>
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 
 from model.data.samples import Sample
 from model.data.synth import draw_content, draw_image, draw_style, write_caption
-from model.device import cpu_has_fast_bfloat16, training_dtype
+from model.device import cpu_has_fast_bfloat16, training_dtypes
 from model.factory import load_model
 from model.keywords import keywords_to_text
 from model.training.features import Split
@@ -82,6 +84,14 @@ def precision_runs(base: UAPT, config: TrainConfig) -> dict[str, tuple[UAPT, tor
     return runs
 
 
+def auto_pick(candidates: Sequence[torch.dtype], faster: str) -> tuple[str, str]:
+    """What `--precision auto` does here, and whether it ends on the `faster` precision ('timed' when it measures)."""
+    if len(candidates) > 1:
+        return "timed", "timed"
+    auto = str(candidates[0]).removeprefix("torch.")
+    return auto, "true" if auto == faster else "false"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="offline", choices=("tiny", "offline"), help="model preset (default: offline)")
@@ -117,17 +127,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in PRECISIONS:
             times[name].append(step(name))
     medians = {name: statistics.median(values) for name, values in times.items()}
-    auto = str(training_dtype("auto", device)).removeprefix("torch.")
     faster = min(medians, key=medians.__getitem__)
+    auto, auto_is_faster = auto_pick(training_dtypes("auto", device), faster)
 
     caption_tokens = int(base.tokenize_captions([s.text for s in split.samples])[1].sum())
     print(f"preset={args.preset} device={device} cpu={cpu_name()!r} native_bf16={cpu_has_fast_bfloat16()} "
           f"threads={torch.get_num_threads()} batch={args.batch} caption_tokens={caption_tokens}")
     for name, values in times.items():
         print(f"{name}: median {medians[name]:.3f} s/step, runs {[round(t, 3) for t in values]}")
-    print(f"bfloat16/float32 time ratio {medians['bfloat16'] / medians['float32']:.2f}; --precision auto picks {auto}")
+    print(f"bfloat16/float32 time ratio {medians['bfloat16'] / medians['float32']:.2f}; --precision auto here: {auto}")
     print(f"float32_s={medians['float32']:.3f} bfloat16_s={medians['bfloat16']:.3f} auto={auto} "
-          f"auto_is_faster={'true' if auto == faster else 'false'}")
+          f"auto_is_faster={auto_is_faster}")
 
 
 if __name__ == "__main__":

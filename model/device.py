@@ -42,7 +42,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def cpu_has_fast_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); without, bf16 is far slower than fp32."""
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); without, bf16 is several times slower than fp32."""
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
@@ -50,14 +50,16 @@ def cpu_has_fast_bfloat16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def training_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of the frozen LM while training: 'auto' picks bfloat16 where the hardware is fast at it."""
+def training_dtypes(precision: str, device: torch.device) -> tuple[torch.dtype, ...]:
+    """The dtypes the frozen LM may train in: one, or, for 'auto' on a CPU with native bfloat16, both.
+
+    On such CPUs a bfloat16 step ranges from clearly faster to clearly slower than a float32
+    one (docs/RESULTS.md 1.17), so no flag decides it: the trainer times both and keeps the faster.
+    """
     if precision == "auto":
         if device.type == "cuda":
-            fast = torch.cuda.is_bf16_supported()
-        else:
-            fast = cpu_has_fast_bfloat16()
-        return torch.bfloat16 if fast else torch.float32
+            return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32,)
+        return (torch.float32, torch.bfloat16) if cpu_has_fast_bfloat16() else (torch.float32,)
     if precision not in ("float32", "bfloat16"):
         raise DeviceError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
-    return DTYPES[precision]
+    return (DTYPES[precision],)

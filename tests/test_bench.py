@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import train_step
-from model.device import training_dtype
+from model.device import training_dtypes
 from model.factory import load_model
 from model.training.train_config import TrainConfig
 
@@ -17,10 +17,18 @@ def test_train_step_times_both_precisions_and_checks_autos_pick(capsys: pytest.C
     train_step.main(["--preset", "tiny", "--batch", "2", "--steps", "1"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     found = re.fullmatch(
-        r"float32_s=(\d+\.\d+) bfloat16_s=(\d+\.\d+) auto=(float32|bfloat16) auto_is_faster=(true|false)", last
+        r"float32_s=(\d+\.\d+) bfloat16_s=(\d+\.\d+) auto=(float32|bfloat16|timed) auto_is_faster=(true|false|timed)",
+        last,
     )
     assert found, last
-    assert found[3] == str(training_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    candidates = training_dtypes("auto", torch.device("cpu"))
+    assert found[3] == ("timed" if len(candidates) > 1 else str(candidates[0]).removeprefix("torch."))
+
+
+def test_auto_pick_is_fixed_or_timed() -> None:
+    assert train_step.auto_pick((torch.float32,), "float32") == ("float32", "true")
+    assert train_step.auto_pick((torch.bfloat16,), "float32") == ("bfloat16", "false")
+    assert train_step.auto_pick((torch.float32, torch.bfloat16), "bfloat16") == ("timed", "timed")
 
 
 def test_each_precision_run_has_its_own_lm_dtype_and_float32_prefix() -> None:

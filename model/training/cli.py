@@ -189,9 +189,10 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
         "--precision",
         default=d.precision,
         choices=("auto", "float32", "bfloat16"),
-        help="dtype of the frozen LM while training: auto picks bfloat16 on CUDA or a CPU with AVX512-BF16/AMX, "
-        "else float32 (bf16 is several times slower than fp32 on AVX2-only CPUs, and on some AVX512-BF16 CPUs no faster: "
-        "python -m bench.train_step measures both); the trained weights stay float32",
+        help="dtype of the frozen LM while training: auto picks bfloat16 on CUDA, float32 on an AVX2-only CPU "
+        "(where bf16 is several times slower), and on a CPU with AVX512-BF16/AMX times both on the first batch "
+        "(a few seconds) and keeps the faster, which differs from one such CPU to the next; "
+        "the trained weights stay float32",
     )
 
 

@@ -12,9 +12,11 @@ so a run stopped at step s and resumed ends where an unbroken run ends.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -29,7 +31,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import UAPTConfig, get_config
 from model.data.dataset import PostRecord
 from model.data.samples import train_profiles
-from model.device import training_dtype
+from model.device import training_dtypes
 from model.errors import ModelError
 from model.evaluation import grounding
 from model.factory import load_model
@@ -221,6 +223,50 @@ def optimizer_step(
     return loss
 
 
+def choose_lm_dtype(model, config: TrainConfig, split: Split, device: torch.device) -> torch.dtype:
+    """The frozen LM's dtype for training: the one `training_dtypes` allows, else the faster of its two here."""
+    candidates = training_dtypes(config.precision, device)
+    if len(candidates) == 1:
+        return candidates[0]
+    index = torch.arange(min(config.batch_size, len(split.samples)))
+    seconds = time_lm_dtypes(model, candidates, split, index, device)
+    chosen = min(seconds, key=seconds.__getitem__)
+    logger.info(
+        "precision auto: a forward and backward pass on one batch takes %s on this CPU; the frozen LM trains in %s",
+        ", ".join(f"{seconds[d]:.2f} s in {str(d).removeprefix('torch.')}" for d in candidates),
+        str(chosen).removeprefix("torch."),
+    )
+    return chosen
+
+
+def time_lm_dtypes(
+    model, dtypes: Sequence[torch.dtype], split: Split, index: torch.Tensor, device: torch.device, repeats: int = 2
+) -> dict[torch.dtype, float]:
+    """Median seconds of a forward and backward pass on `index` with the frozen LM in each dtype.
+
+    One warm-up pass each, then `repeats` rounds alternating the dtypes, so that a noisy
+    machine weighs on all alike. Each dtype runs on its own cast copy of the LM (a cast
+    down and back would round the frozen weights) and no optimizer step follows, so the
+    timing changes nothing that training then does.
+    """
+    original = model.lm
+    lms = {dtype: original if original.dtype == dtype else copy.deepcopy(original).to(dtype) for dtype in dtypes}
+    times: dict[torch.dtype, list[float]] = {dtype: [] for dtype in dtypes}
+    try:
+        for round_ in range(repeats + 1):
+            for dtype in dtypes:
+                model.lm = lms[dtype]
+                started = time.perf_counter()
+                loss, _ = batch_loss(model, split, index, device)
+                loss.backward()
+                if round_:
+                    times[dtype].append(time.perf_counter() - started)
+    finally:
+        model.lm = original
+        model.zero_grad(set_to_none=True)
+    return {dtype: statistics.median(values) for dtype, values in times.items()}
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffle of one epoch; depends only on (seed, epoch), which makes resume exact."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
@@ -298,18 +344,18 @@ def train(
     if weights is not None:
         load_checkpoint(model, weights)
     dev = model.device
-    lm_dtype = training_dtype(config.precision, dev)
-    model.lm.to(lm_dtype)  # frozen: bfloat16 only speeds it up; the trained weights stay float32
 
     cache = FeatureCache(cache_dir, model)
     profiles = train_profiles(records)
     train_split = encode_split(records, "train", config.keywords_k, cache, profiles)
     val_split = encode_split(records, "val", config.keywords_k, cache, profiles)
+    if not train_split.samples:
+        raise TrainingError("records: the dataset has no train posts")
+    lm_dtype = choose_lm_dtype(model, config, train_split, dev)
+    model.lm.to(lm_dtype)  # frozen: bfloat16 only speeds it up; the trained weights stay float32
     # what a user with no past posts gets; encoded only when context dropout needs it
     new_user_context = cache.context_features([keywords_to_text([])])[0] if config.context_dropout else None
     n = len(train_split.samples)
-    if n == 0:
-        raise TrainingError("records: the dataset has no train posts")
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     warmup = config.resolved_warmup(total_steps)

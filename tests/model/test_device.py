@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.device import DeviceError, resolve_device, resolve_dtype
+import model.device
+from model.device import DeviceError, resolve_device, resolve_dtype, training_dtypes
 
 
 def test_auto_picks_cuda_only_when_present() -> None:
@@ -31,6 +32,18 @@ def test_inference_dtype_defaults() -> None:
     assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
     if torch.cuda.is_available():
         assert resolve_dtype(None, torch.device("cuda")) in (torch.bfloat16, torch.float16)
+
+
+def test_training_dtypes_are_fixed_unless_auto_meets_a_cpu_with_native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert training_dtypes("float32", cpu) == (torch.float32,)
+    assert training_dtypes("bfloat16", cpu) == (torch.bfloat16,)
+    monkeypatch.setattr(model.device, "cpu_has_fast_bfloat16", lambda: False)
+    assert training_dtypes("auto", cpu) == (torch.float32,)  # AVX2 only: bfloat16 is several times slower
+    monkeypatch.setattr(model.device, "cpu_has_fast_bfloat16", lambda: True)
+    assert training_dtypes("auto", cpu) == (torch.float32, torch.bfloat16)  # the trainer times both
+    with pytest.raises(DeviceError, match="precision must be"):
+        training_dtypes("float16", cpu)
 
 
 @pytest.mark.gpu

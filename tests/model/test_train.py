@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from model.training.train_config import TrainConfig
 from model.data.samples import Sample
 from model.training.features import Split
 from model.config import ConfigError
+from model.training import trainer
 from model.training.trainer import cold_start_contexts, cosine_with_warmup, same_user_shift, train
 
 TINY = PRESETS["tiny"]  # its random GPT-2 is initialised wide enough for a prefix to steer it
@@ -201,3 +203,36 @@ def test_training_records_image_reliance(tmp_path: Path) -> None:
     steps = [row[0] for row in metrics["image_reliance"]]
     assert steps == [row[0] for row in metrics["val_losses"]] and steps
     assert all(isinstance(row[1], float) for row in metrics["image_reliance"])
+
+
+def test_auto_precision_keeps_the_dtype_that_timed_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer, "training_dtypes", lambda precision, device: (torch.float32, torch.bfloat16))
+    split = Split([], torch.zeros(0), torch.zeros(0))
+    for timed, faster in (({torch.float32: 2.0, torch.bfloat16: 1.0}, torch.bfloat16),
+                          ({torch.float32: 1.0, torch.bfloat16: 1.3}, torch.float32)):
+        monkeypatch.setattr(trainer, "time_lm_dtypes", lambda *args, timed=timed: timed)
+        assert trainer.choose_lm_dtype(None, TrainConfig(), split, torch.device("cpu")) == faster
+
+
+def test_timing_both_precisions_changes_nothing_that_is_trained(
+    posts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Auto on a CPU with native bfloat16 times both dtypes first; the run then equals one with its pick fixed.
+
+    A timing pass that stepped the optimizer, left gradients behind or rounded the LM's
+    float32 weights would show in the losses or the trained weights.
+    """
+    both = (torch.float32, torch.bfloat16)
+    monkeypatch.setattr(trainer, "training_dtypes", lambda precision, device: both if precision == "auto" else
+                        ({"float32": both[:1], "bfloat16": both[1:]}[precision]))
+    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1)
+    with caplog.at_level(logging.INFO, logger=trainer.__name__):
+        auto = train(posts, preset=TINY, out_dir=tmp_path / "auto", config=config, cache_dir=tmp_path / "cache")
+    assert "precision auto:" in caplog.text and "in float32" in caplog.text and "in bfloat16" in caplog.text
+    picked = json.loads((tmp_path / "auto" / "metrics.json").read_text())["lm_dtype"]
+    fixed = train(posts, preset=TINY, out_dir=tmp_path / "fixed", config=dataclasses.replace(config, precision=picked),
+                  cache_dir=tmp_path / "cache")
+    assert auto.train_losses == fixed.train_losses
+    fixed_weights = load_file(str(tmp_path / "fixed" / "trainable.safetensors"))
+    for name, tensor in load_file(str(tmp_path / "auto" / "trainable.safetensors")).items():
+        assert torch.equal(tensor, fixed_weights[name]), name
