@@ -24,7 +24,7 @@ from model.config import ABLATIONS, ConfigError
 from model.data.dataset import PostRecord
 from model.evaluation.evaluate import EvalOptions, EvalReport, evaluate_checkpoint
 from model.evaluation.metrics import METRIC_NAMES
-from model.training.train_config import TrainConfig
+from model.training.train_config import METRICS_FILE, TrainConfig
 from model.training.trainer import STATE_JSON, TrainingError, train
 
 logger = logging.getLogger(__name__)
@@ -111,6 +111,9 @@ def run_ablation(
             report, entry = _train_and_evaluate(
                 records, preset, variant, seed, ckpt, config, options, cache_dir, device, resume=resume
             )
+        if config.precision == "auto":
+            # auto may time either dtype faster from one run to the next; the rest train in this run's, to compare
+            config = dataclasses.replace(config, precision=json.loads((ckpt / METRICS_FILE).read_text())["lm_dtype"])
         runs.setdefault(variant, []).append((report, entry["final_val_loss"]))
         # each run's captions stay in its own folder; the summary keeps the figures
         summary.setdefault(variant, []).append({k: v for k, v in entry.items() if k != "captions"})

@@ -191,7 +191,7 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "float32", "bfloat16"),
         help="dtype of the frozen LM while training: auto picks bfloat16 on CUDA, float32 on an AVX2-only CPU "
         "(where bf16 is several times slower), and on a CPU with AVX512-BF16/AMX times both on the first batch "
-        "(a few seconds) and keeps the faster, which differs from one such CPU to the next; "
+        "(about 20 s on a 2-core CPU) and keeps the faster, which differs from one such CPU to the next; "
         "the trained weights stay float32",
     )
 

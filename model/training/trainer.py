@@ -4,10 +4,11 @@ Frozen features are computed once through `model.training.features.FeatureCache`
 step only runs the trainable mapping/fusion networks and the frozen LM.
 Optimizer and schedule follow the paper (see `model.training.train_config`).
 
-Resuming is exact: each epoch's shuffle comes from its own seeded generator,
-and the checkpoint folder carries the optimizer moments, scheduler state and
-global step (``train_state.safetensors`` + ``train_state.json``; no pickle),
-so a run stopped at step s and resumed ends where an unbroken run ends.
+Resuming is exact: each epoch's shuffle comes from its own seeded generator and
+each step's dropout masks from a seed of its own, and the checkpoint folder
+carries the optimizer moments, scheduler state and global step
+(``train_state.safetensors`` + ``train_state.json``; no pickle), so a run
+stopped at step s and resumed ends where an unbroken run ends.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import UAPTConfig, get_config
 from model.data.dataset import PostRecord
 from model.data.samples import train_profiles
-from model.device import training_dtypes
+from model.device import DTYPES, training_dtypes
 from model.errors import ModelError
 from model.evaluation import grounding
 from model.factory import load_model
@@ -175,6 +176,12 @@ def cold_start_contexts(
     contexts = split.context_features[index].clone()
     contexts[rows] = new_user
     return contexts
+
+
+def dropout_seed(seed: int, step: int) -> int:
+    """The global RNG's seed for one step, so that the prefix's dropout masks depend only on
+    (seed, step): runs repeat and a resumed run draws the masks an unbroken one would."""
+    return seed * 1_000_003 + step + 7_919  # offset from the seed `cold_start_contexts` uses at this step
 
 
 def parameter_groups(model, config: TrainConfig) -> list[dict]:
@@ -351,8 +358,6 @@ def train(
     val_split = encode_split(records, "val", config.keywords_k, cache, profiles)
     if not train_split.samples:
         raise TrainingError("records: the dataset has no train posts")
-    lm_dtype = choose_lm_dtype(model, config, train_split, dev)
-    model.lm.to(lm_dtype)  # frozen: bfloat16 only speeds it up; the trained weights stay float32
     # what a user with no past posts gets; encoded only when context dropout needs it
     new_user_context = cache.context_features([keywords_to_text([])])[0] if config.context_dropout else None
     n = len(train_split.samples)
@@ -360,6 +365,20 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     warmup = config.resolved_warmup(total_steps)
     eval_every = config.eval_every or steps_per_epoch
+
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
+    # init_from lives in the history, so a resumed second stage still names its first
+    history: dict = {"train_losses": [], "val_losses": [], "probes": [], "init_from": None if init_from is None else str(init_from)}
+    step = 0
+    if resume is not None:
+        step, history = load_train_state(Path(resume), optimizer, scheduler)
+        logger.info("resumed from %s at step %d", resume, step)
+    # a resumed run keeps the dtype auto chose when it started: timing again could pick the other
+    kept = history.get("lm_dtype") if config.precision == "auto" else None
+    lm_dtype = DTYPES[kept] if kept else choose_lm_dtype(model, config, train_split, dev)
+    history["lm_dtype"] = str(lm_dtype).removeprefix("torch.")
+    model.lm.to(lm_dtype)  # frozen: bfloat16 only speeds it up; the trained weights stay float32
     logger.info(
         "training %s%s on %d posts (%d val): %d steps, warm-up %d, LM in %s, encoded %d images + %d contexts",
         model.config.preset,
@@ -373,14 +392,6 @@ def train(
         cache.encoded_contexts,
     )
 
-    optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
-    # init_from lives in the history, so a resumed second stage still names its first
-    history: dict = {"train_losses": [], "val_losses": [], "probes": [], "init_from": None if init_from is None else str(init_from)}
-    step = 0
-    if resume is not None:
-        step, history = load_train_state(Path(resume), optimizer, scheduler)
-        logger.info("resumed from %s at step %d", resume, step)
     stop_at = min(total_steps, config.max_steps or total_steps)
     # wall time adds up over resumed calls, kept in the history at each checkpoint; the last
     # step always checkpoints, so a call that trains nothing leaves the stored total as it is
@@ -430,6 +441,7 @@ def train(
                 contexts = cold_start_contexts(
                     train_split, index, new_user_context, config.context_dropout, config.seed, step
                 )
+            torch.manual_seed(dropout_seed(config.seed, step))
             loss = optimizer_step(model, optimizer, config, train_split, index, dev, contexts)
             scheduler.step()
             step += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+import torch
 from PIL import Image
 
 from model.factory import load_model
@@ -30,3 +31,16 @@ def sample_images(count: int) -> list[Image.Image]:
 
 
 SAMPLE_KEYWORDS = [["beach", "sunset"], [], ["coffee", "latte", "morning"], ["dog"], ["city", "night"], ["cake"]]
+
+
+class FakeDtypeTimings:
+    """Stands in for `trainer.time_lm_dtypes`: its n-th call finds `winners[n]` the faster dtype."""
+
+    def __init__(self, *winners: torch.dtype) -> None:
+        self.winners = list(winners)
+        self.calls = 0
+
+    def __call__(self, *args) -> dict[torch.dtype, float]:
+        winner = self.winners[self.calls]
+        self.calls += 1
+        return {dtype: 1.0 if dtype == winner else 2.0 for dtype in (torch.float32, torch.bfloat16)}

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from model.data.dataset import load_posts
 from model.evaluation.evaluate import EvalOptions, evaluate_checkpoint, read_best_captions
@@ -13,6 +14,7 @@ from model.evaluation.metrics import METRIC_NAMES
 from model.training.train_config import TrainConfig
 from model.training.trainer import train
 from cli.main import main
+from model_fixtures import FakeDtypeTimings
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +104,26 @@ def test_ablate_repeats_each_variant_per_init_seed(tmp_path: Path, small_dataset
     assert capsys.readouterr().out == table
     assert {run: (out / run / "run.json").stat().st_mtime_ns for run in kept} == kept
     assert (out / "no_context-init1" / "run.json").is_file()
+
+
+def test_ablate_trains_every_run_in_the_dtype_the_first_one_timed(
+    tmp_path: Path, small_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU with native bfloat16, auto times both dtypes; variants that trained in different ones would not compare."""
+    from model.training import ablate, trainer
+
+    fixed = {"float32": (torch.float32,), "bfloat16": (torch.bfloat16,)}
+    monkeypatch.setattr(trainer, "training_dtypes",
+                        lambda precision, device: (torch.float32, torch.bfloat16) if precision == "auto" else fixed[precision])
+    timings = FakeDtypeTimings(torch.bfloat16, torch.float32, torch.float32, torch.float32)  # it flips after the first
+    monkeypatch.setattr(trainer, "time_lm_dtypes", timings)
+    out = tmp_path / "ablate"
+    ablate.run_ablation(load_posts(small_dataset), preset="tiny", out_dir=out, config=TrainConfig(epochs=1, batch_size=20),
+                        options=EvalOptions(num_beams=1, limit=1), cache_dir=tmp_path / "cache",
+                        variants=["full", "no_context"], init_seeds=(0, 1))
+    dtypes = {run.name: json.loads((run / "metrics.json").read_text())["lm_dtype"] for run in out.iterdir() if run.is_dir()}
+    assert dtypes == {f"{variant}-init{seed}": "bfloat16" for variant in ("full", "no_context") for seed in (0, 1)}
+    assert timings.calls == 1
 
 
 def test_ablate_refuses_repeated_init_seeds(tmp_path: Path, small_dataset: Path) -> None:

@@ -1,4 +1,8 @@
-"""Trainer on the tiny preset: it learns, reuses the feature cache, and resumes exactly."""
+"""Trainer on the tiny preset: it learns, reuses the feature cache, and resumes exactly.
+
+Runs compared with each other fix `precision`: on a CPU with native bfloat16, auto times
+both dtypes and two fresh runs may each pick a different one.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from model.config import PRESETS
+from model_fixtures import FakeDtypeTimings
 from model.data.dataset import load_posts
 from model.data.synth import write_dataset
 from model.training.train_config import TrainConfig
@@ -43,7 +48,7 @@ def test_overfits_a_small_set(posts, tmp_path: Path) -> None:
 
 
 def test_second_run_reuses_feature_cache(posts, tmp_path: Path) -> None:
-    config = TrainConfig(epochs=1, batch_size=4)
+    config = TrainConfig(epochs=1, batch_size=4, precision="float32")
     first = train(posts, preset=TINY, out_dir=tmp_path / "a", config=config, cache_dir=tmp_path / "cache")
     assert (first.encoded_images, first.encoded_contexts) == (6, 6)  # 4 train + 2 val posts, distinct contexts
     second = train(posts, preset=TINY, out_dir=tmp_path / "b", config=config, cache_dir=tmp_path / "cache")
@@ -53,7 +58,7 @@ def test_second_run_reuses_feature_cache(posts, tmp_path: Path) -> None:
 
 def test_resume_continues_from_saved_step(posts, tmp_path: Path) -> None:
     """Stopped mid-epoch at step 3 and resumed, a run ends exactly where an unbroken one does."""
-    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1)  # 2 steps per epoch
+    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, precision="float32")  # 2 steps per epoch
     cache = tmp_path / "cache"
     whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
     part = train(posts, preset=TINY, out_dir=tmp_path / "part",
@@ -103,7 +108,8 @@ def test_resume_refuses_a_folder_without_training_state(posts, tmp_path: Path) -
     ],
 )
 def test_resume_is_exact_with_an_option_on(option: str, value: float, off: float, posts, tmp_path: Path) -> None:
-    config = dataclasses.replace(TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1), **{option: value})
+    config = dataclasses.replace(TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, precision="float32"),
+                                 **{option: value})
     cache = tmp_path / "cache"
     whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
     plain = train(posts, preset=TINY, out_dir=tmp_path / "plain",
@@ -111,6 +117,24 @@ def test_resume_is_exact_with_an_option_on(option: str, value: float, off: float
     assert whole.train_losses != pytest.approx(plain.train_losses, rel=1e-6)  # the option did change training
     train(posts, preset=TINY, out_dir=tmp_path / "part", config=dataclasses.replace(config, max_steps=3), cache_dir=cache)
     resumed = train(posts, preset=TINY, out_dir=tmp_path / "resumed", config=config, cache_dir=cache,
+                    resume=tmp_path / "part")
+    assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
+
+
+def test_a_prefix_with_dropout_trains_the_same_twice_and_resumes_exactly(posts, tmp_path: Path) -> None:
+    """Dropout masks come from a seed per step, not from whatever the global RNG held."""
+    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, precision="float32")
+    cache = tmp_path / "cache"
+    with_dropout = dataclasses.replace(TINY, dropout=0.3)
+    whole = train(posts, preset=with_dropout, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
+    torch.rand(5)  # whatever ran before must not matter
+    again = train(posts, preset=with_dropout, out_dir=tmp_path / "again", config=config, cache_dir=cache)
+    plain = train(posts, preset=TINY, out_dir=tmp_path / "plain", config=config, cache_dir=cache)
+    assert again.train_losses == whole.train_losses
+    assert plain.train_losses != pytest.approx(whole.train_losses, rel=1e-6)  # dropout did change training
+    train(posts, preset=with_dropout, out_dir=tmp_path / "part", config=dataclasses.replace(config, max_steps=3),
+          cache_dir=cache)
+    resumed = train(posts, preset=with_dropout, out_dir=tmp_path / "resumed", config=config, cache_dir=cache,
                     resume=tmp_path / "part")
     assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
 
@@ -136,8 +160,9 @@ def test_visual_lr_scale_puts_exactly_the_image_path_in_a_faster_group() -> None
 def test_init_from_starts_a_new_stage_from_trained_weights(posts, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = tmp_path / "first"
-    train(posts, preset=TINY, out_dir=first, config=TrainConfig(epochs=3, batch_size=2, lr=3e-3), cache_dir=cache)
-    still = TrainConfig(epochs=1, batch_size=2, lr=1e-12, max_steps=1)  # a step too small to move any weight
+    train(posts, preset=TINY, out_dir=first, config=TrainConfig(epochs=3, batch_size=2, lr=3e-3, precision="float32"),
+          cache_dir=cache)
+    still = TrainConfig(epochs=1, batch_size=2, lr=1e-12, max_steps=1, precision="float32")  # a step too small to move any weight
     second = train(posts, preset=TINY, out_dir=tmp_path / "second", config=still, cache_dir=cache, init_from=first)
     fresh = train(posts, preset=TINY, out_dir=tmp_path / "fresh", config=still, cache_dir=cache)
     trained, staged = (load_file(str(d / "trainable.safetensors")) for d in (first, tmp_path / "second"))
@@ -207,10 +232,9 @@ def test_training_records_image_reliance(tmp_path: Path) -> None:
 
 def test_auto_precision_keeps_the_dtype_that_timed_faster(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trainer, "training_dtypes", lambda precision, device: (torch.float32, torch.bfloat16))
+    monkeypatch.setattr(trainer, "time_lm_dtypes", FakeDtypeTimings(torch.bfloat16, torch.float32))
     split = Split([], torch.zeros(0), torch.zeros(0))
-    for timed, faster in (({torch.float32: 2.0, torch.bfloat16: 1.0}, torch.bfloat16),
-                          ({torch.float32: 1.0, torch.bfloat16: 1.3}, torch.float32)):
-        monkeypatch.setattr(trainer, "time_lm_dtypes", lambda *args, timed=timed: timed)
+    for faster in (torch.bfloat16, torch.float32):
         assert trainer.choose_lm_dtype(None, TrainConfig(), split, torch.device("cpu")) == faster
 
 
@@ -236,3 +260,15 @@ def test_timing_both_precisions_changes_nothing_that_is_trained(
     fixed_weights = load_file(str(tmp_path / "fixed" / "trainable.safetensors"))
     for name, tensor in load_file(str(tmp_path / "auto" / "trainable.safetensors")).items():
         assert torch.equal(tensor, fixed_weights[name]), name
+
+
+def test_a_resumed_run_keeps_the_dtype_auto_timed_when_it_started(posts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer, "training_dtypes", lambda precision, device: (torch.float32, torch.bfloat16))
+    timings = FakeDtypeTimings(torch.bfloat16, torch.float32)  # a second timing would pick the other
+    monkeypatch.setattr(trainer, "time_lm_dtypes", timings)
+    config = TrainConfig(epochs=2, batch_size=2, warmup_steps=1)
+    train(posts, preset=TINY, out_dir=tmp_path / "run", config=dataclasses.replace(config, max_steps=1),
+          cache_dir=tmp_path / "cache")
+    train(posts, preset=TINY, out_dir=tmp_path / "run", config=config, cache_dir=tmp_path / "cache", resume=tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["lm_dtype"] == "bfloat16"
+    assert timings.calls == 1  # the resumed call did not time again
