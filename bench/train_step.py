@@ -33,7 +33,7 @@ import torch
 
 from model.data.samples import Sample
 from model.data.synth import draw_content, draw_image, draw_style, write_caption
-from model.device import cpu_has_fast_bfloat16, training_dtypes
+from model.device import cpu_has_fast_bfloat16, dtype_name, training_dtypes
 from model.factory import load_model
 from model.keywords import keywords_to_text
 from model.training.features import Split
@@ -88,7 +88,7 @@ def auto_pick(candidates: Sequence[torch.dtype], faster: str) -> tuple[str, str]
     """What `--precision auto` does here, and whether it ends on the `faster` precision ('timed' when it measures)."""
     if len(candidates) > 1:
         return "timed", "timed"
-    auto = str(candidates[0]).removeprefix("torch.")
+    auto = dtype_name(candidates[0])
     return auto, "true" if auto == faster else "false"
 
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from model.assets import file_sha256
 from model.config import ConfigError, UAPTConfig
+from model.device import dtype_name
 from model.errors import ModelError
 
 WEIGHTS_FILE = "trainable.safetensors"
@@ -70,7 +71,7 @@ def _write(out: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], dt
     out.mkdir(parents=True, exist_ok=True)
     weights = out / WEIGHTS_FILE
     save_file({name: t.to(dtype).contiguous() for name, t in tensors.items()}, str(weights))
-    meta = {**meta, "sha256": file_sha256(weights), "stored_dtype": str(dtype).removeprefix("torch.")}
+    meta = {**meta, "sha256": file_sha256(weights), "stored_dtype": dtype_name(dtype)}
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return out
 

@@ -11,6 +11,11 @@ from model.errors import ModelError
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The name DTYPES knows a dtype by, as configs, logs and metrics.json write it ("bfloat16")."""
+    return str(dtype).removeprefix("torch.")
+
+
 class DeviceError(ModelError):
     """A device or dtype name that is unknown or not available here."""
 

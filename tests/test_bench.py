@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import train_step
-from model.device import training_dtypes
+from model.device import dtype_name, training_dtypes
 from model.factory import load_model
 from model.training.train_config import TrainConfig
 
@@ -22,7 +22,7 @@ def test_train_step_times_both_precisions_and_checks_autos_pick(capsys: pytest.C
     )
     assert found, last
     candidates = training_dtypes("auto", torch.device("cpu"))
-    assert found[3] == ("timed" if len(candidates) > 1 else str(candidates[0]).removeprefix("torch."))
+    assert found[3] == ("timed" if len(candidates) > 1 else dtype_name(candidates[0]))
 
 
 def test_auto_pick_is_fixed_or_timed() -> None:

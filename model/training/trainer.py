@@ -32,7 +32,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import UAPTConfig, get_config
 from model.data.dataset import PostRecord
 from model.data.samples import train_profiles
-from model.device import DTYPES, training_dtypes
+from model.device import DTYPES, dtype_name, training_dtypes
 from model.errors import ModelError
 from model.evaluation import grounding
 from model.factory import load_model
@@ -240,8 +240,8 @@ def choose_lm_dtype(model, config: TrainConfig, split: Split, device: torch.devi
     chosen = min(seconds, key=seconds.__getitem__)
     logger.info(
         "precision auto: a forward and backward pass on one batch takes %s on this CPU; the frozen LM trains in %s",
-        ", ".join(f"{seconds[d]:.2f} s in {str(d).removeprefix('torch.')}" for d in candidates),
-        str(chosen).removeprefix("torch."),
+        ", ".join(f"{seconds[d]:.2f} s in {dtype_name(d)}" for d in candidates),
+        dtype_name(chosen),
     )
     return chosen
 
@@ -377,7 +377,7 @@ def train(
     # a resumed run keeps the dtype auto chose when it started: timing again could pick the other
     kept = history.get("lm_dtype") if config.precision == "auto" else None
     lm_dtype = DTYPES[kept] if kept else choose_lm_dtype(model, config, train_split, dev)
-    history["lm_dtype"] = str(lm_dtype).removeprefix("torch.")
+    history["lm_dtype"] = dtype_name(lm_dtype)
     model.lm.to(lm_dtype)  # frozen: bfloat16 only speeds it up; the trained weights stay float32
     logger.info(
         "training %s%s on %d posts (%d val): %d steps, warm-up %d, LM in %s, encoded %d images + %d contexts",
@@ -387,7 +387,7 @@ def train(
         len(val_split.samples),
         total_steps,
         warmup,
-        str(lm_dtype).removeprefix("torch."),
+        history["lm_dtype"],
         cache.encoded_images,
         cache.encoded_contexts,
     )
@@ -464,7 +464,7 @@ def train(
         val_losses=[tuple(v) for v in history["val_losses"]],
     )
     write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
-                 warmup=warmup, total_steps=total_steps, lm_dtype=str(lm_dtype).removeprefix("torch."),
+                 warmup=warmup, total_steps=total_steps, lm_dtype=history["lm_dtype"],
                  probes=history.get("probes", []), image_reliance=history.get("image_reliance", []), data=data_info,
                  init_from=history.get("init_from"))
     return result
