@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 from PIL import Image
 
@@ -44,3 +45,12 @@ class FakeDtypeTimings:
         winner = self.winners[self.calls]
         self.calls += 1
         return {dtype: 1.0 if dtype == winner else 2.0 for dtype in (torch.float32, torch.bfloat16)}
+
+
+def pretend_auto_times_both_dtypes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the trainer see a CPU with native bfloat16 on any machine: 'auto' leaves it both dtypes to time."""
+    from model.training import trainer
+
+    real = trainer.training_dtypes
+    monkeypatch.setattr(trainer, "training_dtypes", lambda precision, device: (
+        (torch.float32, torch.bfloat16) if precision == "auto" else real(precision, device)))

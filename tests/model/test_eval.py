@@ -14,7 +14,7 @@ from model.evaluation.metrics import METRIC_NAMES
 from model.training.train_config import TrainConfig
 from model.training.trainer import train
 from cli.main import main
-from model_fixtures import FakeDtypeTimings
+from model_fixtures import FakeDtypeTimings, pretend_auto_times_both_dtypes
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +112,7 @@ def test_ablate_trains_every_run_in_the_dtype_the_first_one_timed(
     """On a CPU with native bfloat16, auto times both dtypes; variants that trained in different ones would not compare."""
     from model.training import ablate, trainer
 
-    fixed = {"float32": (torch.float32,), "bfloat16": (torch.bfloat16,)}
-    monkeypatch.setattr(trainer, "training_dtypes",
-                        lambda precision, device: (torch.float32, torch.bfloat16) if precision == "auto" else fixed[precision])
+    pretend_auto_times_both_dtypes(monkeypatch)
     timings = FakeDtypeTimings(torch.bfloat16, torch.float32, torch.float32, torch.float32)  # it flips after the first
     monkeypatch.setattr(trainer, "time_lm_dtypes", timings)
     out = tmp_path / "ablate"

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from model.config import PRESETS
-from model_fixtures import FakeDtypeTimings
+from model_fixtures import FakeDtypeTimings, pretend_auto_times_both_dtypes
 from model.data.dataset import load_posts
 from model.data.synth import write_dataset
 from model.training.train_config import TrainConfig
@@ -231,7 +231,7 @@ def test_training_records_image_reliance(tmp_path: Path) -> None:
 
 
 def test_auto_precision_keeps_the_dtype_that_timed_faster(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trainer, "training_dtypes", lambda precision, device: (torch.float32, torch.bfloat16))
+    pretend_auto_times_both_dtypes(monkeypatch)
     monkeypatch.setattr(trainer, "time_lm_dtypes", FakeDtypeTimings(torch.bfloat16, torch.float32))
     split = Split([], torch.zeros(0), torch.zeros(0))
     for faster in (torch.bfloat16, torch.float32):
@@ -246,9 +246,7 @@ def test_timing_both_precisions_changes_nothing_that_is_trained(
     A timing pass that stepped the optimizer, left gradients behind or rounded the LM's
     float32 weights would show in the losses or the trained weights.
     """
-    both = (torch.float32, torch.bfloat16)
-    monkeypatch.setattr(trainer, "training_dtypes", lambda precision, device: both if precision == "auto" else
-                        ({"float32": both[:1], "bfloat16": both[1:]}[precision]))
+    pretend_auto_times_both_dtypes(monkeypatch)
     config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1)
     with caplog.at_level(logging.INFO, logger=trainer.__name__):
         auto = train(posts, preset=TINY, out_dir=tmp_path / "auto", config=config, cache_dir=tmp_path / "cache")
@@ -263,7 +261,7 @@ def test_timing_both_precisions_changes_nothing_that_is_trained(
 
 
 def test_a_resumed_run_keeps_the_dtype_auto_timed_when_it_started(posts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trainer, "training_dtypes", lambda precision, device: (torch.float32, torch.bfloat16))
+    pretend_auto_times_both_dtypes(monkeypatch)
     timings = FakeDtypeTimings(torch.bfloat16, torch.float32)  # a second timing would pick the other
     monkeypatch.setattr(trainer, "time_lm_dtypes", timings)
     config = TrainConfig(epochs=2, batch_size=2, warmup_steps=1)
