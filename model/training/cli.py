@@ -192,8 +192,8 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
         help="dtype of the frozen LM while training: auto picks bfloat16 on CUDA, float32 on an AVX2-only CPU "
         "(where bf16 is several times slower), and on a CPU with AVX512-BF16/AMX times both on the first batch "
         "(about 20 s on a 2-core CPU) and keeps the faster, which differs from one such CPU to the next; "
-        "the trained weights stay float32. Per step, float32 learned clearly faster than bfloat16 in the demo recipe "
-        "(docs/RESULTS.md 1.17)",
+        "the trained weights stay float32. Which dtype learns more per step is not settled: one run each favoured "
+        "float32, a second float32 run on another CPU did not (docs/RESULTS.md 1.17, 1.18)",
     )
 
 
