@@ -19,13 +19,17 @@ from model.assets import file_sha256
 from model.config import ConfigError, UAPTConfig
 from model.device import dtype_name
 from model.errors import ModelError
+from model.image_words import META_FILE as IMAGE_WORDS_META
+from model.image_words import TENSORS_FILE as IMAGE_WORDS_TENSORS
+from model.image_words import load_tagger
 
 WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "uapt-checkpoint/1"
 NOT_COMPARED = {"notes", "init_seed"}
 """Config fields a checkpoint may differ in from the model it loads into: they say nothing about its weights."""
-SIDE_FILES = ("metrics.json", "curve.png")  # written by the trainer; travel with a copied checkpoint
+SIDE_FILES = ("metrics.json", "curve.png", IMAGE_WORDS_TENSORS, IMAGE_WORDS_META)
+"""Written beside the weights (by the trainer, `uapt fit-image-words`); they travel with a copied checkpoint."""
 
 
 class CheckpointError(ModelError):
@@ -111,6 +115,10 @@ def load_checkpoint(model, ckpt_dir: str | Path) -> None:
             f"checkpoint {directory} does not fit the model: missing {missing}, unexpected {unexpected}, wrong shape {wrong}"
         )
     model.prefix.load_state_dict(tensors)
+    embeddings = model.lm.get_input_embeddings()
+    model.image_words = load_tagger(directory, model.image_encoder.dim, embeddings.num_embeddings)
+    if model.image_words is not None:
+        model.image_words.to(model.device)
     model.checkpoint_id = f"{directory.resolve().name}@{meta['sha256'][:12]}"
 
 

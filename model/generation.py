@@ -137,11 +137,12 @@ class _ImageBeams:
         return ranked[: self.settings.n_best]
 
 
-def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings) -> Tensor:
+def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings, bias: Tensor | None = None) -> Tensor:
     """Next-token log-probabilities (N, V) of rows whose generated tokens so far are `history` (N, t).
 
     Repetition penalty on the logits of generated tokens (positive ones divided, negative
-    ones multiplied), then temperature, log-softmax, and -inf for every token that would
+    ones multiplied), then temperature, then the rows' `bias` (N, V) if any (image word
+    guidance, `model.image_words`), log-softmax, and -inf for every token that would
     complete an n-gram the row has already generated.
     """
     logits = logits.float()
@@ -149,7 +150,10 @@ def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings) -> T
         seen = logits.gather(1, history)
         seen = torch.where(seen > 0, seen / settings.repetition_penalty, seen * settings.repetition_penalty)
         logits = logits.scatter(1, history, seen)
-    log_probs = torch.log_softmax(logits / settings.temperature, dim=-1)
+    logits = logits / settings.temperature
+    if bias is not None:
+        logits = logits + bias
+    log_probs = torch.log_softmax(logits, dim=-1)
     n = settings.no_repeat_ngram_size
     if n and history.size(1) >= n:
         grams = history.unfold(1, n, 1)  # (N, W, n): every n-gram generated so far
@@ -164,9 +168,13 @@ def _positions(mask: Tensor) -> Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def _check_inputs(prefix: Tensor, prompt_ids: Sequence[Sequence[int]] | None) -> list[list[int]]:
+def _check_inputs(
+    prefix: Tensor, prompt_ids: Sequence[Sequence[int]] | None, token_bias: Tensor | None
+) -> list[list[int]]:
     if prefix.dim() != 3:
         raise GenerationError(f"prefix must be (batch, length, hidden), got shape {tuple(prefix.shape)}")
+    if token_bias is not None and (token_bias.dim() != 2 or token_bias.size(0) != prefix.size(0)):
+        raise GenerationError(f"token_bias must be (batch, vocab) for a batch of {prefix.size(0)}, got {tuple(token_bias.shape)}")
     if prompt_ids is None:
         return [[] for _ in range(prefix.size(0))]
     if len(prompt_ids) != prefix.size(0):
@@ -208,16 +216,20 @@ def beam_search(
     eos_id: int,
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
+    token_bias: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
-    """Batched beam search over all images and beams at once, with the KV cache. prefix: (B, P, H)."""
-    prompts = _check_inputs(prefix, prompt_ids)
+    """Batched beam search over all images and beams at once, with the KV cache.
+
+    prefix: (B, P, H); token_bias: (B, V) added to each image's logits at every step, or None.
+    """
+    prompts = _check_inputs(prefix, prompt_ids, token_bias)
     width = settings.num_beams
     logits, cache, mask = _prefill(lm, prefix, prompts)
     rows = torch.arange(prefix.size(0), device=prefix.device).repeat_interleave(width)
     cache.reorder_cache(rows)
     mask = mask[rows]  # (B*K, L)
     history = torch.zeros(len(rows), 0, dtype=torch.long, device=prefix.device)  # (B*K, t): generated tokens
-    log_probs = next_log_probs(logits, history[: prefix.size(0)], settings)[rows]  # (B*K, V)
+    log_probs = next_log_probs(logits, history[: prefix.size(0)], settings, token_bias)[rows]  # (B*K, V)
     vocab = log_probs.size(-1)
 
     beams = [_ImageBeams(settings, eos_id) for _ in prompts]
@@ -259,7 +271,8 @@ def beam_search(
         tokens = torch.tensor(next_tokens, device=prefix.device)
         history = torch.cat([history[source], tokens[:, None]], dim=1)
         logits, cache = _step(lm, tokens, mask, cache)
-        log_probs = next_log_probs(logits, history, settings)
+        row_bias = None if token_bias is None else token_bias[torch.tensor(active, device=prefix.device)].repeat_interleave(width, 0)
+        log_probs = next_log_probs(logits, history, settings, row_bias)
     return results
 
 
@@ -270,12 +283,13 @@ def naive_beam_search(
     eos_id: int,
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
+    token_bias: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Reference beam search: one image at a time, the full sequence recomputed every step, no cache.
 
     (Only the last position goes through the LM head, as in the batched prefill.)
     """
-    prompts = _check_inputs(prefix, prompt_ids)
+    prompts = _check_inputs(prefix, prompt_ids, token_bias)
     embed = lm.get_input_embeddings()
     results = []
     for row, prompt in enumerate(prompts):
@@ -288,7 +302,8 @@ def naive_beam_search(
                 sequences.append(torch.cat([prefix[row], embed(ids).to(prefix.dtype)]))
             logits = lm(inputs_embeds=torch.stack(sequences), use_cache=False, logits_to_keep=1).logits[:, -1]
             history = torch.tensor([tokens for tokens, _ in live], dtype=torch.long, device=prefix.device).view(len(live), step)
-            log_probs = next_log_probs(logits, history, settings)  # (beams, V)
+            row_bias = None if token_bias is None else token_bias[row].expand(len(live), -1)
+            log_probs = next_log_probs(logits, history, settings, row_bias)  # (beams, V)
             vocab = log_probs.size(-1)
             beam_scores = torch.tensor([score for _, score in live], device=prefix.device)
             candidates = (beam_scores[:, None] + log_probs).view(-1)
@@ -312,9 +327,10 @@ def greedy_search(
     eos_id: int,
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
+    token_bias: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched greedy decoding with the KV cache (beam width and n-best are ignored: one caption per image)."""
-    prompts = _check_inputs(prefix, prompt_ids)
+    prompts = _check_inputs(prefix, prompt_ids, token_bias)
     logits, cache, mask = _prefill(lm, prefix, prompts)
     batch = len(prompts)
     tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -322,7 +338,7 @@ def greedy_search(
     finished = [False] * batch
     history = torch.zeros(batch, 0, dtype=torch.long, device=prefix.device)  # every token fed, per row
     for step in range(settings.max_new_tokens):
-        log_probs = next_log_probs(logits, history, settings)
+        log_probs = next_log_probs(logits, history, settings, token_bias)
         best_logp, best = log_probs.max(dim=-1)
         for row, (token, logp) in enumerate(zip(best.tolist(), best_logp.tolist())):
             if finished[row]:

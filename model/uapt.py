@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from model import generation
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, UAPTConfig
 from model.errors import ModelError
+from model.image_words import ImageWordTagger
 
 
 class InputError(ModelError):
@@ -243,6 +244,7 @@ class UAPT(nn.Module):
             float(lm.get_input_embeddings().weight.float().std()),
         )
         self.checkpoint_id: str | None = None  # set by model.checkpoint.load_checkpoint
+        self.image_words: ImageWordTagger | None = None  # set by load_checkpoint when the checkpoint has one
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.image_encoder, self.context_encoder, self.lm]
@@ -352,11 +354,14 @@ class UAPT(nn.Module):
         no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
         repetition_penalty: float = REPETITION_PENALTY,
         prompts: Sequence[str] | None = None,
+        image_word_weight: float | None = None,
     ) -> list[list[Caption]]:
         """n-best captions per image (best first). num_beams=1 decodes greedily.
 
         `prompts` (one text per image, lengths may differ) are fed after the prefix and
-        are not part of the returned captions.
+        are not part of the returned captions. `image_word_weight` scales the image word
+        guidance (`model.image_words`) when the checkpoint has a tagger: None uses the
+        weight stored with it, 0 turns it off.
         """
         settings = generation.BeamSettings(
             num_beams=num_beams,
@@ -372,11 +377,23 @@ class UAPT(nn.Module):
         if prompts is not None:
             prompt_ids = [self.tokenizer(text, add_special_tokens=False).input_ids for text in prompts]
         search = generation.greedy_search if num_beams == 1 else generation.beam_search
-        hypotheses = search(self.lm, prefix, self.eos_id, settings, prompt_ids)
+        hypotheses = search(self.lm, prefix, self.eos_id, settings, prompt_ids, self.word_bias(image_features, image_word_weight))
         return [
             [Caption(self.tokenizer.decode(list(h.token_ids)).strip(), h.score, list(h.token_ids)) for h in image]
             for image in hypotheses
         ]
+
+    def word_bias(self, image_features: Tensor, weight: float | None) -> Tensor | None:
+        """The image word guidance's logit bias (B, V), or None when there is no tagger or the weight is 0."""
+        if self.image_words is None:
+            return None
+        weight = self.image_words.weight if weight is None else weight
+        if weight < 0:
+            raise InputError(f"image_word_weight must be >= 0 (0 turns guidance off), got {weight}")
+        if weight == 0:
+            return None
+        vocab_size = self.lm.get_input_embeddings().num_embeddings
+        return self.image_words.token_bias(image_features, vocab_size, weight)
 
     def _check_features(self, features: Tensor | None, shape: tuple[int, ...], name: str) -> Tensor:
         if features is None or tuple(features.shape[1:]) != shape:

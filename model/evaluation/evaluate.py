@@ -50,6 +50,7 @@ class EvalOptions:
     temperature: float = TEMPERATURE
     no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE
     repetition_penalty: float = REPETITION_PENALTY
+    image_word_weight: float | None = None  # None: the checkpoint's tagger's own weight (model.image_words)
     limit: int | None = None
     keywords_k: int | None = None  # None: what the checkpoint was trained with (else 5)
     cold_start: bool = False  # caption every post as if its user had no past posts (no keywords)
@@ -122,6 +123,7 @@ def generate_captions(
                 temperature=options.temperature,
                 no_repeat_ngram_size=options.no_repeat_ngram_size,
                 repetition_penalty=options.repetition_penalty,
+                image_word_weight=options.image_word_weight,
             )
         )
     return captions
@@ -195,6 +197,8 @@ def evaluate_checkpoint(
             "temperature": options.temperature,
             "no_repeat_ngram_size": options.no_repeat_ngram_size,
             "repetition_penalty": options.repetition_penalty,
+            "image_word_weight": None if model.image_words is None else model.image_words.weight
+            if options.image_word_weight is None else options.image_word_weight,
         },
         captions=[
             {

@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_data(subparsers)
     _register_train(subparsers)
     _register_evaluate(subparsers)
+    _register_fit_image_words(subparsers)
     _register_ablate(subparsers)
 
 
@@ -288,6 +289,7 @@ def _eval_options(args: argparse.Namespace):
         temperature=args.temperature,
         no_repeat_ngram_size=args.no_repeat_ngram_size,
         repetition_penalty=args.repetition_penalty,
+        image_word_weight=args.image_word_weight,
         limit=args.limit,
         keywords_k=args.keywords,
         cold_start=args.cold_start,
@@ -345,6 +347,46 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(report.markdown())
     print(f"report: {out}" + (f", page: {args.report}" if args.report else ""), file=sys.stderr)
+    return 0
+
+
+def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
+    from model.image_words import TaggerFit
+
+    d = TaggerFit()
+    fit = subparsers.add_parser(
+        "fit-image-words",
+        help="fit a checkpoint's image-word tagger, which steers decoding toward words the image makes likely",
+        description=(
+            "Fits a logistic read-out from the frozen image features to the words of the train captions "
+            "(no labels) and saves it beside the checkpoint's weights (image_words.safetensors/.json). "
+            "Decoding then adds WEIGHT x (log p(word | image) - log p(word)) to each vocabulary word's "
+            "logits: words the image makes likelier than usual gain, words it makes unlikely lose. "
+            "Takes a minute or two on a CPU; the LM is loaded only for its tokenizer."
+        ),
+    )
+    _add_model_args(fit)
+    fit.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder to fit for and write into")
+    fit.add_argument("--min-count", type=int, default=d.min_count, help=f"a word enters the vocabulary when this many train captions use it (default: {d.min_count})")
+    fit.add_argument("--l2", type=float, default=d.l2, help=f"L2 penalty on the read-out weights (default: {d.l2})")
+    fit.add_argument("--steps", type=int, default=d.steps, help=f"full-batch optimizer steps (default: {d.steps})")
+    fit.add_argument("--weight", type=float, default=d.weight, help=f"default guidance weight stored with the tagger; 0 turns it off (default: {d.weight})")
+    fit.add_argument("--pmi-cap", type=float, default=d.pmi_cap, help=f"largest |log-ratio| one word gets (default: {d.pmi_cap})")
+    fit.set_defaults(func=_cmd_fit_image_words)
+
+
+def _cmd_fit_image_words(args: argparse.Namespace) -> int:
+    from model.errors import ModelError
+    from model.image_words import TaggerFit
+    from model.training.image_words_fit import fit_checkpoint_tagger
+
+    records = _load_or_exit("fit-image-words", args.data)
+    try:
+        fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap)
+        figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
+    except ModelError as exc:
+        raise SystemExit(f"uapt fit-image-words: {exc}") from None
+    print(json.dumps(figures, indent=1))
     return 0
 
 

@@ -251,3 +251,43 @@ def test_repetition_settings_are_validated() -> None:
         BeamSettings(no_repeat_ngram_size=-1)
     with pytest.raises(GenerationError, match="repetition_penalty"):
         BeamSettings(repetition_penalty=0.5)
+
+
+def _word_bias(model, count: int) -> torch.Tensor:
+    """A per-image logit bias as image word guidance makes it: large on a few tokens, 0 elsewhere."""
+    vocab = model.lm.get_input_embeddings().num_embeddings
+    bias = torch.zeros(count, vocab)
+    generator = torch.Generator().manual_seed(3)
+    for row in range(count):
+        tokens = torch.randint(0, vocab, (40,), generator=generator)
+        bias[row, tokens] = 6 * torch.rand(40, generator=generator) - 2
+    return bias
+
+
+def test_batched_equals_naive_with_a_token_bias(stopping_lm) -> None:
+    model = tiny_model()
+    prefix = _prefix(model, 4)
+    bias = _word_bias(model, 4)
+    settings = BeamSettings(num_beams=3, max_new_tokens=10)
+    biased = beam_search(stopping_lm, prefix, model.eos_id, settings, token_bias=bias)
+    _assert_same(biased, naive_beam_search(stopping_lm, prefix, model.eos_id, settings, token_bias=bias))
+    plain = beam_search(stopping_lm, prefix, model.eos_id, settings)
+    assert [[h.token_ids for h in i] for i in biased] != [[h.token_ids for h in i] for i in plain]
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_every_decoder_applies_each_images_own_bias(decoder: str) -> None:
+    model = tiny_model()
+    prefix = _prefix(model, 2)
+    vocab = model.lm.get_input_embeddings().num_embeddings
+    bias = torch.zeros(2, vocab)
+    bias[0, 1234] = bias[1, 4321] = 100.0  # each image's favoured token wins every step it is allowed
+    settings = BeamSettings(num_beams=2, max_new_tokens=3, no_repeat_ngram_size=0, repetition_penalty=1.0)
+    first, second = DECODERS[decoder](model.lm, prefix, model.eos_id, settings, token_bias=bias)
+    assert first[0].token_ids[0] == 1234 and second[0].token_ids[0] == 4321
+
+
+def test_token_bias_must_have_a_row_per_image() -> None:
+    model = tiny_model()
+    with pytest.raises(GenerationError, match="token_bias"):
+        beam_search(model.lm, _prefix(model, 2), model.eos_id, BeamSettings(), token_bias=torch.zeros(3, 10))

@@ -1,0 +1,256 @@
+"""Image word guidance: a read-out of which caption words an image makes likely, used to steer decoding.
+
+Why: the trained prefix passes the image's scene on weakly (docs/RESULTS.md 1.3, 1.13),
+while a linear read-out of the same frozen features names the scene at 0.89. The
+`ImageWordTagger` is such a read-out, fitted to the words of the train captions (no
+labels): for each word w of its vocabulary it predicts p(w in caption | image).
+
+Decoding adds ``weight * (log p(w | image) - log p(w))``, the image's pointwise mutual
+information with w, to the logits of w's tokens. Words the image makes likelier than
+usual gain, words it makes unlikely lose, and words the image says nothing about (a
+user's hashtags, a series counter) keep what the LM gives them. With weight 1 this is
+Bayes' rule for p(w | image, user) if image and user are independent given w. Not in
+the paper; MAGIC (Su et al. 2022) steers an LM with CLIP scores in the same spirit.
+
+A fitted tagger lives beside a checkpoint's weights: ``image_words.safetensors`` (the
+read-out) and ``image_words.json`` (vocabulary, token ids, default weight, checksum).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from model.assets import file_sha256
+from model.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+TENSORS_FILE = "image_words.safetensors"
+META_FILE = "image_words.json"
+FORMAT = "uapt-image-words/1"
+WORD = re.compile(r"[a-z]+")
+
+
+class ImageWordsError(ModelError):
+    """An image-word tagger that cannot be fitted or loaded; the message says why."""
+
+
+@dataclass(frozen=True)
+class TaggerFit:
+    """How the tagger is fitted: full-batch Adam on an L2-penalised logistic read-out, one output per word.
+
+    The penalty matters: every train image is unique and most caption words are chance
+    draws, so an unpenalised read-out learns the train captions by heart (its val
+    cross-entropy ends above that of the word priors alone).
+    """
+
+    min_count: int = 10  # a word enters the vocabulary when this many train captions use it
+    steps: int = 400
+    lr: float = 1e-2
+    l2: float = 1e-3  # times the squared weights, summed, added to the mean cross-entropy
+    pmi_cap: float = 3.0  # |log-ratio| limit: one confident read-out must not veto a word outright
+    weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
+
+
+def caption_words(text: str) -> set[str]:
+    """The lower-case alphabetic words of a caption (hashtags lose their '#', emoji drop out)."""
+    return set(WORD.findall(text.lower()))
+
+
+def single_token_ids(tokenizer, word: str) -> list[int]:
+    """The ids of `word` with and without a leading space, where either is one token.
+
+    Only whole-word tokens are steered, so a bias never lands on a piece of another word.
+    """
+    ids = []
+    for form in (" " + word, word):
+        pieces = tokenizer(form, add_special_tokens=False).input_ids
+        if len(pieces) == 1:
+            ids.append(int(pieces[0]))
+    return ids
+
+
+class ImageWordTagger(nn.Module):
+    """Mean-pooled frozen image features, standardised -> one logit per vocabulary word (is it in the caption?)."""
+
+    def __init__(
+        self,
+        image_dim: int,
+        words: Sequence[str],
+        token_ids: Sequence[Sequence[int]],
+        log_prior: Tensor,
+        pmi_cap: float,
+        weight: float,
+    ) -> None:
+        super().__init__()
+        if not (len(words) == len(token_ids) == log_prior.numel()):
+            raise ImageWordsError(
+                f"{len(words)} words, {len(token_ids)} token-id lists and {log_prior.numel()} priors must match"
+            )
+        self.words = list(words)
+        self.token_ids = [list(ids) for ids in token_ids]
+        self.pmi_cap = pmi_cap
+        self.weight = weight
+        self.register_buffer("feature_mean", torch.zeros(image_dim))
+        self.register_buffer("feature_std", torch.ones(image_dim))
+        self.linear = nn.Linear(image_dim, len(words))
+        self.register_buffer("log_prior", log_prior.float().clone())
+        # starts at the priors: no image evidence until the fit finds some
+        nn.init.zeros_(self.linear.weight)
+        with torch.no_grad():
+            self.linear.bias.copy_(torch.logit(self.log_prior.exp(), eps=1e-4))
+        # (K,) pairs: token `flat_tokens[k]` takes the guidance of word `flat_words[k]`
+        pairs = [(token, row) for row, ids in enumerate(self.token_ids) for token in ids]
+        self.register_buffer("flat_tokens", torch.tensor([t for t, _ in pairs], dtype=torch.long))
+        self.register_buffer("flat_words", torch.tensor([w for _, w in pairs], dtype=torch.long))
+        self.requires_grad_(False)
+
+    @property
+    def image_dim(self) -> int:
+        return self.feature_mean.numel()
+
+    def forward(self, image_features: Tensor) -> Tensor:  # (B, T, D) -> (B, W) logits
+        pooled = image_features.float().mean(dim=1)
+        return self.linear((pooled - self.feature_mean) / self.feature_std)
+
+    def pmi(self, image_features: Tensor) -> Tensor:
+        """log p(w | image) - log p(w), capped at +-pmi_cap: (B, W)."""
+        return (F.logsigmoid(self(image_features)) - self.log_prior).clamp(-self.pmi_cap, self.pmi_cap)
+
+    def token_bias(self, image_features: Tensor, vocab_size: int, weight: float) -> Tensor:
+        """The logit bias (B, vocab_size) that decoding adds: weight x PMI on each word's tokens, 0 elsewhere."""
+        pmi = self.pmi(image_features.to(self.linear.weight.device))
+        bias = pmi.new_zeros(pmi.size(0), vocab_size)
+        bias[:, self.flat_tokens] = weight * pmi[:, self.flat_words]
+        return bias
+
+
+def build_vocabulary(captions: Sequence[str], tokenizer, min_count: int) -> tuple[list[str], list[list[int]], Tensor]:
+    """Words used by at least `min_count` captions that have a single-token form: (words, token ids, multi-hot (N, W))."""
+    counts = Counter(word for text in captions for word in caption_words(text))
+    words, token_ids = [], []
+    for word, count in sorted(counts.items()):
+        ids = single_token_ids(tokenizer, word) if count >= min_count else []
+        if ids:
+            words.append(word)
+            token_ids.append(ids)
+    if not words:
+        raise ImageWordsError(f"no caption word is used by {min_count} captions and is one token: nothing to fit")
+    column = {word: j for j, word in enumerate(words)}
+    targets = torch.zeros(len(captions), len(words))
+    for i, text in enumerate(captions):
+        for word in caption_words(text) & column.keys():
+            targets[i, column[word]] = 1.0
+    return words, token_ids, targets
+
+
+def fit_tagger(
+    image_features: Tensor,
+    captions: Sequence[str],
+    tokenizer,
+    fit: TaggerFit = TaggerFit(),
+    val: tuple[Tensor, Sequence[str]] | None = None,
+) -> tuple[ImageWordTagger, dict]:
+    """Fit the read-out on train images and their captions; returns it and fit figures (BCE, and on `val` if given)."""
+    if image_features.size(0) != len(captions) or not captions:
+        raise ImageWordsError(f"{image_features.size(0)} images for {len(captions)} captions")
+    words, token_ids, targets = build_vocabulary(captions, tokenizer, fit.min_count)
+    prior = targets.mean(dim=0).clamp(min=1.0 / len(captions))
+    tagger = ImageWordTagger(image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight)
+    features = image_features.float()
+    pooled = features.mean(dim=1)
+    tagger.feature_mean.copy_(pooled.mean(dim=0))
+    tagger.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-6))
+    tagger.linear.requires_grad_(True)
+    optimizer = torch.optim.Adam(tagger.linear.parameters(), lr=fit.lr)
+    for _ in tqdm(range(fit.steps), desc="fitting image words", leave=False, mininterval=2):
+        loss = F.binary_cross_entropy_with_logits(tagger(features), targets)
+        optimizer.zero_grad(set_to_none=True)
+        (loss + fit.l2 * tagger.linear.weight.pow(2).sum()).backward()
+        optimizer.step()
+    tagger.requires_grad_(False)
+    figures = {"words": len(words), "train_captions": len(captions), "train_bce": float(loss.detach())}
+    if val is not None:
+        val_features, val_captions = val
+        figures["val_bce"] = bce(tagger, val_features, val_captions)
+        figures["val_bce_prior_only"] = bce(tagger, val_features, val_captions, prior_only=True)
+    return tagger, figures
+
+
+@torch.no_grad()
+def bce(tagger: ImageWordTagger, image_features: Tensor, captions: Sequence[str], prior_only: bool = False) -> float:
+    """Mean binary cross-entropy of the tagger (or of the word priors alone) on these captions' words."""
+    column = {word: j for j, word in enumerate(tagger.words)}
+    targets = torch.zeros(len(captions), len(tagger.words))
+    for i, text in enumerate(captions):
+        for word in caption_words(text) & column.keys():
+            targets[i, column[word]] = 1.0
+    if prior_only:
+        p = tagger.log_prior.exp().clamp(max=1 - 1e-6).expand_as(targets)
+        return float(F.binary_cross_entropy(p, targets))
+    return float(F.binary_cross_entropy_with_logits(tagger(image_features), targets))
+
+
+def save_tagger(tagger: ImageWordTagger, directory: str | Path, fit: TaggerFit, figures: dict) -> None:
+    """Write the read-out's tensors and its JSON description (with their checksum) into `directory`."""
+    directory = Path(directory)
+    tensors = {name: value.detach().cpu().contiguous() for name, value in tagger.state_dict().items()}
+    save_file(tensors, str(directory / TENSORS_FILE))
+    meta = {
+        "format": FORMAT,
+        "image_dim": tagger.image_dim,
+        "words": tagger.words,
+        "token_ids": tagger.token_ids,
+        "pmi_cap": tagger.pmi_cap,
+        "weight": tagger.weight,
+        "fit": asdict(fit),
+        "figures": figures,
+        "sha256": file_sha256(directory / TENSORS_FILE),
+    }
+    (directory / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def load_tagger(directory: str | Path, image_dim: int, vocab_size: int) -> ImageWordTagger | None:
+    """The tagger saved in `directory`, or None when it has none; a damaged or unfitting one raises."""
+    directory = Path(directory)
+    meta_path, tensors_path = directory / META_FILE, directory / TENSORS_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ImageWordsError(f"{meta_path} is not in format {FORMAT}")
+        if file_sha256(tensors_path) != meta["sha256"]:
+            raise ImageWordsError(f"{tensors_path} does not match the checksum in {meta_path}")
+        tensors = load_file(str(tensors_path))
+    except (OSError, ValueError, KeyError, SafetensorError) as error:
+        raise ImageWordsError(f"{directory}: cannot read the image-word tagger: {error}") from error
+    if meta["image_dim"] != image_dim:
+        raise ImageWordsError(f"{meta_path}: fitted on {meta['image_dim']}-d image features, the model has {image_dim}")
+    largest = max((max(ids) for ids in meta["token_ids"]), default=-1)
+    if largest >= vocab_size:
+        raise ImageWordsError(f"{meta_path}: token id {largest} is outside the LM's vocabulary of {vocab_size}")
+    tagger = ImageWordTagger(
+        image_dim, meta["words"], meta["token_ids"], tensors["log_prior"], float(meta["pmi_cap"]), float(meta["weight"])
+    )
+    try:
+        tagger.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise ImageWordsError(f"{tensors_path} does not fit its description in {meta_path}: {error}") from error
+    if not math.isfinite(tagger.weight) or tagger.weight < 0:
+        raise ImageWordsError(f"{meta_path}: weight must be a finite number >= 0, got {tagger.weight}")
+    return tagger

@@ -1,0 +1,142 @@
+"""Image word guidance: the tagger's vocabulary, fit, logit bias, storage and use in decoding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import copy_checkpoint, save_checkpoint
+from model.factory import load_model
+from model.image_words import (
+    META_FILE,
+    TENSORS_FILE,
+    ImageWordsError,
+    TaggerFit,
+    build_vocabulary,
+    caption_words,
+    fit_tagger,
+    load_tagger,
+    save_tagger,
+    single_token_ids,
+)
+from model.uapt import InputError
+from model_fixtures import SAMPLE_KEYWORDS, sample_images, tiny_model
+
+DIM = 16
+
+
+def _toy_data(count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Images whose first feature says 'red' and second says 'blue'; every caption says 'always'."""
+    features = torch.randn(count, 1, DIM, generator=torch.Generator().manual_seed(seed))
+    captions = []
+    for row in features[:, 0]:
+        words = ["always"] + (["red"] if row[0] > 0 else []) + (["blue"] if row[1] > 0 else [])
+        captions.append("#" + " ".join(words) + " 📸")
+    return features, captions
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    features, captions = _toy_data(400, seed=0)
+    fit = TaggerFit(min_count=5, steps=200, weight=1.5)
+    tagger, figures = fit_tagger(features, captions, tiny_model().tokenizer, fit, val=_toy_data(200, seed=1))
+    return tagger, figures, fit
+
+
+def test_caption_words_are_lower_case_alphabetic() -> None:
+    assert caption_words("Day 12 of 365: #Sunset by the LAKE 📸") == {"day", "of", "sunset", "by", "the", "lake"}
+
+
+def test_only_words_with_a_single_token_form_are_steered() -> None:
+    tokenizer = tiny_model().tokenizer
+    assert single_token_ids(tokenizer, "red") == tokenizer(" red").input_ids + tokenizer("red").input_ids
+    assert single_token_ids(tokenizer, "qzxvbnmw") == []  # many pieces whichever form
+    words, token_ids, targets = build_vocabulary(["red red blue", "red qzxvbnmw", "blue"], tokenizer, min_count=2)
+    assert words == ["blue", "red"]  # qzxvbnmw is too rare, and no single token
+    assert targets.tolist() == [[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]  # presence, not counts
+    with pytest.raises(ImageWordsError, match="nothing to fit"):
+        build_vocabulary(["red"], tokenizer, min_count=2)
+
+
+def test_the_tagger_learns_which_words_an_image_makes_likely(fitted) -> None:
+    tagger, figures, _ = fitted
+    assert tagger.words == ["always", "blue", "red"]
+    assert figures["val_bce"] < 0.5 * figures["val_bce_prior_only"]
+    red_not_blue = torch.zeros(1, 1, DIM)
+    red_not_blue[0, 0, 0], red_not_blue[0, 0, 1] = 3.0, -3.0
+    always, blue, red = tagger.pmi(red_not_blue)[0].tolist()
+    assert red > 0.5 and blue < -0.5  # prior 1/2 each: log 2 is red's most, the cap bounds blue's fall
+    assert abs(always) < 0.05  # in every caption: the image says nothing about it
+    assert -tagger.pmi_cap <= blue
+
+
+def test_token_bias_puts_weight_times_pmi_on_each_words_tokens_only(fitted) -> None:
+    tagger, _, _ = fitted
+    features, _ = _toy_data(3, seed=2)
+    vocab = tiny_model().lm.get_input_embeddings().num_embeddings
+    bias = tagger.token_bias(features, vocab, weight=2.0)
+    pmi = tagger.pmi(features)
+    assert bias.shape == (3, vocab)
+    steered = set()
+    for column, ids in enumerate(tagger.token_ids):
+        for token in ids:
+            assert torch.allclose(bias[:, token], 2.0 * pmi[:, column])
+            steered.add(token)
+    others = [t for t in range(vocab) if t not in steered]
+    assert torch.count_nonzero(bias[:, others]) == 0
+
+
+def test_save_and_load_round_trip_and_refuse_damage(fitted, tmp_path: Path) -> None:
+    tagger, figures, fit = fitted
+    vocab = tiny_model().lm.get_input_embeddings().num_embeddings
+    assert load_tagger(tmp_path, DIM, vocab) is None  # no tagger is not an error
+    save_tagger(tagger, tmp_path, fit, figures)
+    loaded = load_tagger(tmp_path, DIM, vocab)
+    features, _ = _toy_data(5, seed=3)
+    assert loaded.words == tagger.words and loaded.weight == 1.5
+    assert torch.equal(loaded.token_bias(features, vocab, 1.0), tagger.token_bias(features, vocab, 1.0))
+    with pytest.raises(ImageWordsError, match="image features"):
+        load_tagger(tmp_path, DIM + 1, vocab)
+    with pytest.raises(ImageWordsError, match="vocabulary"):
+        load_tagger(tmp_path, DIM, 10)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    (tmp_path / META_FILE).write_text(json.dumps({**meta, "weight": -1.0}))
+    with pytest.raises(ImageWordsError, match="weight"):
+        load_tagger(tmp_path, DIM, vocab)
+    (tmp_path / TENSORS_FILE).write_bytes((tmp_path / TENSORS_FILE).read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ImageWordsError, match="checksum"):
+        load_tagger(tmp_path, DIM, vocab)
+
+
+@pytest.fixture(scope="module")
+def guided_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny checkpoint with a tagger fitted on its own image features and toy captions."""
+    model = tiny_model()
+    path = save_checkpoint(model, tmp_path_factory.mktemp("guided") / "ckpt")
+    images = model.encode_images(sample_images(6) * 10)
+    captions = ["a red one" if i % 2 else "a blue one" for i in range(60)]
+    tagger, figures = fit_tagger(images, captions, model.tokenizer, TaggerFit(min_count=5, steps=100, weight=40.0))
+    save_tagger(tagger, path, TaggerFit(min_count=5, steps=100, weight=40.0), figures)
+    return path
+
+
+def _captions(model, **kwargs) -> list[list[list[int]]]:
+    images = model.encode_images(sample_images(3))
+    context = model.encode_context([" ".join(k) for k in SAMPLE_KEYWORDS[:3]])
+    return [[c.token_ids for c in image] for image in model.generate(images, context, max_new_tokens=6, **kwargs)]
+
+
+def test_a_checkpoints_tagger_steers_generate_and_travels_with_a_copy(guided_checkpoint: Path, tmp_path: Path) -> None:
+    plain = tiny_model()
+    guided = load_model("tiny", device="cpu", checkpoint=guided_checkpoint)
+    assert plain.image_words is None and guided.image_words is not None and guided.image_words.weight == 40.0
+    assert _captions(guided, image_word_weight=0.0) == _captions(plain)  # 0 turns it off
+    assert _captions(guided) != _captions(plain)  # the stored weight steers
+    assert _captions(guided) == _captions(guided, image_word_weight=40.0)
+    copied = load_model("tiny", device="cpu", checkpoint=copy_checkpoint(guided_checkpoint, tmp_path / "copy", dtype=torch.float32))
+    assert _captions(copied) == _captions(guided)
+    with pytest.raises(InputError, match="image_word_weight"):
+        _captions(guided, image_word_weight=-1.0)
