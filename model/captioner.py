@@ -10,6 +10,7 @@ from torch import Tensor
 
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
 from model.generation import BeamSettings
+from model.image_words import check_weight
 from model.keywords import keywords_to_text
 from model.uapt import UAPT, Caption, InputError
 
@@ -27,6 +28,7 @@ class Captioner:
         length_penalty: float = 1.0,
         no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
         repetition_penalty: float = REPETITION_PENALTY,
+        image_word_weight: float | None = None,
     ) -> None:
         # Validate now (GenerationError), not at the first batch of a running worker.
         BeamSettings(
@@ -43,6 +45,8 @@ class Captioner:
         self.length_penalty = length_penalty
         self.no_repeat_ngram_size = no_repeat_ngram_size
         self.repetition_penalty = repetition_penalty
+        # None: the checkpoint's tagger's own weight
+        self.image_word_weight = None if image_word_weight is None else check_weight(image_word_weight)
         self.model_id = model.checkpoint_id or f"{model.config.preset}:untrained"
 
     def encode_images(self, images: Sequence[Image.Image]) -> list[Tensor]:
@@ -73,6 +77,7 @@ class Captioner:
             length_penalty=self.length_penalty,
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             repetition_penalty=self.repetition_penalty,
+            image_word_weight=self.image_word_weight,
         )
 
     def caption(

@@ -121,6 +121,7 @@ def _caption(args: argparse.Namespace) -> int:
 
     from model.captioner import Captioner
     from model.generation import GenerationError
+    from model.image_words import ImageWordsError
 
     if args.num_captions < 1:
         raise SystemExit("uapt caption: --num-captions must be at least 1")
@@ -142,9 +143,10 @@ def _caption(args: argparse.Namespace) -> int:
             length_penalty=args.length_penalty,
             no_repeat_ngram_size=args.no_repeat_ngram_size,
             repetition_penalty=args.repetition_penalty,
+            image_word_weight=args.image_word_weight,
         )
         results = captioner.caption(images, [keywords] * len(images), num_captions=args.num_captions)
-    except GenerationError as error:
+    except (GenerationError, ImageWordsError) as error:
         raise SystemExit(f"uapt caption: {error}") from None
     for path, captions in zip(args.images, results):
         print(f"{path}  [model {captioner.model_id}]")

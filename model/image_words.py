@@ -66,6 +66,13 @@ class TaggerFit:
     weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
 
 
+def check_weight(weight: float) -> float:
+    """A guidance weight must be a finite number >= 0 (0 turns guidance off); returns it."""
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ImageWordsError(f"image_word_weight must be a finite number >= 0 (0 turns guidance off), got {weight}")
+    return weight
+
+
 def caption_words(text: str) -> set[str]:
     """The lower-case alphabetic words of a caption (hashtags lose their '#', emoji drop out)."""
     return set(WORD.findall(text.lower()))
@@ -251,6 +258,8 @@ def load_tagger(directory: str | Path, image_dim: int, vocab_size: int) -> Image
         tagger.load_state_dict(tensors)
     except RuntimeError as error:
         raise ImageWordsError(f"{tensors_path} does not fit its description in {meta_path}: {error}") from error
-    if not math.isfinite(tagger.weight) or tagger.weight < 0:
-        raise ImageWordsError(f"{meta_path}: weight must be a finite number >= 0, got {tagger.weight}")
+    try:
+        check_weight(tagger.weight)
+    except ImageWordsError as error:
+        raise ImageWordsError(f"{meta_path}: {error}") from None
     return tagger

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from model import generation
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, UAPTConfig
 from model.errors import ModelError
-from model.image_words import ImageWordTagger
+from model.image_words import ImageWordTagger, check_weight
 
 
 class InputError(ModelError):
@@ -387,9 +387,7 @@ class UAPT(nn.Module):
         """The image word guidance's logit bias (B, V), or None when there is no tagger or the weight is 0."""
         if self.image_words is None:
             return None
-        weight = self.image_words.weight if weight is None else weight
-        if weight < 0:
-            raise InputError(f"image_word_weight must be >= 0 (0 turns guidance off), got {weight}")
+        weight = self.image_words.weight if weight is None else check_weight(weight)
         if weight == 0:
             return None
         vocab_size = self.lm.get_input_embeddings().num_embeddings

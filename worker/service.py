@@ -30,6 +30,7 @@ def load_captioner(settings: Settings) -> Captioner:
         model,
         no_repeat_ngram_size=settings.no_repeat_ngram_size,
         repetition_penalty=settings.repetition_penalty,
+        image_word_weight=settings.image_word_weight,
     )
 
 

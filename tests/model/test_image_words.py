@@ -22,7 +22,6 @@ from model.image_words import (
     save_tagger,
     single_token_ids,
 )
-from model.uapt import InputError
 from model_fixtures import SAMPLE_KEYWORDS, sample_images, tiny_model
 
 DIM = 16
@@ -138,5 +137,5 @@ def test_a_checkpoints_tagger_steers_generate_and_travels_with_a_copy(guided_che
     assert _captions(guided) == _captions(guided, image_word_weight=40.0)
     copied = load_model("tiny", device="cpu", checkpoint=copy_checkpoint(guided_checkpoint, tmp_path / "copy", dtype=torch.float32))
     assert _captions(copied) == _captions(guided)
-    with pytest.raises(InputError, match="image_word_weight"):
+    with pytest.raises(ImageWordsError, match="image_word_weight"):
         _captions(guided, image_word_weight=-1.0)

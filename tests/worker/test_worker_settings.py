@@ -35,6 +35,16 @@ def test_bad_values_are_named(env, message):
         Settings.from_sources(env=env)
 
 
+def test_image_word_weight_defaults_to_the_checkpoints_and_is_checked():
+    from worker.service import load_captioner
+
+    assert Settings.from_sources(env={}).image_word_weight is None
+    assert Settings.from_sources(env={"UAPT_IMAGE_WORD_WEIGHT": "0"}).image_word_weight == 0.0
+    with pytest.raises(SettingsError, match="image_word_weight"):
+        Settings.from_sources(env={"UAPT_IMAGE_WORD_WEIGHT": "-1"})
+    assert load_captioner(Settings(preset="tiny", device="cpu", image_word_weight=0.5)).image_word_weight == 0.5
+
+
 def test_repetition_control_settings_default_to_the_models_and_are_checked():
     from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
 
