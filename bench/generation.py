@@ -16,7 +16,11 @@ Untrained prefix weights rarely emit eos, so every caption runs to
     speedup_vs_naive=<x> speedup_vs_hf=<y> identical=<true|false> captions_per_s=<z>
 
 where captions_per_s counts images whose n-best list the batched decoder produced
-per second (median run). `--preset paper --random-weights` times the paper's
+per second (median run). With a checkpoint that has an image-word tagger
+(`uapt fit-image-words`), both decoders apply its guidance (`--image-word-weight`,
+default the tagger's own weight), the batched decoder is also timed without it
+(`guidance_cost` is the ratio), and Hugging Face, which has no per-image logit
+bias, is skipped. `--preset paper --random-weights` times the paper's
 architecture (EVA02-L-14, GPT-2 medium) with random weights: speed does not depend
 on weight values, and nothing has to be downloaded.
 """
@@ -133,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help=f"repetition penalty in both decoders (default: {REPETITION_PENALTY}, as served)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the batched decoder and of HF (default: 3; the naive reference runs once)")
+    parser.add_argument(
+        "--image-word-weight", type=float, default=None,
+        help="image word guidance when the checkpoint has a tagger (default: its stored weight; 0: off)",
+    )
     parser.add_argument("--prompts", action="store_true", help="give each image a text prompt of a different length")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: half on CUDA, else float32)")
@@ -169,10 +177,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     with torch.no_grad():
         prefix = model.prefix_embeddings(image_features, context_features)
+        token_bias = model.word_bias(image_features, args.image_word_weight)
     prompt_ids = None if prompts is None else [model.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
 
-    def decode(search) -> list:
-        result = search(model.lm, prefix, model.eos_id, settings, prompt_ids)
+    def decode(search, bias: torch.Tensor | None = token_bias) -> list:
+        result = search(model.lm, prefix, model.eos_id, settings, prompt_ids, bias)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         return result
@@ -186,17 +195,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     decode(beam_search)  # warm-up: first-call allocations and kernel selection
     batched_times, batched = timed(lambda: decode(beam_search), args.repeats)
     naive_times, naive = timed(lambda: decode(naive_beam_search), 0 if args.skip_naive else 1)  # a strawman: once
-    hf_times, hf_best = timed(hf_decode, 0 if prompts else args.repeats)
+    unguided_times, _ = timed(lambda: decode(beam_search, None), 0 if token_bias is None else args.repeats)
+    hf_times, hf_best = timed(hf_decode, 0 if prompts or token_bias is not None else args.repeats)
     batched_s = statistics.median(batched_times)
     lengths = [len(c.token_ids) for image in batched for c in image]
 
     print(
         f"preset={args.preset} device={model.device} dtype={next(model.lm.parameters()).dtype} "
         f"threads={torch.get_num_threads()} batch={args.batch} beams={args.num_beams} "
-        f"max_new_tokens={args.max_new_tokens} prompts={'mixed' if prompts else 'none'}"
+        f"max_new_tokens={args.max_new_tokens} prompts={'mixed' if prompts else 'none'} "
+        f"image_word_guidance={'off' if token_bias is None else 'on'}"
     )
     print(f"load_s={load_s:.1f} encode_s={encode_s:.2f} mean_caption_tokens={statistics.mean(lengths):.1f}")
     print(f"batched_s={batched_s:.3f} runs={[round(t, 3) for t in batched_times]}")
+    if unguided_times:
+        unguided_s = statistics.median(unguided_times)
+        print(f"batched_unguided_s={unguided_s:.3f} runs={[round(t, 3) for t in unguided_times]} "
+              f"guidance_cost={batched_s / unguided_s:.2f}")
     if naive_times:
         naive_s = statistics.median(naive_times)
         print(f"naive_s={naive_s:.3f} runs={[round(t, 3) for t in naive_times]}")
@@ -209,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"hf_generate_s={hf_s:.3f} runs={[round(t, 3) for t in hf_times]} best_caption_agrees_with_hf={agree:.2f}")
         speedup_hf = f"{hf_s / batched_s:.2f}"
     else:
-        speedup_hf = "skipped (prompts)"
+        speedup_hf = "skipped (prompts)" if prompts else "skipped (image word guidance)"
     print(f"example: {model.tokenizer.decode(list(batched[0][0].token_ids)).strip()!r}")
     if args.profile:
         print_profile(lambda: decode(beam_search), model.device)

@@ -40,3 +40,22 @@ def test_each_precision_run_has_its_own_lm_dtype_and_float32_prefix() -> None:
         assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {
             id(p) for p in model.trainable_parameters()
         }
+
+
+def test_generation_bench_checks_identity_with_image_word_guidance_on(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import generation
+    from model.checkpoint import save_checkpoint
+    from model.factory import load_model
+    from model.image_words import TaggerFit, fit_tagger, save_tagger
+
+    model = load_model("tiny", device="cpu")
+    path = save_checkpoint(model, tmp_path / "guided")
+    fit = TaggerFit(min_count=5, steps=50, weight=5.0)
+    captions = ["a red one" if i % 2 else "a blue one" for i in range(40)]
+    images = generation.synthetic_images(40)
+    tagger, figures = fit_tagger(model.encode_images(images), captions, model.tokenizer, fit)
+    save_tagger(tagger, path, fit, figures)
+    generation.main(["--checkpoint", str(path), "--batch", "3", "--max-new-tokens", "6", "--repeats", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "image_word_guidance=on" in out and "guidance_cost=" in out
+    assert "identical=true" in out and "speedup_vs_hf=skipped (image word guidance)" in out
