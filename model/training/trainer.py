@@ -350,6 +350,9 @@ def train(
     weights = resume if resume is not None else init_from  # None: the seeded initial weights
     if weights is not None:
         load_checkpoint(model, weights)
+        if model.image_words is not None:  # decoding's aid, not the network: probes must show what training made
+            logger.info("%s has an image-word tagger: training neither uses nor keeps it (uapt fit-image-words refits it)", weights)
+            model.image_words = None
     dev = model.device
 
     cache = FeatureCache(cache_dir, model)

@@ -183,6 +183,25 @@ def test_init_from_starts_a_new_stage_from_trained_weights(posts, tmp_path: Path
         train(posts, preset=TINY, out_dir=tmp_path / "x", config=still, cache_dir=cache, init_from=first, resume=first)
 
 
+def test_a_second_stage_neither_uses_nor_keeps_the_first_stages_image_word_tagger(
+    posts, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from model.factory import load_model
+    from model.image_words import META_FILE, TaggerFit, fit_tagger, save_tagger
+
+    cache, first = tmp_path / "cache", tmp_path / "first"
+    one_step = TrainConfig(epochs=1, batch_size=2, lr=1e-3, max_steps=1, precision="float32", probe_posts=2)
+    train(posts, preset=TINY, out_dir=first, config=one_step, cache_dir=cache)
+    model = load_model(TINY, device="cpu")
+    features = torch.randn(20, 1, model.image_encoder.dim, generator=torch.Generator().manual_seed(0))
+    tagger, figures = fit_tagger(features, ["a red one"] * 20, model.tokenizer, TaggerFit(min_count=5, steps=5))
+    save_tagger(tagger, first, TaggerFit(min_count=5, steps=5), figures)
+    with caplog.at_level(logging.INFO, logger="model.training.trainer"):
+        train(posts, preset=TINY, out_dir=tmp_path / "second", config=one_step, cache_dir=cache, init_from=first)
+    assert "image-word tagger: training neither uses nor keeps it" in caplog.text
+    assert not (tmp_path / "second" / META_FILE).exists()
+
+
 def test_cold_start_contexts_swap_a_seeded_share_of_rows_for_the_new_user_context() -> None:
     samples = [Sample(f"p{i}", "u", Path(f"{i}.png"), "text", (), "") for i in range(400)]
     own = torch.arange(1, 401, dtype=torch.float32).unsqueeze(1).expand(400, 3).contiguous()
