@@ -15,5 +15,7 @@ resume=()
 $UAPT train --data "$DATA" --preset offline --epochs 10 --batch-size 16 --lr 3e-4 --context-dropout 0.3 --visual-lr-scale 3 --eval-every 300 \
     --precision bfloat16 --out "$RUN" "${resume[@]}"
 .venv/bin/python -c "from model.checkpoint import copy_checkpoint; copy_checkpoint('$RUN', 'checkpoints/demo-offline')"
+# the image-word tagger that steers decoding, at the weight chosen on val (docs/RESULTS.md 1.19); about a minute
+$UAPT fit-image-words --data "$DATA" --checkpoint checkpoints/demo-offline --weight 2
 $UAPT evaluate --data "$DATA" --checkpoint checkpoints/demo-offline --out "$RUN/eval-test.json" \
     --report "$RUN/report.html"
