@@ -118,7 +118,7 @@ def load_checkpoint(model, ckpt_dir: str | Path) -> None:
     embeddings = model.lm.get_input_embeddings()
     model.image_words = load_tagger(directory, model.image_encoder.dim, embeddings.num_embeddings)
     if model.image_words is not None:
-        model.image_words.to(model.device)
+        model.image_words.to(model.device)  # load_model then moves and casts it with the rest
     model.checkpoint_id = f"{directory.resolve().name}@{meta['sha256'][:12]}"
 
 

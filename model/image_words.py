@@ -130,17 +130,18 @@ class ImageWordTagger(nn.Module):
     def image_dim(self) -> int:
         return self.feature_mean.numel()
 
-    def forward(self, image_features: Tensor) -> Tensor:  # (B, T, D) -> (B, W) logits
-        pooled = image_features.float().mean(dim=1)
-        return self.linear((pooled - self.feature_mean) / self.feature_std)
+    def forward(self, image_features: Tensor) -> Tensor:  # (B, T, D) -> (B, W) logits, float32
+        # in the read-out's own dtype and device: a model cast to half precision on CUDA casts it too
+        pooled = image_features.to(self.linear.weight).mean(dim=1)
+        return self.linear((pooled - self.feature_mean) / self.feature_std).float()
 
     def pmi(self, image_features: Tensor) -> Tensor:
         """log p(w | image) - log p(w), capped at +-pmi_cap: (B, W)."""
-        return (F.logsigmoid(self(image_features)) - self.log_prior).clamp(-self.pmi_cap, self.pmi_cap)
+        return (F.logsigmoid(self(image_features)) - self.log_prior.float()).clamp(-self.pmi_cap, self.pmi_cap)
 
     def token_bias(self, image_features: Tensor, vocab_size: int, weight: float) -> Tensor:
         """The logit bias (B, vocab_size) that decoding adds: weight x PMI on each word's tokens, 0 elsewhere."""
-        pmi = self.pmi(image_features.to(self.linear.weight.device))
+        pmi = self.pmi(image_features)
         bias = pmi.new_zeros(pmi.size(0), vocab_size)
         bias[:, self.flat_tokens] = weight * pmi[:, self.flat_words]
         return bias

@@ -383,11 +383,15 @@ class UAPT(nn.Module):
             for image in hypotheses
         ]
 
-    def word_bias(self, image_features: Tensor, weight: float | None) -> Tensor | None:
-        """The image word guidance's logit bias (B, V), or None when there is no tagger or the weight is 0."""
+    def image_word_weight(self, override: float | None) -> float:
+        """The guidance weight decoding uses: `override`, else the tagger's own; 0 without a tagger."""
         if self.image_words is None:
-            return None
-        weight = self.image_words.weight if weight is None else check_weight(weight)
+            return 0.0
+        return self.image_words.weight if override is None else check_weight(override)
+
+    def word_bias(self, image_features: Tensor, override: float | None) -> Tensor | None:
+        """The image word guidance's logit bias (B, V), or None when there is no tagger or the weight is 0."""
+        weight = self.image_word_weight(override)
         if weight == 0:
             return None
         vocab_size = self.lm.get_input_embeddings().num_embeddings

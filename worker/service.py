@@ -27,7 +27,7 @@ def load_captioner(settings: Settings) -> Captioner:
     """Load the model named by the settings (the CLI imports this module only to run a worker)."""
     model = load_model(settings.preset, checkpoint=settings.checkpoint, device=settings.device)
     if model.image_words is not None:
-        weight = model.image_words.weight if settings.image_word_weight is None else settings.image_word_weight
+        weight = model.image_word_weight(settings.image_word_weight)
         log.info("image word guidance: weight %g over %d words (0 is off)", weight, len(model.image_words.words))
     return Captioner(
         model,

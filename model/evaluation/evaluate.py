@@ -197,8 +197,7 @@ def evaluate_checkpoint(
             "temperature": options.temperature,
             "no_repeat_ngram_size": options.no_repeat_ngram_size,
             "repetition_penalty": options.repetition_penalty,
-            "image_word_weight": None if model.image_words is None else model.image_words.weight
-            if options.image_word_weight is None else options.image_word_weight,
+            "image_word_weight": model.image_word_weight(options.image_word_weight),
         },
         captions=[
             {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -139,3 +140,14 @@ def test_a_checkpoints_tagger_steers_generate_and_travels_with_a_copy(guided_che
     assert _captions(copied) == _captions(guided)
     with pytest.raises(ImageWordsError, match="image_word_weight"):
         _captions(guided, image_word_weight=-1.0)
+
+
+def test_a_half_precision_tagger_still_gives_a_float32_bias(fitted) -> None:
+    """load_model casts the whole model to half precision on CUDA, the read-out with it."""
+    tagger, _, _ = fitted
+    features, _ = _toy_data(2, seed=4)
+    vocab = tiny_model().lm.get_input_embeddings().num_embeddings
+    full = tagger.token_bias(features, vocab, 1.0)
+    half = copy.deepcopy(tagger).to(torch.bfloat16).token_bias(features, vocab, 1.0)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, full, atol=0.1, rtol=0.05)
