@@ -22,6 +22,7 @@ from pathlib import Path
 from model.errors import ModelError
 from model.training.train_config import METRICS_FILE
 from worker.commands import quiet_kafka
+from worker.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def run_demo(
     posts_per_user: int,
     seed: int | None,
     timeout_s: float,
+    image_word_weight: float | None = None,
 ) -> int:
     from model.data.dataset import load_posts
     from model.data.synth import write_dataset
@@ -94,6 +96,7 @@ def run_demo(
             image_root=workdir / "data",
             metrics_port=-1,
             batch_size=8,
+            image_word_weight=image_word_weight,
         )
         print(f"demo: broker on {broker.bootstrap_servers}, profiles in {workdir / 'profiles.db'}", flush=True)
 
@@ -241,6 +244,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seed of the synthetic data (default: the one the checkpoint was trained on, from its metrics.json; "
         "another seed makes users it has never seen)",
     )
+    parser.add_argument(
+        "--image-word-weight",
+        type=float,
+        default=None,
+        help="image word guidance weight (default: the one stored with the checkpoint's tagger; 0 shows the captions without it)",
+    )
     parser.add_argument("--timeout-s", type=float, default=600, help="give up after this many seconds (default: 600)")
     parser.set_defaults(func=_run_demo)
 
@@ -261,6 +270,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             posts_per_user=args.posts_per_user,
             seed=args.seed,
             timeout_s=args.timeout_s,
+            image_word_weight=args.image_word_weight,
         )
-    except (DemoError, ModelError) as exc:
+    except (DemoError, ModelError, SettingsError) as exc:
         raise SystemExit(f"uapt demo: {exc}") from None
