@@ -63,6 +63,16 @@ class TaggerFit:
     lr: float = 1e-2
     l2: float = 1e-3  # times the squared weights, summed, added to the mean cross-entropy
     pmi_cap: float = 3.0  # |log-ratio| limit: one confident read-out must not veto a word outright
+    min_val_gain: float = 0.0  # steer only words whose val cross-entropy is this share below their prior's (0: all)
+
+    def __post_init__(self) -> None:
+        if self.min_count < 1 or self.steps < 1:
+            raise ImageWordsError(f"min_count and steps must be >= 1, got {self.min_count} and {self.steps}")
+        if not (self.lr > 0 and self.l2 >= 0 and self.pmi_cap > 0):
+            raise ImageWordsError(f"lr and pmi_cap must be > 0 and l2 >= 0, got {self.lr}, {self.pmi_cap}, {self.l2}")
+        if not 0 <= self.min_val_gain < 1:
+            raise ImageWordsError(f"min_val_gain must be in [0, 1), got {self.min_val_gain}")
+        check_weight(self.weight)
     weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
 
 
@@ -158,12 +168,17 @@ def build_vocabulary(captions: Sequence[str], tokenizer, min_count: int) -> tupl
             token_ids.append(ids)
     if not words:
         raise ImageWordsError(f"no caption word is used by {min_count} captions and is one token: nothing to fit")
+    return words, token_ids, word_targets(words, captions)
+
+
+def word_targets(words: Sequence[str], captions: Sequence[str]) -> Tensor:
+    """(N, W) multi-hot: does caption i use word j."""
     column = {word: j for j, word in enumerate(words)}
     targets = torch.zeros(len(captions), len(words))
     for i, text in enumerate(captions):
         for word in caption_words(text) & column.keys():
             targets[i, column[word]] = 1.0
-    return words, token_ids, targets
+    return targets
 
 
 def fit_tagger(
@@ -196,17 +211,43 @@ def fit_tagger(
         val_features, val_captions = val
         figures["val_bce"] = bce(tagger, val_features, val_captions)
         figures["val_bce_prior_only"] = bce(tagger, val_features, val_captions, prior_only=True)
+        if fit.min_val_gain > 0:
+            tagger = keep_predicted_words(tagger, val_features, val_captions, fit.min_val_gain)
+            figures["words_steered"] = len(tagger.words)
+    elif fit.min_val_gain > 0:
+        raise ImageWordsError("min_val_gain needs val images and captions to tell which words the image predicts")
     return tagger, figures
+
+
+@torch.no_grad()
+def keep_predicted_words(tagger: ImageWordTagger, image_features: Tensor, captions: Sequence[str], min_gain: float) -> ImageWordTagger:
+    """The tagger cut to the words whose cross-entropy on these captions is at least `min_gain` below their prior's.
+
+    The other words are ones the picture cannot predict (a user's hashtags, sign-offs,
+    chance phrases): steering them only bends the user's text.
+    """
+    targets = word_targets(tagger.words, captions)
+    readout = F.binary_cross_entropy_with_logits(tagger(image_features), targets, reduction="none").mean(dim=0)
+    prior = tagger.log_prior.exp().clamp(max=1 - 1e-6).expand_as(targets)
+    baseline = F.binary_cross_entropy(prior, targets, reduction="none").mean(dim=0)
+    keep = ((baseline - readout) >= min_gain * baseline).nonzero().flatten().tolist()
+    if not keep:
+        raise ImageWordsError(f"no word's val cross-entropy is {min_gain:.0%} below its prior's: nothing to steer")
+    kept = ImageWordTagger(
+        tagger.image_dim, [tagger.words[j] for j in keep], [tagger.token_ids[j] for j in keep],
+        tagger.log_prior[keep], tagger.pmi_cap, tagger.weight,
+    )
+    kept.feature_mean.copy_(tagger.feature_mean)
+    kept.feature_std.copy_(tagger.feature_std)
+    kept.linear.weight.copy_(tagger.linear.weight[keep])
+    kept.linear.bias.copy_(tagger.linear.bias[keep])
+    return kept
 
 
 @torch.no_grad()
 def bce(tagger: ImageWordTagger, image_features: Tensor, captions: Sequence[str], prior_only: bool = False) -> float:
     """Mean binary cross-entropy of the tagger (or of the word priors alone) on these captions' words."""
-    column = {word: j for j, word in enumerate(tagger.words)}
-    targets = torch.zeros(len(captions), len(tagger.words))
-    for i, text in enumerate(captions):
-        for word in caption_words(text) & column.keys():
-            targets[i, column[word]] = 1.0
+    targets = word_targets(tagger.words, captions)
     if prior_only:
         p = tagger.log_prior.exp().clamp(max=1 - 1e-6).expand_as(targets)
         return float(F.binary_cross_entropy(p, targets))

@@ -371,6 +371,11 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--l2", type=float, default=d.l2, help=f"L2 penalty on the read-out weights (default: {d.l2})")
     fit.add_argument("--steps", type=int, default=d.steps, help=f"full-batch optimizer steps (default: {d.steps})")
     fit.add_argument("--weight", type=float, default=d.weight, help=f"default guidance weight stored with the tagger; 0 turns it off (default: {d.weight})")
+    fit.add_argument(
+        "--min-val-gain", type=float, default=d.min_val_gain,
+        help="steer only words whose val cross-entropy is at least this share below their prior's, i.e. words "
+        f"the image predicts (default: {d.min_val_gain}; 0 steers every word)",
+    )
     fit.add_argument("--pmi-cap", type=float, default=d.pmi_cap, help=f"largest |log-ratio| one word gets (default: {d.pmi_cap})")
     fit.set_defaults(func=_cmd_fit_image_words)
 
@@ -382,7 +387,8 @@ def _cmd_fit_image_words(args: argparse.Namespace) -> int:
 
     records = _load_or_exit("fit-image-words", args.data)
     try:
-        fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap)
+        fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap,
+                       min_val_gain=args.min_val_gain)
         figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
     except ModelError as exc:
         raise SystemExit(f"uapt fit-image-words: {exc}") from None

@@ -151,3 +151,31 @@ def test_a_half_precision_tagger_still_gives_a_float32_bias(fitted) -> None:
     half = copy.deepcopy(tagger).to(torch.bfloat16).token_bias(features, vocab, 1.0)
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, full, atol=0.1, rtol=0.05)
+
+
+def test_min_val_gain_keeps_only_the_words_the_image_predicts() -> None:
+    features, captions = _toy_data(400, seed=0)
+    coin = torch.rand(400, generator=torch.Generator().manual_seed(9)) < 0.5
+    captions = [text + (" maybe" if heads else "") for text, heads in zip(captions, coin.tolist())]  # chance, not image
+    val_features, val_captions = _toy_data(200, seed=1)
+    val_captions = [text + " maybe" * (i % 2) for i, text in enumerate(val_captions)]
+    tokenizer = tiny_model().tokenizer
+    everything, _ = fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=200), val=(val_features, val_captions))
+    visual, figures = fit_tagger(
+        features, captions, tokenizer, TaggerFit(min_count=5, steps=200, min_val_gain=0.05), val=(val_features, val_captions)
+    )
+    assert everything.words == ["always", "blue", "maybe", "red"]
+    assert visual.words == ["blue", "red"] and figures["words_steered"] == 2
+    probe, _ = _toy_data(5, seed=3)
+    torch.testing.assert_close(visual.pmi(probe), everything.pmi(probe)[:, [1, 3]])  # the same read-out, cut
+    with pytest.raises(ImageWordsError, match="val images"):
+        fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=5, min_val_gain=0.05))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"min_count": 0}, "min_count"), ({"l2": -1.0}, "l2"), ({"min_val_gain": 1.0}, "min_val_gain"), ({"weight": -2.0}, "weight")],
+)
+def test_fit_settings_are_checked(fields: dict, message: str) -> None:
+    with pytest.raises(ImageWordsError, match=message):
+        TaggerFit(**fields)
