@@ -34,6 +34,7 @@ def fit_checkpoint_tagger(
     model = load_model(read_checkpoint_config(checkpoint), checkpoint=checkpoint, device=device)
     cache = FeatureCache(cache_dir, model)
     profiles = train_profiles(records)
+    # the keyword count only shapes the context features, which the tagger does not read
     train = encode_split(records, "train", 5, cache, profiles)
     val = encode_split(records, "val", 5, cache, profiles)
     tagger, figures = fit_tagger(
