@@ -19,7 +19,6 @@ read-out) and ``image_words.json`` (vocabulary, token ids, default weight, check
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 from collections import Counter
@@ -36,8 +35,6 @@ from tqdm import tqdm
 
 from model.assets import file_sha256
 from model.errors import ModelError
-
-logger = logging.getLogger(__name__)
 
 TENSORS_FILE = "image_words.safetensors"
 META_FILE = "image_words.json"
@@ -64,6 +61,7 @@ class TaggerFit:
     l2: float = 1e-3  # times the squared weights, summed, added to the mean cross-entropy
     pmi_cap: float = 3.0  # |log-ratio| limit: one confident read-out must not veto a word outright
     min_val_gain: float = 0.0  # steer only words whose val cross-entropy is this share below their prior's (0: all)
+    weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
 
     def __post_init__(self) -> None:
         if self.min_count < 1 or self.steps < 1:
@@ -73,7 +71,6 @@ class TaggerFit:
         if not 0 <= self.min_val_gain < 1:
             raise ImageWordsError(f"min_val_gain must be in [0, 1), got {self.min_val_gain}")
         check_weight(self.weight)
-    weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
 
 
 def check_weight(weight: float) -> float:
@@ -226,10 +223,8 @@ def keep_predicted_words(tagger: ImageWordTagger, image_features: Tensor, captio
     The other words are ones the picture cannot predict (a user's hashtags, sign-offs,
     chance phrases): steering them only bends the user's text.
     """
-    targets = word_targets(tagger.words, captions)
-    readout = F.binary_cross_entropy_with_logits(tagger(image_features), targets, reduction="none").mean(dim=0)
-    prior = tagger.log_prior.exp().clamp(max=1 - 1e-6).expand_as(targets)
-    baseline = F.binary_cross_entropy(prior, targets, reduction="none").mean(dim=0)
+    readout = per_word_bce(tagger, image_features, captions)
+    baseline = per_word_bce(tagger, image_features, captions, prior_only=True)
     keep = ((baseline - readout) >= min_gain * baseline).nonzero().flatten().tolist()
     if not keep:
         raise ImageWordsError(f"no word's val cross-entropy is {min_gain:.0%} below its prior's: nothing to steer")
@@ -245,13 +240,18 @@ def keep_predicted_words(tagger: ImageWordTagger, image_features: Tensor, captio
 
 
 @torch.no_grad()
-def bce(tagger: ImageWordTagger, image_features: Tensor, captions: Sequence[str], prior_only: bool = False) -> float:
-    """Mean binary cross-entropy of the tagger (or of the word priors alone) on these captions' words."""
+def per_word_bce(tagger: ImageWordTagger, image_features: Tensor, captions: Sequence[str], prior_only: bool = False) -> Tensor:
+    """(W,) binary cross-entropy of the tagger (or of the word priors alone) for each word, over these captions."""
     targets = word_targets(tagger.words, captions)
     if prior_only:
-        p = tagger.log_prior.exp().clamp(max=1 - 1e-6).expand_as(targets)
-        return float(F.binary_cross_entropy(p, targets))
-    return float(F.binary_cross_entropy_with_logits(tagger(image_features), targets))
+        prior = tagger.log_prior.float().exp().clamp(max=1 - 1e-6).expand_as(targets)
+        return F.binary_cross_entropy(prior, targets, reduction="none").mean(dim=0)
+    return F.binary_cross_entropy_with_logits(tagger(image_features), targets, reduction="none").mean(dim=0)
+
+
+def bce(tagger: ImageWordTagger, image_features: Tensor, captions: Sequence[str], prior_only: bool = False) -> float:
+    """Mean binary cross-entropy over all words (see `per_word_bce`)."""
+    return float(per_word_bce(tagger, image_features, captions, prior_only).mean())
 
 
 def save_tagger(tagger: ImageWordTagger, directory: str | Path, fit: TaggerFit, figures: dict) -> None:
@@ -288,20 +288,19 @@ def load_tagger(directory: str | Path, image_dim: int, vocab_size: int) -> Image
         tensors = load_file(str(tensors_path))
     except (OSError, ValueError, KeyError, SafetensorError) as error:
         raise ImageWordsError(f"{directory}: cannot read the image-word tagger: {error}") from error
-    if meta["image_dim"] != image_dim:
-        raise ImageWordsError(f"{meta_path}: fitted on {meta['image_dim']}-d image features, the model has {image_dim}")
-    largest = max((max(ids) for ids in meta["token_ids"]), default=-1)
-    if largest >= vocab_size:
-        raise ImageWordsError(f"{meta_path}: token id {largest} is outside the LM's vocabulary of {vocab_size}")
-    tagger = ImageWordTagger(
-        image_dim, meta["words"], meta["token_ids"], tensors["log_prior"], float(meta["pmi_cap"]), float(meta["weight"])
-    )
     try:
+        if meta["image_dim"] != image_dim:
+            raise ImageWordsError(f"fitted on {meta['image_dim']}-d image features, the model has {image_dim}")
+        largest = max((max(ids) for ids in meta["token_ids"]), default=-1)
+        if largest >= vocab_size:
+            raise ImageWordsError(f"token id {largest} is outside the LM's vocabulary of {vocab_size}")
+        tagger = ImageWordTagger(
+            image_dim, meta["words"], meta["token_ids"], tensors["log_prior"], float(meta["pmi_cap"]),
+            check_weight(float(meta["weight"])),
+        )
         tagger.load_state_dict(tensors)
-    except RuntimeError as error:
-        raise ImageWordsError(f"{tensors_path} does not fit its description in {meta_path}: {error}") from error
-    try:
-        check_weight(tagger.weight)
     except ImageWordsError as error:
         raise ImageWordsError(f"{meta_path}: {error}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ImageWordsError(f"{meta_path} and {tensors_path} do not describe a tagger for this model: {error!r}") from error
     return tagger

@@ -106,6 +106,12 @@ def test_save_and_load_round_trip_and_refuse_damage(fitted, tmp_path: Path) -> N
     (tmp_path / META_FILE).write_text(json.dumps({**meta, "weight": -1.0}))
     with pytest.raises(ImageWordsError, match="weight"):
         load_tagger(tmp_path, DIM, vocab)
+    (tmp_path / META_FILE).write_text(json.dumps({k: v for k, v in meta.items() if k != "words"}))
+    with pytest.raises(ImageWordsError, match="do not describe a tagger"):
+        load_tagger(tmp_path, DIM, vocab)
+    (tmp_path / META_FILE).write_text(json.dumps({**meta, "words": meta["words"][:-1], "token_ids": meta["token_ids"][:-1]}))
+    with pytest.raises(ImageWordsError, match="must match|do not describe"):
+        load_tagger(tmp_path, DIM, vocab)
     (tmp_path / TENSORS_FILE).write_bytes((tmp_path / TENSORS_FILE).read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ImageWordsError, match="checksum"):
         load_tagger(tmp_path, DIM, vocab)
