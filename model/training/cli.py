@@ -351,7 +351,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
-    from model.image_words import TaggerFit
+    from model.image_words_config import TaggerFit
 
     d = TaggerFit()
     fit = subparsers.add_parser(
@@ -382,7 +382,7 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_fit_image_words(args: argparse.Namespace) -> int:
     from model.errors import ModelError
-    from model.image_words import TaggerFit
+    from model.image_words_config import TaggerFit
     from model.training.image_words_fit import fit_checkpoint_tagger
 
     records = _load_or_exit("fit-image-words", args.data)

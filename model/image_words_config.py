@@ -1,0 +1,50 @@
+"""How an image-word tagger is fitted, and what a guidance weight may be; free of torch imports.
+
+Kept apart from `model.image_words` (as `model.training.train_config` is from the trainer)
+so that the CLI can show the defaults in ``--help`` without importing torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from model.errors import ModelError
+
+
+class ImageWordsError(ModelError):
+    """An image-word tagger that cannot be fitted or loaded; the message says why."""
+
+
+@dataclass(frozen=True)
+class TaggerFit:
+    """How the tagger is fitted: full-batch Adam on an L2-penalised logistic read-out, one output per word.
+
+    The penalty matters: every train image is unique and most caption words are chance
+    draws, so an unpenalised read-out learns the train captions by heart (its val
+    cross-entropy ends above that of the word priors alone).
+    """
+
+    min_count: int = 10  # a word enters the vocabulary when this many train captions use it
+    steps: int = 400
+    lr: float = 1e-2
+    l2: float = 1e-3  # times the squared weights, summed, added to the mean cross-entropy
+    pmi_cap: float = 3.0  # |log-ratio| limit: one confident read-out must not veto a word outright
+    min_val_gain: float = 0.0  # steer only words whose val cross-entropy is this share below their prior's (0: all)
+    weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
+
+    def __post_init__(self) -> None:
+        if self.min_count < 1 or self.steps < 1:
+            raise ImageWordsError(f"min_count and steps must be >= 1, got {self.min_count} and {self.steps}")
+        if not (self.lr > 0 and self.l2 >= 0 and self.pmi_cap > 0):
+            raise ImageWordsError(f"lr and pmi_cap must be > 0 and l2 >= 0, got {self.lr}, {self.pmi_cap}, {self.l2}")
+        if not 0 <= self.min_val_gain < 1:
+            raise ImageWordsError(f"min_val_gain must be in [0, 1), got {self.min_val_gain}")
+        check_weight(self.weight)
+
+
+def check_weight(weight: float) -> float:
+    """A guidance weight must be a finite number >= 0 (0 turns guidance off); returns it."""
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ImageWordsError(f"image_word_weight must be a finite number >= 0 (0 turns guidance off), got {weight}")
+    return weight
