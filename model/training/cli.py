@@ -115,7 +115,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- train / evaluate / ablate
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+def _add_model_args(parser: argparse.ArgumentParser, *, keywords: bool = True) -> None:
+    """--data, --device, --cache-dir, and (for the commands that feed users' keywords to the model) --keywords."""
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (see 'uapt data --help')")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N (default: auto)")
     parser.add_argument(
@@ -124,6 +125,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default=Path("runs/feature-cache"),
         help="frozen-feature cache, keyed by backbone and input (default: runs/feature-cache)",
     )
+    if not keywords:
+        return
     parser.add_argument(
         "--keywords",
         type=int,
@@ -365,7 +368,7 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
             "Takes a minute or two on a CPU; the LM is loaded only for its tokenizer."
         ),
     )
-    _add_model_args(fit)
+    _add_model_args(fit, keywords=False)  # the tagger reads images and captions, no keywords
     fit.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder to fit for and write into")
     fit.add_argument("--min-count", type=int, default=d.min_count, help=f"a word enters the vocabulary when this many train captions use it (default: {d.min_count})")
     fit.add_argument("--l2", type=float, default=d.l2, help=f"L2 penalty on the read-out weights (default: {d.l2})")

@@ -196,3 +196,27 @@ def test_html_report_renders_in_headless_chromium(trained: Path, small_dataset: 
     with Image.open(shot) as image:
         colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
     assert colours is not None and len(colours) > 500  # the embedded photos rendered, not a blank page
+
+
+def test_cli_fit_image_words_then_evaluate_records_the_weight(
+    trained: Path, small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    from model.image_words import META_FILE
+
+    guided = Path(shutil.copytree(trained, tmp_path / "guided", ignore=shutil.ignore_patterns("cache")))
+    cache = ["--cache-dir", str(trained / "cache")]
+    with pytest.raises(SystemExit) as done:
+        main(["fit-image-words", "--data", str(small_dataset), "--checkpoint", str(guided), "--min-count", "2",
+              "--steps", "20", "--weight", "1.5", *cache])
+    assert done.value.code == 0 and (guided / META_FILE).is_file()
+    assert json.loads(capsys.readouterr().out)["words"] > 0
+    for extra, weight in (([], 1.5), (["--image-word-weight", "0"], 0.0)):
+        out = tmp_path / f"eval-{weight}.json"
+        with pytest.raises(SystemExit):
+            main(["evaluate", "--data", str(small_dataset), "--checkpoint", str(guided), "--limit", "2", "--num-beams", "1",
+                  "--out", str(out), *cache, *extra])
+        assert json.loads(out.read_text())["decoding"]["image_word_weight"] == weight
+    with pytest.raises(SystemExit, match=r"^uapt fit-image-words: no caption word is used by 100000 captions"):
+        main(["fit-image-words", "--data", str(small_dataset), "--checkpoint", str(guided), "--min-count", "100000", *cache])
