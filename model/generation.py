@@ -230,6 +230,7 @@ def beam_search(
     mask = mask[rows]  # (B*K, L)
     history = torch.zeros(len(rows), 0, dtype=torch.long, device=prefix.device)  # (B*K, t): generated tokens
     log_probs = next_log_probs(logits, history[: prefix.size(0)], settings, token_bias)[rows]  # (B*K, V)
+    row_bias = None if token_bias is None else token_bias[rows]  # (B*K, V): each beam row's image's bias
     vocab = log_probs.size(-1)
 
     beams = [_ImageBeams(settings, eos_id) for _ in prompts]
@@ -263,6 +264,8 @@ def beam_search(
             next_scores += [score for _, _, score in chosen]
         if not still_active:
             break
+        if row_bias is not None and len(still_active) < len(active):  # rebuilt only when images leave the batch
+            row_bias = token_bias[torch.tensor(still_active, device=prefix.device)].repeat_interleave(width, 0)
         active = still_active
         source = torch.tensor(sources, device=prefix.device)
         cache.reorder_cache(source)
@@ -271,7 +274,6 @@ def beam_search(
         tokens = torch.tensor(next_tokens, device=prefix.device)
         history = torch.cat([history[source], tokens[:, None]], dim=1)
         logits, cache = _step(lm, tokens, mask, cache)
-        row_bias = None if token_bias is None else token_bias[torch.tensor(active, device=prefix.device)].repeat_interleave(width, 0)
         log_probs = next_log_probs(logits, history, settings, row_bias)
     return results
 
