@@ -152,14 +152,13 @@ def fit_tagger(
     words, token_ids, targets = build_vocabulary(captions, tokenizer, fit.min_count)
     prior = targets.mean(dim=0).clamp(min=1.0 / len(captions))
     tagger = ImageWordTagger(image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight)
-    features = image_features.float()
-    pooled = features.mean(dim=1)
-    tagger.feature_mean.copy_(pooled.mean(dim=0))
-    tagger.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-6))
+    pooled = image_features.float().mean(dim=1, keepdim=True)  # (N, 1, D): pooled once, not at every step
+    tagger.feature_mean.copy_(pooled[:, 0].mean(dim=0))
+    tagger.feature_std.copy_(pooled[:, 0].std(dim=0).clamp(min=1e-6))
     tagger.linear.requires_grad_(True)
     optimizer = torch.optim.Adam(tagger.linear.parameters(), lr=fit.lr)
     for _ in tqdm(range(fit.steps), desc="fitting image words", leave=False, mininterval=2):
-        loss = F.binary_cross_entropy_with_logits(tagger(features), targets)
+        loss = F.binary_cross_entropy_with_logits(tagger(pooled), targets)
         optimizer.zero_grad(set_to_none=True)
         (loss + fit.l2 * tagger.linear.weight.pow(2).sum()).backward()
         optimizer.step()
