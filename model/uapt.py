@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from model import generation
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, UAPTConfig
 from model.errors import ModelError
-from model.image_words import ImageWordTagger, check_weight
+from model.image_words import ImageWordTagger
+from model.image_words_config import check_weight
 
 
 class InputError(ModelError):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
+from model.image_words_config import ImageWordsError, check_weight
 from worker.errors import ConfigurationError
 
 ENV_PREFIX = "UAPT_"
@@ -155,8 +156,11 @@ class Settings:
             raise SettingsError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
         if not self.repetition_penalty >= 1.0:
             raise SettingsError(f"repetition_penalty must be >= 1.0, got {self.repetition_penalty}")
-        if self.image_word_weight is not None and not self.image_word_weight >= 0:
-            raise SettingsError(f"image_word_weight must be >= 0, got {self.image_word_weight}")
+        if self.image_word_weight is not None:
+            try:
+                check_weight(self.image_word_weight)
+            except ImageWordsError as error:
+                raise SettingsError(str(error)) from None
         if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise SettingsError("connect_timeout_s and read_timeout_s must be positive")
 
