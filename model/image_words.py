@@ -12,6 +12,11 @@ user's hashtags, a series counter) keep what the LM gives them. With weight 1 th
 Bayes' rule for p(w | image, user) if image and user are independent given w. Not in
 the paper; MAGIC (Su et al. 2022) steers an LM with CLIP scores in the same spirit.
 
+The read-out sees the image's mean feature and, with ``bands`` > 1, the mean of each
+horizontal band of the feature grid (top to bottom) beside it: the whole-image mean
+mixes what is above with what is below, and a scene is largely sky over ground
+(spatial pyramid pooling, Lazebnik et al. 2006, along one axis).
+
 A fitted tagger lives beside a checkpoint's weights: ``image_words.safetensors`` (the
 read-out) and ``image_words.json`` (vocabulary, token ids, default weight, checksum).
 """
@@ -19,6 +24,7 @@ read-out) and ``image_words.json`` (vocabulary, token ids, default weight, check
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -59,8 +65,26 @@ def single_token_ids(tokenizer, word: str) -> list[int]:
     return ids
 
 
+def pool_features(image_features: Tensor, bands: int) -> Tensor:
+    """(B, T, D) image tokens -> (B, D) mean, or with `bands` > 1 (B, (1 + bands) * D): the mean, then each band's.
+
+    Bands are horizontal strips of the token grid, top first; the tokens must be a
+    square grid in raster order (`model.encoders`), with at least `bands` rows.
+    """
+    pooled = image_features.mean(dim=1)
+    if bands == 1:
+        return pooled
+    batch, tokens, dim = image_features.shape
+    side = math.isqrt(tokens)
+    if side * side != tokens or side < bands:
+        raise ImageWordsError(f"{bands} bands need a square grid of at least {bands} rows; the image has {tokens} tokens")
+    rows = image_features.reshape(batch, side, side, dim).mean(dim=2)  # (B, side, D)
+    edges = [round(i * side / bands) for i in range(bands + 1)]
+    return torch.cat([pooled] + [rows[:, top:bottom].mean(dim=1) for top, bottom in zip(edges, edges[1:])], dim=-1)
+
+
 class ImageWordTagger(nn.Module):
-    """Mean-pooled frozen image features, standardised -> one logit per vocabulary word (is it in the caption?)."""
+    """Pooled frozen image features (`pool_features`), standardised -> one logit per vocabulary word (is it in the caption?)."""
 
     def __init__(
         self,
@@ -70,8 +94,11 @@ class ImageWordTagger(nn.Module):
         log_prior: Tensor,
         pmi_cap: float,
         weight: float,
+        bands: int = 1,
     ) -> None:
         super().__init__()
+        if bands < 1:
+            raise ImageWordsError(f"bands must be >= 1, got {bands}")
         if not (len(words) == len(token_ids) == log_prior.numel()):
             raise ImageWordsError(
                 f"{len(words)} words, {len(token_ids)} token-id lists and {log_prior.numel()} priors must match"
@@ -80,9 +107,12 @@ class ImageWordTagger(nn.Module):
         self.token_ids = [list(ids) for ids in token_ids]
         self.pmi_cap = pmi_cap
         self.weight = weight
-        self.register_buffer("feature_mean", torch.zeros(image_dim))
-        self.register_buffer("feature_std", torch.ones(image_dim))
-        self.linear = nn.Linear(image_dim, len(words))
+        self.image_dim = image_dim
+        self.bands = bands
+        pooled_dim = image_dim * (1 + bands if bands > 1 else 1)
+        self.register_buffer("feature_mean", torch.zeros(pooled_dim))
+        self.register_buffer("feature_std", torch.ones(pooled_dim))
+        self.linear = nn.Linear(pooled_dim, len(words))
         self.register_buffer("log_prior", log_prior.float().clone())
         # starts at the priors: no image evidence until the fit finds some
         nn.init.zeros_(self.linear.weight)
@@ -94,13 +124,11 @@ class ImageWordTagger(nn.Module):
         self.register_buffer("flat_words", torch.tensor([w for _, w in pairs], dtype=torch.long))
         self.requires_grad_(False)
 
-    @property
-    def image_dim(self) -> int:
-        return self.feature_mean.numel()
-
     def forward(self, image_features: Tensor) -> Tensor:  # (B, T, D) -> (B, W) logits, float32
         # in the read-out's own dtype and device: a model cast to half precision on CUDA casts it too
-        pooled = image_features.to(self.linear.weight).mean(dim=1)
+        return self.read_out(pool_features(image_features.to(self.linear.weight), self.bands))
+
+    def read_out(self, pooled: Tensor) -> Tensor:  # (B, pooled dim) -> (B, W) logits, float32
         return self.linear((pooled - self.feature_mean) / self.feature_std).float()
 
     def pmi(self, image_features: Tensor) -> Tensor:
@@ -151,14 +179,14 @@ def fit_tagger(
         raise ImageWordsError(f"{image_features.size(0)} images for {len(captions)} captions")
     words, token_ids, targets = build_vocabulary(captions, tokenizer, fit.min_count)
     prior = targets.mean(dim=0).clamp(min=1.0 / len(captions))
-    tagger = ImageWordTagger(image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight)
-    pooled = image_features.float().mean(dim=1, keepdim=True)  # (N, 1, D): pooled once, not at every step
-    tagger.feature_mean.copy_(pooled[:, 0].mean(dim=0))
-    tagger.feature_std.copy_(pooled[:, 0].std(dim=0).clamp(min=1e-6))
+    tagger = ImageWordTagger(image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight, fit.bands)
+    pooled = pool_features(image_features.float(), fit.bands)  # pooled once, not at every step
+    tagger.feature_mean.copy_(pooled.mean(dim=0))
+    tagger.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-6))
     tagger.linear.requires_grad_(True)
     optimizer = torch.optim.Adam(tagger.linear.parameters(), lr=fit.lr)
     for _ in tqdm(range(fit.steps), desc="fitting image words", leave=False, mininterval=2):
-        loss = F.binary_cross_entropy_with_logits(tagger(pooled), targets)
+        loss = F.binary_cross_entropy_with_logits(tagger.read_out(pooled), targets)
         optimizer.zero_grad(set_to_none=True)
         (loss + fit.l2 * tagger.linear.weight.pow(2).sum()).backward()
         optimizer.step()
@@ -190,7 +218,7 @@ def keep_predicted_words(tagger: ImageWordTagger, image_features: Tensor, captio
         raise ImageWordsError(f"no word's val cross-entropy is {min_gain:.0%} below its prior's: nothing to steer")
     kept = ImageWordTagger(
         tagger.image_dim, [tagger.words[j] for j in keep], [tagger.token_ids[j] for j in keep],
-        tagger.log_prior[keep], tagger.pmi_cap, tagger.weight,
+        tagger.log_prior[keep], tagger.pmi_cap, tagger.weight, tagger.bands,
     )
     kept.feature_mean.copy_(tagger.feature_mean)
     kept.feature_std.copy_(tagger.feature_std)
@@ -222,6 +250,7 @@ def save_tagger(tagger: ImageWordTagger, directory: str | Path, fit: TaggerFit, 
     meta = {
         "format": FORMAT,
         "image_dim": tagger.image_dim,
+        "bands": tagger.bands,
         "words": tagger.words,
         "token_ids": tagger.token_ids,
         "pmi_cap": tagger.pmi_cap,
@@ -256,7 +285,7 @@ def load_tagger(directory: str | Path, image_dim: int, vocab_size: int) -> Image
             raise ImageWordsError(f"token id {largest} is outside the LM's vocabulary of {vocab_size}")
         tagger = ImageWordTagger(
             image_dim, meta["words"], meta["token_ids"], tensors["log_prior"], float(meta["pmi_cap"]),
-            check_weight(float(meta["weight"])),
+            check_weight(float(meta["weight"])), int(meta.get("bands", 1)),  # taggers written before bands pooled the mean
         )
         tagger.load_state_dict(tensors)
     except ImageWordsError as error:

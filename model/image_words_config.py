@@ -26,6 +26,7 @@ class TaggerFit:
     """
 
     min_count: int = 10  # a word enters the vocabulary when this many train captions use it
+    bands: int = 1  # horizontal bands of the feature grid read beside the image's mean (1: the mean alone)
     steps: int = 400
     lr: float = 1e-2
     l2: float = 1e-3  # times the squared weights, summed, added to the mean cross-entropy
@@ -34,8 +35,10 @@ class TaggerFit:
     weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
 
     def __post_init__(self) -> None:
-        if self.min_count < 1 or self.steps < 1:
-            raise ImageWordsError(f"min_count and steps must be >= 1, got {self.min_count} and {self.steps}")
+        if self.min_count < 1 or self.steps < 1 or self.bands < 1:
+            raise ImageWordsError(
+                f"min_count, steps and bands must be >= 1, got {self.min_count}, {self.steps} and {self.bands}"
+            )
         if not (self.lr > 0 and self.l2 >= 0 and self.pmi_cap > 0):
             raise ImageWordsError(f"lr and pmi_cap must be > 0 and l2 >= 0, got {self.lr}, {self.pmi_cap}, {self.l2}")
         if not 0 <= self.min_val_gain < 1:

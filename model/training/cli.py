@@ -371,6 +371,11 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
     _add_model_args(fit, keywords=False)  # the tagger reads images and captions, no keywords
     fit.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder to fit for and write into")
     fit.add_argument("--min-count", type=int, default=d.min_count, help=f"a word enters the vocabulary when this many train captions use it (default: {d.min_count})")
+    fit.add_argument(
+        "--bands", type=int, default=d.bands,
+        help="horizontal bands of the image's feature grid that the read-out sees beside the whole-image mean, top "
+        f"to bottom, so that what is above (sky) is told from what is below (ground) (default: {d.bands}: the mean alone)",
+    )
     fit.add_argument("--l2", type=float, default=d.l2, help=f"L2 penalty on the read-out weights (default: {d.l2})")
     fit.add_argument("--steps", type=int, default=d.steps, help=f"full-batch optimizer steps (default: {d.steps})")
     fit.add_argument("--weight", type=float, default=d.weight, help=f"default guidance weight stored with the tagger; 0 turns it off (default: {d.weight})")
@@ -391,7 +396,7 @@ def _cmd_fit_image_words(args: argparse.Namespace) -> int:
     records = _load_or_exit("fit-image-words", args.data)
     try:
         fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap,
-                       min_val_gain=args.min_val_gain)
+                       min_val_gain=args.min_val_gain, bands=args.bands)
         figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
     except ModelError as exc:
         raise SystemExit(f"uapt fit-image-words: {exc}") from None

@@ -20,6 +20,7 @@ from model.image_words import (
     caption_words,
     fit_tagger,
     load_tagger,
+    pool_features,
     save_tagger,
     single_token_ids,
 )
@@ -178,9 +179,60 @@ def test_min_val_gain_keeps_only_the_words_the_image_predicts() -> None:
         fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=5, min_val_gain=0.05))
 
 
+def test_pool_features_reads_the_mean_then_each_horizontal_band_top_first() -> None:
+    grid = torch.arange(16.0).reshape(1, 16, 1)  # a 4 x 4 grid in raster order: rows 0-3, 4-7, 8-11, 12-15
+    assert pool_features(grid, 1).tolist() == [[7.5]]
+    assert pool_features(grid, 2).tolist() == [[7.5, 3.5, 11.5]]  # the mean, rows 0-1, rows 2-3
+    assert pool_features(grid.expand(2, 16, 3), 4).shape == (2, 15)  # (1 + 4 bands) x 3 channels
+    with pytest.raises(ImageWordsError, match="square grid"):
+        pool_features(torch.zeros(1, 15, 1), 2)
+    with pytest.raises(ImageWordsError, match="square grid"):
+        pool_features(grid, 5)  # more bands than rows
+
+
+def _layout_data(count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """2 x 2 grids whose one bright token is 'up' in the top row, 'down' in the bottom: the same mean either way."""
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(count, 4, DIM, generator=generator) * 0.1
+    spots = torch.randint(0, 4, (count,), generator=generator)
+    features[torch.arange(count), spots, 0] += 3.0
+    return features, ["#" + ("up" if spot < 2 else "down") + " here" for spot in spots.tolist()]
+
+
+def test_bands_let_the_tagger_tell_above_from_below(tmp_path: Path) -> None:
+    features, captions = _layout_data(400, seed=0)
+    val = _layout_data(200, seed=1)
+    tokenizer = tiny_model().tokenizer
+    mean_only, mean_figures = fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=200), val=val)
+    banded, banded_figures = fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=200, bands=2), val=val)
+    assert banded_figures["val_bce"] < 0.5 * mean_figures["val_bce"]  # the mean cannot see where the bright spot is
+    assert mean_figures["val_bce"] > 0.8 * mean_figures["val_bce_prior_only"]
+    top_spot = torch.zeros(1, 4, DIM)
+    top_spot[0, 1, 0] = 3.0  # the top row's right token
+    down, here, up = banded.pmi(top_spot)[0].tolist()
+    assert up > 0.5 and down < -0.5 and abs(here) < 0.05
+    vocab = tiny_model().lm.get_input_embeddings().num_embeddings
+    save_tagger(banded, tmp_path, TaggerFit(bands=2), banded_figures)
+    loaded = load_tagger(tmp_path, DIM, vocab)
+    assert loaded.bands == 2
+    torch.testing.assert_close(loaded.pmi(val[0]), banded.pmi(val[0]), rtol=0, atol=0)
+
+
+def test_a_tagger_saved_before_bands_existed_loads_as_the_mean(fitted, tmp_path: Path) -> None:
+    tagger, figures, fit = fitted
+    save_tagger(tagger, tmp_path, fit, figures)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    del meta["bands"]
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    loaded = load_tagger(tmp_path, DIM, tiny_model().lm.get_input_embeddings().num_embeddings)
+    features, _ = _toy_data(4, seed=6)
+    assert loaded.bands == 1
+    torch.testing.assert_close(loaded.pmi(features), tagger.pmi(features), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"min_count": 0}, "min_count"), ({"l2": -1.0}, "l2"), ({"min_val_gain": 1.0}, "min_val_gain"), ({"weight": -2.0}, "weight")],
+    [({"bands": 0}, "bands"), ({"min_count": 0}, "min_count"), ({"l2": -1.0}, "l2"), ({"min_val_gain": 1.0}, "min_val_gain"), ({"weight": -2.0}, "weight")],
 )
 def test_fit_settings_are_checked(fields: dict, message: str) -> None:
     with pytest.raises(ImageWordsError, match=message):
