@@ -174,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_new_tokens=args.max_new_tokens,
         no_repeat_ngram_size=args.no_repeat_ngram_size,
         repetition_penalty=args.repetition_penalty,
+        guidance_plausibility=model.guidance_plausibility,
     )
     with torch.no_grad():
         prefix = model.prefix_embeddings(image_features, context_features)

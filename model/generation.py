@@ -20,7 +20,12 @@ row has generated so far (`next_log_probs`): a repetition penalty on the logits 
 tokens already generated (the CTRL rule, as Hugging Face's
 `RepetitionPenaltyLogitsProcessor`), and a ban on any token that would repeat an
 n-gram (`NoRepeatNGramLogitsProcessor`'s rule). Scores include both, so the batched
-and naive searches still choose the same beams.
+and naive searches still choose the same beams. Image word guidance (a per-image
+logit bias) goes through the same function, with an optional plausibility gate: the
+bias only moves tokens the LM itself gives at least `guidance_plausibility` times the
+probability of its most likely next token (the adaptive plausibility constraint of
+contrastive decoding, Li et al. 2023), so a confident read-out cannot force a word
+into a place where the LM would never put one.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class BeamSettings:
     length_penalty: float = 1.0  # score = sum log p / length ** length_penalty
     no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE  # 0: off
     repetition_penalty: float = REPETITION_PENALTY  # 1.0: off
+    guidance_plausibility: float = 0.0  # the token bias moves only tokens this likely relative to the top one (0: all)
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -60,6 +66,8 @@ class BeamSettings:
             raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.no_repeat_ngram_size < 0:
             raise GenerationError(f"no_repeat_ngram_size must be >= 0 (0 turns it off), got {self.no_repeat_ngram_size}")
+        if not 0.0 <= self.guidance_plausibility < 1.0:
+            raise GenerationError(f"guidance_plausibility must be in [0, 1) (0 turns the gate off), got {self.guidance_plausibility}")
         if not self.repetition_penalty >= 1.0:
             raise GenerationError(f"repetition_penalty must be >= 1.0 (1.0 turns it off), got {self.repetition_penalty}")
         if not 1 <= self.n_best <= self.num_beams:
@@ -142,8 +150,9 @@ def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings, bias
 
     Repetition penalty on the logits of generated tokens (positive ones divided, negative
     ones multiplied), then temperature, then the rows' `bias` (N, V) if any (image word
-    guidance, `model.image_words`), log-softmax, and -inf for every token that would
-    complete an n-gram the row has already generated.
+    guidance, `model.image_words`) on the tokens that pass the plausibility gate,
+    log-softmax, and -inf for every token that would complete an n-gram the row has
+    already generated.
     """
     logits = logits.float()
     if settings.repetition_penalty != 1.0 and history.size(1):
@@ -152,6 +161,10 @@ def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings, bias
         logits = logits.scatter(1, history, seen)
     logits = logits / settings.temperature
     if bias is not None:
+        if settings.guidance_plausibility > 0:
+            # log p(t) - log p(top) is a difference of logits: no softmax needed for the gate
+            floor = logits.max(dim=-1, keepdim=True).values + math.log(settings.guidance_plausibility)
+            bias = torch.where(logits >= floor, bias, 0.0)
         logits = logits + bias
     log_probs = torch.log_softmax(logits, dim=-1)
     n = settings.no_repeat_ngram_size

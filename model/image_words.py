@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from model.assets import file_sha256
-from model.image_words_config import ImageWordsError, TaggerFit, check_weight
+from model.image_words_config import ImageWordsError, TaggerFit, check_plausibility, check_weight
 
 TENSORS_FILE = "image_words.safetensors"
 META_FILE = "image_words.json"
@@ -95,6 +95,7 @@ class ImageWordTagger(nn.Module):
         pmi_cap: float,
         weight: float,
         bands: int = 1,
+        plausibility: float = 0.0,
     ) -> None:
         super().__init__()
         if bands < 1:
@@ -107,6 +108,7 @@ class ImageWordTagger(nn.Module):
         self.token_ids = [list(ids) for ids in token_ids]
         self.pmi_cap = pmi_cap
         self.weight = weight
+        self.plausibility = plausibility  # decoding's guidance_plausibility (`model.generation`) with this tagger
         self.image_dim = image_dim
         self.bands = bands
         pooled_dim = image_dim * (1 + bands if bands > 1 else 1)
@@ -179,7 +181,7 @@ def fit_tagger(
         raise ImageWordsError(f"{image_features.size(0)} images for {len(captions)} captions")
     words, token_ids, targets = build_vocabulary(captions, tokenizer, fit.min_count)
     prior = targets.mean(dim=0).clamp(min=1.0 / len(captions))
-    tagger = ImageWordTagger(image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight, fit.bands)
+    tagger = ImageWordTagger(image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight, fit.bands, fit.plausibility)
     pooled = pool_features(image_features.float(), fit.bands)  # pooled once, not at every step
     tagger.feature_mean.copy_(pooled.mean(dim=0))
     tagger.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-6))
@@ -219,6 +221,7 @@ def keep_predicted_words(tagger: ImageWordTagger, image_features: Tensor, captio
     kept = ImageWordTagger(
         tagger.image_dim, [tagger.words[j] for j in keep], [tagger.token_ids[j] for j in keep],
         tagger.log_prior[keep], tagger.pmi_cap, tagger.weight, tagger.bands,
+        tagger.plausibility,
     )
     kept.feature_mean.copy_(tagger.feature_mean)
     kept.feature_std.copy_(tagger.feature_std)
@@ -251,6 +254,7 @@ def save_tagger(tagger: ImageWordTagger, directory: str | Path, fit: TaggerFit, 
         "format": FORMAT,
         "image_dim": tagger.image_dim,
         "bands": tagger.bands,
+        "plausibility": tagger.plausibility,
         "words": tagger.words,
         "token_ids": tagger.token_ids,
         "pmi_cap": tagger.pmi_cap,
@@ -285,7 +289,9 @@ def load_tagger(directory: str | Path, image_dim: int, vocab_size: int) -> Image
             raise ImageWordsError(f"token id {largest} is outside the LM's vocabulary of {vocab_size}")
         tagger = ImageWordTagger(
             image_dim, meta["words"], meta["token_ids"], tensors["log_prior"], float(meta["pmi_cap"]),
-            check_weight(float(meta["weight"])), int(meta.get("bands", 1)),  # taggers written before bands pooled the mean
+            check_weight(float(meta["weight"])),
+            int(meta.get("bands", 1)),  # taggers written before bands and the gate pooled the mean, ungated
+            check_plausibility(float(meta.get("plausibility", 0.0))),
         )
         tagger.load_state_dict(tensors)
     except ImageWordsError as error:

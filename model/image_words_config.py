@@ -33,6 +33,7 @@ class TaggerFit:
     pmi_cap: float = 3.0  # |log-ratio| limit: one confident read-out must not veto a word outright
     min_val_gain: float = 0.0  # steer only words whose val cross-entropy is this share below their prior's (0: all)
     weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
+    plausibility: float = 0.0  # guidance moves only tokens the LM finds this likely relative to its top one (0: all)
 
     def __post_init__(self) -> None:
         if self.min_count < 1 or self.steps < 1 or self.bands < 1:
@@ -44,6 +45,14 @@ class TaggerFit:
         if not 0 <= self.min_val_gain < 1:
             raise ImageWordsError(f"min_val_gain must be in [0, 1), got {self.min_val_gain}")
         check_weight(self.weight)
+        check_plausibility(self.plausibility)
+
+
+def check_plausibility(plausibility: float) -> float:
+    """A plausibility gate is a share of the top token's probability in [0, 1) (0: no gate); returns it."""
+    if not 0.0 <= plausibility < 1.0:
+        raise ImageWordsError(f"plausibility must be in [0, 1) (0 turns the gate off), got {plausibility}")
+    return plausibility
 
 
 def check_weight(weight: float) -> float:

@@ -372,6 +372,7 @@ class UAPT(nn.Module):
             length_penalty=length_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size,
             repetition_penalty=repetition_penalty,
+            guidance_plausibility=self.guidance_plausibility,
         )
         prefix = self.prefix_embeddings(image_features, context_features)
         prompt_ids = None
@@ -383,6 +384,11 @@ class UAPT(nn.Module):
             [Caption(self.tokenizer.decode(list(h.token_ids)).strip(), h.score, list(h.token_ids)) for h in image]
             for image in hypotheses
         ]
+
+    @property
+    def guidance_plausibility(self) -> float:
+        """The plausibility gate stored with the tagger (`model.generation.BeamSettings`); 0 without a tagger."""
+        return 0.0 if self.image_words is None else self.image_words.plausibility
 
     def image_word_weight(self, override: float | None) -> float:
         """The guidance weight decoding uses: `override`, else the tagger's own; 0 without a tagger."""

@@ -384,6 +384,12 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
         help="steer only words whose val cross-entropy is at least this share below their prior's, i.e. words "
         f"the image predicts (default: {d.min_val_gain}; 0 steers every word)",
     )
+    fit.add_argument(
+        "--plausibility", type=float, default=d.plausibility,
+        help="guidance moves only the tokens the LM itself gives at least this share of its most likely next "
+        "token's probability, so a sure read-out cannot force a word where the LM would never put one "
+        f"(default: {d.plausibility}: every token)",
+    )
     fit.add_argument("--pmi-cap", type=float, default=d.pmi_cap, help=f"largest |log-ratio| one word gets (default: {d.pmi_cap})")
     fit.set_defaults(func=_cmd_fit_image_words)
 
@@ -396,7 +402,7 @@ def _cmd_fit_image_words(args: argparse.Namespace) -> int:
     records = _load_or_exit("fit-image-words", args.data)
     try:
         fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap,
-                       min_val_gain=args.min_val_gain, bands=args.bands)
+                       min_val_gain=args.min_val_gain, bands=args.bands, plausibility=args.plausibility)
         figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
     except ModelError as exc:
         raise SystemExit(f"uapt fit-image-words: {exc}") from None

@@ -264,11 +264,12 @@ def _word_bias(model, count: int) -> torch.Tensor:
     return bias
 
 
-def test_batched_equals_naive_with_a_token_bias(stopping_lm) -> None:
+@pytest.mark.parametrize("plausibility", [0.0, 0.1])
+def test_batched_equals_naive_with_a_token_bias(plausibility: float, stopping_lm) -> None:
     model = tiny_model()
     prefix = _prefix(model, 4)
     bias = _word_bias(model, 4)
-    settings = BeamSettings(num_beams=3, max_new_tokens=10)
+    settings = BeamSettings(num_beams=3, max_new_tokens=10, guidance_plausibility=plausibility)
     biased = beam_search(stopping_lm, prefix, model.eos_id, settings, token_bias=bias)
     _assert_same(biased, naive_beam_search(stopping_lm, prefix, model.eos_id, settings, token_bias=bias))
     plain = beam_search(stopping_lm, prefix, model.eos_id, settings)
@@ -285,6 +286,20 @@ def test_every_decoder_applies_each_images_own_bias(decoder: str) -> None:
     settings = BeamSettings(num_beams=2, max_new_tokens=3, no_repeat_ngram_size=0, repetition_penalty=1.0)
     first, second = DECODERS[decoder](model.lm, prefix, model.eos_id, settings, token_bias=bias)
     assert first[0].token_ids[0] == 1234 and second[0].token_ids[0] == 4321
+
+
+def test_the_plausibility_gate_lets_the_bias_move_only_tokens_the_lm_finds_likely() -> None:
+    from model.generation import next_log_probs
+
+    logits = torch.tensor([[0.0, -1.0, -3.0, -10.0]])  # at temperature 1: p relative to the top is 1, e^-1, e^-3, e^-10
+    bias = torch.tensor([[5.0, 5.0, 5.0, -5.0]])
+    settings = BeamSettings(temperature=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, guidance_plausibility=0.1)
+    gated = next_log_probs(logits, torch.zeros(1, 0, dtype=torch.long), settings, bias)
+    torch.testing.assert_close(gated, torch.log_softmax(torch.tensor([[5.0, 4.0, -3.0, -10.0]]), dim=-1))
+    ungated = next_log_probs(logits, torch.zeros(1, 0, dtype=torch.long), BeamSettings(temperature=1.0), bias)
+    torch.testing.assert_close(ungated, torch.log_softmax(logits + bias, dim=-1))
+    with pytest.raises(GenerationError, match="guidance_plausibility"):
+        BeamSettings(guidance_plausibility=1.0)
 
 
 def test_token_bias_must_have_a_row_per_image() -> None:

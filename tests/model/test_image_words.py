@@ -149,6 +149,16 @@ def test_a_checkpoints_tagger_steers_generate_and_travels_with_a_copy(guided_che
         _captions(guided, image_word_weight=-1.0)
 
 
+def test_generate_applies_the_plausibility_gate_stored_with_the_tagger(guided_checkpoint: Path) -> None:
+    plain = tiny_model()
+    guided = load_model("tiny", device="cpu", checkpoint=guided_checkpoint)
+    assert guided.guidance_plausibility == 0.0 and plain.guidance_plausibility == 0.0
+    assert _captions(guided, num_beams=1) != _captions(plain, num_beams=1)
+    guided.image_words.plausibility = 0.999  # only each step's top token may move: greedy keeps the LM's choice
+    assert guided.guidance_plausibility == 0.999
+    assert _captions(guided, num_beams=1) == _captions(plain, num_beams=1)
+
+
 def test_a_half_precision_tagger_still_gives_a_float32_bias(fitted) -> None:
     """load_model casts the whole model to half precision on CUDA, the read-out with it."""
     tagger, _, _ = fitted
@@ -212,9 +222,10 @@ def test_bands_let_the_tagger_tell_above_from_below(tmp_path: Path) -> None:
     down, here, up = banded.pmi(top_spot)[0].tolist()
     assert up > 0.5 and down < -0.5 and abs(here) < 0.05
     vocab = tiny_model().lm.get_input_embeddings().num_embeddings
+    banded.plausibility = 0.05
     save_tagger(banded, tmp_path, TaggerFit(bands=2), banded_figures)
     loaded = load_tagger(tmp_path, DIM, vocab)
-    assert loaded.bands == 2
+    assert loaded.bands == 2 and loaded.plausibility == 0.05
     torch.testing.assert_close(loaded.pmi(val[0]), banded.pmi(val[0]), rtol=0, atol=0)
 
 
@@ -222,17 +233,17 @@ def test_a_tagger_saved_before_bands_existed_loads_as_the_mean(fitted, tmp_path:
     tagger, figures, fit = fitted
     save_tagger(tagger, tmp_path, fit, figures)
     meta = json.loads((tmp_path / META_FILE).read_text())
-    del meta["bands"]
+    del meta["bands"], meta["plausibility"]
     (tmp_path / META_FILE).write_text(json.dumps(meta))
     loaded = load_tagger(tmp_path, DIM, tiny_model().lm.get_input_embeddings().num_embeddings)
     features, _ = _toy_data(4, seed=6)
-    assert loaded.bands == 1
+    assert loaded.bands == 1 and loaded.plausibility == 0.0
     torch.testing.assert_close(loaded.pmi(features), tagger.pmi(features), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"bands": 0}, "bands"), ({"min_count": 0}, "min_count"), ({"l2": -1.0}, "l2"), ({"min_val_gain": 1.0}, "min_val_gain"), ({"weight": -2.0}, "weight")],
+    [({"bands": 0}, "bands"), ({"plausibility": 1.0}, "plausibility"), ({"min_count": 0}, "min_count"), ({"l2": -1.0}, "l2"), ({"min_val_gain": 1.0}, "min_val_gain"), ({"weight": -2.0}, "weight")],
 )
 def test_fit_settings_are_checked(fields: dict, message: str) -> None:
     with pytest.raises(ImageWordsError, match=message):
