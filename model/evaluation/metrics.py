@@ -52,8 +52,8 @@ def caption_metrics(references: Mapping[str, str], candidates: Mapping[str, str]
 
     tokenizer = PTBTokenizer()
     try:
-        gts = tokenizer.tokenize({k: [{"caption": v}] for k, v in references.items()})
-        res = tokenizer.tokenize({k: [{"caption": v}] for k, v in candidates.items()})
+        gts = tokenizer.tokenize({k: [{"caption": one_line(v)}] for k, v in references.items()})
+        res = tokenizer.tokenize({k: [{"caption": one_line(v)}] for k, v in candidates.items()})
     except (OSError, subprocess.SubprocessError) as exc:
         raise MetricsError(f"the PTB tokenizer (Java) failed: {exc}") from exc
     # An empty candidate would make METEOR's Java side misbehave; score it as no words.
@@ -68,6 +68,18 @@ def caption_metrics(references: Mapping[str, str], candidates: Mapping[str, str]
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
     return {name: float(v) for name, v in zip(METRIC_NAMES, [*bleu, meteor_score, rouge, cider])}
+
+
+def one_line(text: str) -> str:
+    """`text` with every run of whitespace made one space.
+
+    The PTB tokenizer gets all captions in one file, one per line, and pairs its output
+    lines with the post ids by position. pycocoevalcap replaces only '\\n', but the Java
+    side also breaks lines at other characters (a vertical tab, a form feed, U+2028, ...),
+    which a caption decoded from an LM can hold: one such caption shifts every caption
+    after it onto the next post's reference, and every score collapses without an error.
+    """
+    return " ".join(text.split())
 
 
 def repeats_word_ngram(caption: str, n: int = 3) -> bool:

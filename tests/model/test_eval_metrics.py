@@ -40,6 +40,13 @@ def test_metrics_equal_pycocoevalcap() -> None:
     assert 0 < ours["BLEU-4"] < ours["BLEU-1"] < 1
 
 
+@pytest.mark.parametrize("separator", ["\x0b", "\x0c", "\r", "\u2028", "\u0085", "\n"])
+def test_a_caption_with_a_line_breaking_character_scores_as_if_it_were_a_space(separator: str) -> None:
+    """One such caption must not shift the captions after it onto other posts' references."""
+    broken = {**CANDS, "p1": CANDS["p1"].replace(" at ", f" at{separator}")}
+    assert caption_metrics(REFS, broken) == caption_metrics(REFS, CANDS)
+
+
 def test_clear_error_without_java(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(MetricsError, match="java not found on PATH"):
