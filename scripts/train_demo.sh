@@ -15,7 +15,8 @@ resume=()
 $UAPT train --data "$DATA" --preset offline --epochs 10 --batch-size 16 --lr 3e-4 --context-dropout 0.3 --visual-lr-scale 3 --eval-every 300 \
     --precision bfloat16 --out "$RUN" "${resume[@]}"
 .venv/bin/python -c "from model.checkpoint import copy_checkpoint; copy_checkpoint('$RUN', 'checkpoints/demo-offline')"
-# the image-word tagger that steers decoding, at the weight chosen on val (docs/RESULTS.md 1.19); about a minute
-$UAPT fit-image-words --data "$DATA" --checkpoint checkpoints/demo-offline --weight 2
+# the image-word tagger that steers decoding: weight 2 chosen on val (docs/RESULTS.md 1.19), three bands of the
+# feature grid and the plausibility gate at 0.1 (1.20); a minute or two
+$UAPT fit-image-words --data "$DATA" --checkpoint checkpoints/demo-offline --weight 2 --bands 3 --plausibility 0.1
 $UAPT evaluate --data "$DATA" --checkpoint checkpoints/demo-offline --out "$RUN/eval-test.json" \
     --report "$RUN/report.html"
