@@ -17,6 +17,9 @@ horizontal band of the feature grid (top to bottom) beside it: the whole-image m
 mixes what is above with what is below, and a scene is largely sky over ground
 (spatial pyramid pooling, Lazebnik et al. 2006, along one axis).
 
+A tagger may also carry a plausibility gate for decoding (`model.generation`): the bias
+then moves only tokens the LM itself finds plausible at that step.
+
 A fitted tagger lives beside a checkpoint's weights: ``image_words.safetensors`` (the
 read-out) and ``image_words.json`` (vocabulary, token ids, default weight, checksum).
 """
@@ -181,7 +184,9 @@ def fit_tagger(
         raise ImageWordsError(f"{image_features.size(0)} images for {len(captions)} captions")
     words, token_ids, targets = build_vocabulary(captions, tokenizer, fit.min_count)
     prior = targets.mean(dim=0).clamp(min=1.0 / len(captions))
-    tagger = ImageWordTagger(image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight, fit.bands, fit.plausibility)
+    tagger = ImageWordTagger(
+        image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight, fit.bands, fit.plausibility
+    )
     pooled = pool_features(image_features.float(), fit.bands)  # pooled once, not at every step
     tagger.feature_mean.copy_(pooled.mean(dim=0))
     tagger.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-6))
@@ -220,8 +225,7 @@ def keep_predicted_words(tagger: ImageWordTagger, image_features: Tensor, captio
         raise ImageWordsError(f"no word's val cross-entropy is {min_gain:.0%} below its prior's: nothing to steer")
     kept = ImageWordTagger(
         tagger.image_dim, [tagger.words[j] for j in keep], [tagger.token_ids[j] for j in keep],
-        tagger.log_prior[keep], tagger.pmi_cap, tagger.weight, tagger.bands,
-        tagger.plausibility,
+        tagger.log_prior[keep], tagger.pmi_cap, tagger.weight, tagger.bands, tagger.plausibility,
     )
     kept.feature_mean.copy_(tagger.feature_mean)
     kept.feature_std.copy_(tagger.feature_std)
