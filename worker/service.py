@@ -28,7 +28,11 @@ def load_captioner(settings: Settings) -> Captioner:
     model = load_model(settings.preset, checkpoint=settings.checkpoint, device=settings.device)
     if model.image_words is not None:
         weight = model.image_word_weight(settings.image_word_weight)
-        log.info("image word guidance: weight %g over %d words (0 is off)", weight, len(model.image_words.words))
+        tagger = model.image_words
+        log.info(
+            "image word guidance: weight %g over %d words (0 is off), %d band(s), plausibility gate %g (0 is off)",
+            weight, len(tagger.words), tagger.bands, tagger.plausibility,
+        )
     return Captioner(
         model,
         no_repeat_ngram_size=settings.no_repeat_ngram_size,
