@@ -80,7 +80,8 @@ def _register_caption(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Caption image files with UAPT and print the n-best captions of each, best first, with their "
             "length-normalized log-probability. Without --checkpoint the prefix networks are untrained, so "
-            "the captions are noise (the offline preset's frozen backbones are pretrained; the tiny preset's are random). "
+            "the captions are noise (the offline preset's frozen backbones are pretrained; the tiny preset's "
+            "are random). "
             "A checkpoint with an image-word tagger steers the captions toward words its image makes likely "
             "(see --image-word-weight)."
         ),

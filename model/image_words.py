@@ -80,14 +80,16 @@ def pool_features(image_features: Tensor, bands: int) -> Tensor:
     batch, tokens, dim = image_features.shape
     side = math.isqrt(tokens)
     if side * side != tokens or side < bands:
-        raise ImageWordsError(f"{bands} bands need a square grid of at least {bands} rows; the image has {tokens} tokens")
+        raise ImageWordsError(
+            f"{bands} bands need a square grid of at least {bands} rows; the image has {tokens} tokens"
+        )
     rows = image_features.reshape(batch, side, side, dim).mean(dim=2)  # (B, side, D)
     edges = [round(i * side / bands) for i in range(bands + 1)]
     return torch.cat([pooled] + [rows[:, top:bottom].mean(dim=1) for top, bottom in zip(edges, edges[1:])], dim=-1)
 
 
 class ImageWordTagger(nn.Module):
-    """Pooled frozen image features (`pool_features`), standardised -> one logit per vocabulary word (is it in the caption?)."""
+    """Pooled frozen image features (`pool_features`), standardised -> one logit per word (is it in the caption?)."""
 
     def __init__(
         self,
