@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.evaluation.evaluate import read_best_captions  # noqa: E402
 from model.evaluation.metrics import caption_metrics  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def main() -> None:
             print(f"{path}: holds no captions, skipped")
             continue
         references = {c["post_id"]: c["reference"] for c in report["captions"]}
-        best = {c["post_id"]: c["nbest"][0]["text"] if c["nbest"] else "" for c in report["captions"]}
+        best = read_best_captions(path)
         broken = sum(any(ch.isspace() and ch != " " for ch in text) for text in best.values())
         rescored = caption_metrics(references, best)
         stored = report["metrics"]
