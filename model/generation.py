@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
 from model.errors import ModelError
+from model.image_words_config import ImageWordsError, check_plausibility
 
 
 class GenerationError(ModelError):
@@ -66,8 +67,10 @@ class BeamSettings:
             raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.no_repeat_ngram_size < 0:
             raise GenerationError(f"no_repeat_ngram_size must be >= 0 (0 turns it off), got {self.no_repeat_ngram_size}")
-        if not 0.0 <= self.guidance_plausibility < 1.0:
-            raise GenerationError(f"guidance_plausibility must be in [0, 1) (0 turns the gate off), got {self.guidance_plausibility}")
+        try:
+            check_plausibility(self.guidance_plausibility, "guidance_plausibility")
+        except ImageWordsError as error:
+            raise GenerationError(str(error)) from None
         if not self.repetition_penalty >= 1.0:
             raise GenerationError(f"repetition_penalty must be >= 1.0 (1.0 turns it off), got {self.repetition_penalty}")
         if not 1 <= self.n_best <= self.num_beams:

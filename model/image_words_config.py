@@ -48,10 +48,10 @@ class TaggerFit:
         check_plausibility(self.plausibility)
 
 
-def check_plausibility(plausibility: float) -> float:
+def check_plausibility(plausibility: float, name: str = "plausibility") -> float:
     """A plausibility gate is a share of the top token's probability in [0, 1) (0: no gate); returns it."""
     if not 0.0 <= plausibility < 1.0:
-        raise ImageWordsError(f"plausibility must be in [0, 1) (0 turns the gate off), got {plausibility}")
+        raise ImageWordsError(f"{name} must be in [0, 1) (0 turns the gate off), got {plausibility}")
     return plausibility
 
 
