@@ -22,10 +22,12 @@ tokens already generated (the CTRL rule, as Hugging Face's
 n-gram (`NoRepeatNGramLogitsProcessor`'s rule). Scores include both, so the batched
 and naive searches still choose the same beams. Image word guidance (a per-image
 logit bias) goes through the same function, with an optional plausibility gate: the
-bias only moves tokens the LM itself gives at least `guidance_plausibility` times the
+bias only moves tokens that the decoding distribution (the LM's, after the repetition
+penalty and the temperature) gives at least `guidance_plausibility` times the
 probability of its most likely next token (the adaptive plausibility constraint of
 contrastive decoding, Li et al. 2023), so a confident read-out cannot force a word
-into a place where the LM would never put one.
+into a place where the LM would never put one. At temperature T the gate is α^T in
+the LM's raw probabilities: α = 0.1 at the default 0.8 admits tokens within 0.158.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class BeamSettings:
     length_penalty: float = 1.0  # score = sum log p / length ** length_penalty
     no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE  # 0: off
     repetition_penalty: float = REPETITION_PENALTY  # 1.0: off
-    guidance_plausibility: float = 0.0  # the token bias moves only tokens this likely relative to the top one (0: all)
+    guidance_plausibility: float = 0.0  # bias only tokens this likely relative to the top one, after temperature (0: all)
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:

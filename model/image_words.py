@@ -18,7 +18,8 @@ mixes what is above with what is below, and a scene is largely sky over ground
 (spatial pyramid pooling, Lazebnik et al. 2006, along one axis).
 
 A tagger may also carry a plausibility gate for decoding (`model.generation`): the bias
-then moves only tokens the LM itself finds plausible at that step.
+then moves only tokens the LM finds plausible at that step (measured after the
+repetition penalty and the temperature).
 
 A fitted tagger lives beside a checkpoint's weights: ``image_words.safetensors`` (the
 read-out) and ``image_words.json`` (vocabulary, token ids, default weight, checksum).
@@ -58,7 +59,9 @@ def caption_words(text: str) -> set[str]:
 def single_token_ids(tokenizer, word: str) -> list[int]:
     """The ids of `word` with and without a leading space, where either is one token.
 
-    Only whole-word tokens are steered, so a bias never lands on a piece of another word.
+    Only one-token forms are steered. The form without a space is also what follows "#"
+    and what ends some longer words (" bobcat" is " bob" + "cat"), so its bias can land
+    there too: hashtags of image words are one visible effect (docs/RESULTS.md 1.19).
     """
     ids = []
     for form in (" " + word, word):

@@ -56,7 +56,8 @@ def caption_metrics(references: Mapping[str, str], candidates: Mapping[str, str]
         res = tokenizer.tokenize({k: [{"caption": one_line(v)}] for k, v in candidates.items()})
     except (OSError, subprocess.SubprocessError) as exc:
         raise MetricsError(f"the PTB tokenizer (Java) failed: {exc}") from exc
-    # An empty candidate would make METEOR's Java side misbehave; score it as no words.
+    # An empty candidate would make METEOR's Java side misbehave; score it as one placeholder
+    # word that matches no reference (a small penalty on length and precision, never a gain).
     res = {k: [v[0] if v and v[0].strip() else "<empty>"] for k, v in res.items()}
     with contextlib.redirect_stdout(io.StringIO()):  # Bleu prints its internals
         bleu, _ = Bleu(4).compute_score(gts, res)

@@ -386,8 +386,9 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
     )
     fit.add_argument(
         "--plausibility", type=float, default=d.plausibility,
-        help="guidance moves only the tokens the LM itself gives at least this share of its most likely next "
-        "token's probability, so a sure read-out cannot force a word where the LM would never put one "
+        help="guidance moves only the tokens that decoding (the LM after the repetition penalty and the temperature) "
+        "gives at least this share of its most likely next token's probability, so a sure read-out cannot force "
+        "a word where the LM would never put one "
         f"(default: {d.plausibility}: every token)",
     )
     fit.add_argument("--pmi-cap", type=float, default=d.pmi_cap, help=f"largest |log-ratio| one word gets (default: {d.pmi_cap})")
