@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from model.checkpoint import CONFIG_FILE, read_checkpoint_config
-from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
+from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, ConfigError
 from model.data.dataset import DatasetError, PostRecord
 from model.data.samples import train_profiles
 from model.data.style import StyleProfiles
@@ -55,6 +55,13 @@ class EvalOptions:
     keywords_k: int | None = None  # None: what the checkpoint was trained with (else 5)
     cold_start: bool = False  # caption every post as if its user had no past posts (no keywords)
     batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        # a slice with 0 or a negative limit would score no posts or silently drop the last ones
+        for name in ("limit", "keywords_k", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
 
 
 @dataclass
@@ -150,7 +157,7 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     checkpoint = Path(checkpoint)
     config = read_checkpoint_config(checkpoint)
-    k = options.keywords_k or _trained_keywords_k(checkpoint)
+    k = options.keywords_k if options.keywords_k is not None else _trained_keywords_k(checkpoint)
     model = load_model(config, checkpoint=checkpoint, device=device)
     cache = FeatureCache(cache_dir, model)
     profiles = train_profiles(records)

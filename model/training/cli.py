@@ -339,8 +339,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from model.evaluation.evaluate import evaluate_checkpoint
 
     records = _load_or_exit("evaluate", args.data)
-    options = _eval_options(args)
     try:
+        options = _eval_options(args)
         report = evaluate_checkpoint(
             records, args.checkpoint, options=options, cache_dir=args.cache_dir, device=args.device, report_path=args.report
         )
@@ -450,8 +450,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from model.training.ablate import run_ablation
 
     records = _load_or_exit("ablate", args.data)
-    options = _eval_options(args)
     try:
+        options = _eval_options(args)
         table = run_ablation(
             records,
             preset=args.preset,

@@ -71,6 +71,14 @@ def test_cli_errors_are_one_line(tmp_path: Path, small_dataset: Path) -> None:
         main(["ablate", "--data", str(small_dataset), "--preset", "tiny", "--only", "no_such"])
 
 
+@pytest.mark.parametrize("flag, value", [("--limit", "-5"), ("--limit", "0"), ("--keywords", "0")])
+def test_cli_evaluate_refuses_counts_below_one(tmp_path: Path, small_dataset: Path, flag: str, value: str) -> None:
+    # -5 used to score every post but the last five, and --keywords 0 fell back to the trained k, both silently
+    name = {"--limit": "limit", "--keywords": "keywords_k"}[flag]
+    with pytest.raises(SystemExit, match=rf"^uapt evaluate: {name} must be at least 1, got {value}$"):
+        main(["evaluate", "--data", str(small_dataset), "--checkpoint", str(tmp_path), flag, value])
+
+
 def test_ablate_repeats_each_variant_per_init_seed(tmp_path: Path, small_dataset: Path, capsys) -> None:
     out = tmp_path / "ablate"
     with pytest.raises(SystemExit) as done:
