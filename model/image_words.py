@@ -203,7 +203,8 @@ def fit_tagger(
         (loss + fit.l2 * tagger.linear.weight.pow(2).sum()).backward()
         optimizer.step()
     tagger.requires_grad_(False)
-    figures = {"words": len(words), "train_captions": len(captions), "train_bce": float(loss.detach())}
+    # the final weights' train loss: the loop's last `loss` was taken before its last step
+    figures = {"words": len(words), "train_captions": len(captions), "train_bce": bce(tagger, image_features, captions)}
     if val is not None:
         val_features, val_captions = val
         figures["val_bce"] = bce(tagger, val_features, val_captions)

@@ -16,6 +16,7 @@ from model.image_words import (
     TENSORS_FILE,
     ImageWordsError,
     TaggerFit,
+    bce,
     build_vocabulary,
     caption_words,
     fit_tagger,
@@ -66,6 +67,8 @@ def test_the_tagger_learns_which_words_an_image_makes_likely(fitted) -> None:
     tagger, figures, _ = fitted
     assert tagger.words == ["always", "blue", "red"]
     assert figures["val_bce"] < 0.5 * figures["val_bce_prior_only"]
+    features, captions = _toy_data(400, seed=0)
+    assert figures["train_bce"] == pytest.approx(bce(tagger, features, captions), rel=1e-6)  # the weights returned
     red_not_blue = torch.zeros(1, 1, DIM)
     red_not_blue[0, 0, 0], red_not_blue[0, 0, 1] = 3.0, -3.0
     always, blue, red = tagger.pmi(red_not_blue)[0].tolist()
