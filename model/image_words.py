@@ -56,15 +56,16 @@ def caption_words(text: str) -> set[str]:
     return set(WORD.findall(text.lower()))
 
 
-def single_token_ids(tokenizer, word: str) -> list[int]:
-    """The ids of `word` with and without a leading space, where either is one token.
+def single_token_ids(tokenizer, word: str, leading_space_only: bool = False) -> list[int]:
+    """The ids of `word` with and without a leading space (or only with one), where either is one token.
 
     Only one-token forms are steered. The form without a space is also what follows "#"
     and what ends some longer words (" bobcat" is " bob" + "cat"), so its bias can land
     there too: hashtags of image words are one visible effect (docs/RESULTS.md 1.19).
+    `leading_space_only` leaves that form out.
     """
     ids = []
-    for form in (" " + word, word):
+    for form in (" " + word,) if leading_space_only else (" " + word, word):
         pieces = tokenizer(form, add_special_tokens=False).input_ids
         if len(pieces) == 1:
             ids.append(int(pieces[0]))
@@ -153,12 +154,14 @@ class ImageWordTagger(nn.Module):
         return bias
 
 
-def build_vocabulary(captions: Sequence[str], tokenizer, min_count: int) -> tuple[list[str], list[list[int]], Tensor]:
+def build_vocabulary(
+    captions: Sequence[str], tokenizer, min_count: int, leading_space_only: bool = False
+) -> tuple[list[str], list[list[int]], Tensor]:
     """Words used by at least `min_count` captions that have a single-token form: (words, token ids, multi-hot (N, W))."""
     counts = Counter(word for text in captions for word in caption_words(text))
     words, token_ids = [], []
     for word, count in sorted(counts.items()):
-        ids = single_token_ids(tokenizer, word) if count >= min_count else []
+        ids = single_token_ids(tokenizer, word, leading_space_only) if count >= min_count else []
         if ids:
             words.append(word)
             token_ids.append(ids)
@@ -187,7 +190,7 @@ def fit_tagger(
     """Fit the read-out on train images and their captions; returns it and fit figures (BCE, and on `val` if given)."""
     if image_features.size(0) != len(captions) or not captions:
         raise ImageWordsError(f"{image_features.size(0)} images for {len(captions)} captions")
-    words, token_ids, targets = build_vocabulary(captions, tokenizer, fit.min_count)
+    words, token_ids, targets = build_vocabulary(captions, tokenizer, fit.min_count, fit.leading_space_only)
     prior = targets.mean(dim=0).clamp(min=1.0 / len(captions))
     tagger = ImageWordTagger(
         image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight, fit.bands, fit.plausibility

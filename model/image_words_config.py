@@ -34,6 +34,7 @@ class TaggerFit:
     min_val_gain: float = 0.0  # steer only words whose val cross-entropy is this share below their prior's (0: all)
     weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
     plausibility: float = 0.0  # guidance moves only tokens the LM finds this likely relative to its top one (0: all)
+    leading_space_only: bool = False  # steer " word" only, not the bare form that also follows "#" or ends other words
 
     def __post_init__(self) -> None:
         if self.min_count < 1 or self.steps < 1 or self.bands < 1:

@@ -391,6 +391,11 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
         "a word where the LM would never put one "
         f"(default: {d.plausibility}: every token)",
     )
+    fit.add_argument(
+        "--leading-space-only", action="store_true",
+        help="steer only each word's form with a leading space (' cat'), not the bare one ('cat'), which also "
+        "follows '#' and ends longer words (' bob' + 'cat'); default: both forms",
+    )
     fit.add_argument("--pmi-cap", type=float, default=d.pmi_cap, help=f"largest |log-ratio| one word gets (default: {d.pmi_cap})")
     fit.set_defaults(func=_cmd_fit_image_words)
 
@@ -403,7 +408,8 @@ def _cmd_fit_image_words(args: argparse.Namespace) -> int:
     records = _load_or_exit("fit-image-words", args.data)
     try:
         fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap,
-                       min_val_gain=args.min_val_gain, bands=args.bands, plausibility=args.plausibility)
+                       min_val_gain=args.min_val_gain, bands=args.bands, plausibility=args.plausibility,
+                       leading_space_only=args.leading_space_only)
         figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
     except ModelError as exc:
         raise SystemExit(f"uapt fit-image-words: {exc}") from None

@@ -56,6 +56,7 @@ def test_only_words_with_a_single_token_form_are_steered() -> None:
     tokenizer = tiny_model().tokenizer
     assert single_token_ids(tokenizer, "red") == tokenizer(" red").input_ids + tokenizer("red").input_ids
     assert single_token_ids(tokenizer, "qzxvbnmw") == []  # many pieces whichever form
+    assert single_token_ids(tokenizer, "red", leading_space_only=True) == tokenizer(" red").input_ids
     words, token_ids, targets = build_vocabulary(["red red blue", "red qzxvbnmw", "blue"], tokenizer, min_count=2)
     assert words == ["blue", "red"]  # qzxvbnmw is too rare, and no single token
     assert targets.tolist() == [[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]  # presence, not counts
@@ -201,6 +202,17 @@ def test_pool_features_reads_the_mean_then_each_horizontal_band_top_first() -> N
         pool_features(torch.zeros(1, 15, 1), 2)
     with pytest.raises(ImageWordsError, match="square grid"):
         pool_features(grid, 5)  # more bands than rows
+
+
+def test_leading_space_only_steers_no_bare_form(fitted) -> None:
+    both, _, _ = fitted
+    features, captions = _toy_data(400, seed=0)
+    tokenizer = tiny_model().tokenizer
+    spaced, _ = fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=200, weight=1.5, leading_space_only=True))
+    assert spaced.words == both.words
+    assert spaced.token_ids == [tokenizer(" " + word).input_ids for word in spaced.words]
+    assert any(len(ids) == 2 for ids in both.token_ids)  # by default the bare form is steered too
+    assert torch.equal(spaced.linear.weight, both.linear.weight)  # the read-out is the same; only the steered tokens differ
 
 
 def _layout_data(count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
