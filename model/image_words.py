@@ -59,10 +59,11 @@ def caption_words(text: str) -> set[str]:
 def single_token_ids(tokenizer, word: str, leading_space_only: bool = False) -> list[int]:
     """The ids of `word` with and without a leading space (or only with one), where either is one token.
 
-    Only one-token forms are steered. The form without a space is also what follows "#"
-    and what ends some longer words (" bobcat" is " bob" + "cat"), so its bias can land
-    there too: hashtags of image words are one visible effect (docs/RESULTS.md 1.19).
-    `leading_space_only` leaves that form out.
+    Only one-token forms are steered. The form without a space is the caption's first
+    word, and also what follows "#" and what ends some longer words (" bobcat" is " bob"
+    + "cat"), so its bias lands there too: hashtags of image words are one visible
+    effect (docs/RESULTS.md 1.19). `leading_space_only` leaves that form out, and with
+    it the first word's bias (1.22).
     """
     ids = []
     for form in (" " + word,) if leading_space_only else (" " + word, word):

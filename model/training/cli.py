@@ -393,8 +393,8 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
     )
     fit.add_argument(
         "--leading-space-only", action="store_true",
-        help="steer only each word's form with a leading space (' cat'), not the bare one ('cat'), which also "
-        "follows '#' and ends longer words (' bob' + 'cat'); default: both forms",
+        help="steer only each word's form with a leading space (' cat'), not the bare one ('cat'), which is also "
+        "the caption's first word, follows '#' and ends longer words (' bob' + 'cat'); default: both forms",
     )
     fit.add_argument("--pmi-cap", type=float, default=d.pmi_cap, help=f"largest |log-ratio| one word gets (default: {d.pmi_cap})")
     fit.set_defaults(func=_cmd_fit_image_words)
