@@ -207,8 +207,10 @@ def fit_tagger(
         (loss + fit.l2 * tagger.linear.weight.pow(2).sum()).backward()
         optimizer.step()
     tagger.requires_grad_(False)
-    # the final weights' train loss: the loop's last `loss` was taken before its last step
-    figures = {"words": len(words), "train_captions": len(captions), "train_bce": bce(tagger, image_features, captions)}
+    # the final weights' train loss (the loop's last `loss` was taken before its last step), on the
+    # pooled features and targets already in hand
+    train_bce = float(F.binary_cross_entropy_with_logits(tagger.read_out(pooled), targets))
+    figures = {"words": len(words), "train_captions": len(captions), "train_bce": train_bce}
     if val is not None:
         val_features, val_captions = val
         figures["val_bce"] = bce(tagger, val_features, val_captions)
