@@ -40,7 +40,7 @@ from transformers import LogitsProcessorList, TemperatureLogitsWarper
 
 from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY, get_config, with_random_weights
 from model.factory import load_model
-from model.generation import BeamSettings, beam_search, naive_beam_search
+from model.generation import BeamSettings, TokenBias, beam_search, naive_beam_search
 from model.keywords import keywords_to_text
 
 KEYWORDS = [["beach", "sunset"], ["coffee", "morning"], [], ["dog", "park", "run"], ["city", "night"], ["cake"]]
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         token_bias = model.word_bias(image_features, args.image_word_weight)
     prompt_ids = None if prompts is None else [model.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
 
-    def decode(search, bias: torch.Tensor | None = token_bias) -> list:
+    def decode(search, bias: TokenBias | None = token_bias) -> list:
         result = search(model.lm, prefix, model.eos_id, settings, prompt_ids, bias)
         if model.device.type == "cuda":
             torch.cuda.synchronize()

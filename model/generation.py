@@ -21,7 +21,8 @@ tokens already generated (the CTRL rule, as Hugging Face's
 `RepetitionPenaltyLogitsProcessor`), and a ban on any token that would repeat an
 n-gram (`NoRepeatNGramLogitsProcessor`'s rule). Scores include both, so the batched
 and naive searches still choose the same beams. Image word guidance (a per-image
-logit bias) goes through the same function, with an optional plausibility gate: the
+logit bias, `TokenBias`, which may differ at the caption's first token) goes
+through the same function, with an optional plausibility gate: the
 bias only moves tokens that the decoding distribution (the LM's, after the repetition
 penalty and the temperature) gives at least `guidance_plausibility` times the
 probability of its most likely next token (the adaptive plausibility constraint of
@@ -83,6 +84,26 @@ class BeamSettings:
     @property
     def n_best(self) -> int:
         return self.num_return_sequences if self.num_return_sequences is not None else self.num_beams
+
+
+class TokenBias(NamedTuple):
+    """Per-image logit biases (B, V): `first` for the caption's first token, `later` for every token after it.
+
+    Image word guidance steers a word's form without a leading space only where it is
+    the caption's first word (`model.image_words`); elsewhere that form follows "#" or
+    ends a longer word.
+    """
+
+    first: Tensor
+    later: Tensor
+
+    @classmethod
+    def every_step(cls, bias: Tensor) -> TokenBias:
+        return cls(bias, bias)
+
+    def at(self, step: int) -> Tensor:
+        """The bias for generated token `step` (0: the caption's first)."""
+        return self.first if step == 0 else self.later
 
 
 class Hypothesis(NamedTuple):
@@ -187,12 +208,15 @@ def _positions(mask: Tensor) -> Tensor:
 
 
 def _check_inputs(
-    prefix: Tensor, prompt_ids: Sequence[Sequence[int]] | None, token_bias: Tensor | None
+    prefix: Tensor, prompt_ids: Sequence[Sequence[int]] | None, token_bias: TokenBias | None
 ) -> list[list[int]]:
     if prefix.dim() != 3:
         raise GenerationError(f"prefix must be (batch, length, hidden), got shape {tuple(prefix.shape)}")
-    if token_bias is not None and (token_bias.dim() != 2 or token_bias.size(0) != prefix.size(0)):
-        raise GenerationError(f"token_bias must be (batch, vocab) for a batch of {prefix.size(0)}, got {tuple(token_bias.shape)}")
+    for name, bias in () if token_bias is None else token_bias._asdict().items():
+        if bias.dim() != 2 or bias.size(0) != prefix.size(0):
+            raise GenerationError(
+                f"token_bias.{name} must be (batch, vocab) for a batch of {prefix.size(0)}, got {tuple(bias.shape)}"
+            )
     if prompt_ids is None:
         return [[] for _ in range(prefix.size(0))]
     if len(prompt_ids) != prefix.size(0):
@@ -234,11 +258,11 @@ def beam_search(
     eos_id: int,
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
-    token_bias: Tensor | None = None,
+    token_bias: TokenBias | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search over all images and beams at once, with the KV cache.
 
-    prefix: (B, P, H); token_bias: (B, V) added to each image's logits at every step, or None.
+    prefix: (B, P, H); token_bias: each image's logit biases (`TokenBias`), or None.
     """
     prompts = _check_inputs(prefix, prompt_ids, token_bias)
     width = settings.num_beams
@@ -247,8 +271,9 @@ def beam_search(
     cache.reorder_cache(rows)
     mask = mask[rows]  # (B*K, L)
     history = torch.zeros(len(rows), 0, dtype=torch.long, device=prefix.device)  # (B*K, t): generated tokens
-    log_probs = next_log_probs(logits, history[: prefix.size(0)], settings, token_bias)[rows]  # (B*K, V)
-    row_bias = None if token_bias is None else token_bias[rows]  # (B*K, V): each beam row's image's bias
+    first_bias = None if token_bias is None else token_bias.at(0)
+    log_probs = next_log_probs(logits, history[: prefix.size(0)], settings, first_bias)[rows]  # (B*K, V)
+    row_bias = None if token_bias is None else token_bias.later[rows]  # (B*K, V): each beam row's image's bias
     vocab = log_probs.size(-1)
 
     beams = [_ImageBeams(settings, eos_id) for _ in prompts]
@@ -283,7 +308,7 @@ def beam_search(
         if not still_active:
             break
         if row_bias is not None and len(still_active) < len(active):  # rebuilt only when images leave the batch
-            row_bias = token_bias[torch.tensor(still_active, device=prefix.device)].repeat_interleave(width, 0)
+            row_bias = token_bias.later[torch.tensor(still_active, device=prefix.device)].repeat_interleave(width, 0)
         active = still_active
         source = torch.tensor(sources, device=prefix.device)
         cache.reorder_cache(source)
@@ -303,7 +328,7 @@ def naive_beam_search(
     eos_id: int,
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
-    token_bias: Tensor | None = None,
+    token_bias: TokenBias | None = None,
 ) -> list[list[Hypothesis]]:
     """Reference beam search: one image at a time, the full sequence recomputed every step, no cache.
 
@@ -322,7 +347,7 @@ def naive_beam_search(
                 sequences.append(torch.cat([prefix[row], embed(ids).to(prefix.dtype)]))
             logits = lm(inputs_embeds=torch.stack(sequences), use_cache=False, logits_to_keep=1).logits[:, -1]
             history = torch.tensor([tokens for tokens, _ in live], dtype=torch.long, device=prefix.device).view(len(live), step)
-            row_bias = None if token_bias is None else token_bias[row].expand(len(live), -1)
+            row_bias = None if token_bias is None else token_bias.at(step)[row].expand(len(live), -1)
             log_probs = next_log_probs(logits, history, settings, row_bias)  # (beams, V)
             vocab = log_probs.size(-1)
             beam_scores = torch.tensor([score for _, score in live], device=prefix.device)
@@ -347,7 +372,7 @@ def greedy_search(
     eos_id: int,
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
-    token_bias: Tensor | None = None,
+    token_bias: TokenBias | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched greedy decoding with the KV cache (beam width and n-best are ignored: one caption per image)."""
     prompts = _check_inputs(prefix, prompt_ids, token_bias)
@@ -358,7 +383,7 @@ def greedy_search(
     finished = [False] * batch
     history = torch.zeros(batch, 0, dtype=torch.long, device=prefix.device)  # every token fed, per row
     for step in range(settings.max_new_tokens):
-        log_probs = next_log_probs(logits, history, settings, token_bias)
+        log_probs = next_log_probs(logits, history, settings, None if token_bias is None else token_bias.at(step))
         best_logp, best = log_probs.max(dim=-1)
         for row, (token, logp) in enumerate(zip(best.tolist(), best_logp.tolist())):
             if finished[row]:

@@ -17,6 +17,12 @@ horizontal band of the feature grid (top to bottom) beside it: the whole-image m
 mixes what is above with what is below, and a scene is largely sky over ground
 (spatial pyramid pooling, Lazebnik et al. 2006, along one axis).
 
+Where the bias goes: each word's one-token forms, with and without a leading space.
+The form without one is the caption's first word, but also what follows "#" and what
+ends some longer words (" bobcat" is " bob" + "cat"), so a tagger can steer it at every
+token, at the caption's first token only, or never (`TaggerFit.bare_form`; docs/RESULTS.md
+1.19, 1.22, 1.23).
+
 A tagger may also carry a plausibility gate for decoding (`model.generation`): the bias
 then moves only tokens the LM finds plausible at that step (measured after the
 repetition penalty and the temperature).
@@ -43,6 +49,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from model.assets import file_sha256
+from model.generation import TokenBias
 from model.image_words_config import ImageWordsError, TaggerFit, check_plausibility, check_weight
 
 TENSORS_FILE = "image_words.safetensors"
@@ -56,21 +63,20 @@ def caption_words(text: str) -> set[str]:
     return set(WORD.findall(text.lower()))
 
 
-def single_token_ids(tokenizer, word: str, leading_space_only: bool = False) -> list[int]:
-    """The ids of `word` with and without a leading space (or only with one), where either is one token.
+def single_token_ids(tokenizer, word: str, bare_form: str = "everywhere") -> tuple[list[int], list[int]]:
+    """(ids steered at every token, ids steered at the caption's first token only) of `word`.
 
-    Only one-token forms are steered. The form without a space is the caption's first
-    word, and also what follows "#" and what ends some longer words (" bobcat" is " bob"
-    + "cat"), so its bias lands there too: hashtags of image words are one visible
-    effect (docs/RESULTS.md 1.19). `leading_space_only` leaves that form out, and with
-    it the first word's bias (1.22).
+    Only one-token forms are steered. " word" is steered at every token; "word" (no
+    leading space) joins it, goes to the first token only, or is left out, as
+    `bare_form` says (`TaggerFit`).
     """
-    ids = []
-    for form in (" " + word,) if leading_space_only else (" " + word, word):
-        pieces = tokenizer(form, add_special_tokens=False).input_ids
-        if len(pieces) == 1:
-            ids.append(int(pieces[0]))
-    return ids
+    spaced, bare = (tokenizer(form, add_special_tokens=False).input_ids for form in (" " + word, word))
+    every = [int(spaced[0])] if len(spaced) == 1 else []
+    if len(bare) != 1 or bare_form == "never":
+        return every, []
+    if bare_form == "first-word":
+        return every, [int(bare[0])]
+    return every + [int(bare[0])], []
 
 
 def pool_features(image_features: Tensor, bands: int) -> Tensor:
@@ -106,6 +112,7 @@ class ImageWordTagger(nn.Module):
         weight: float,
         bands: int = 1,
         plausibility: float = 0.0,
+        first_token_ids: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         if bands < 1:
@@ -114,8 +121,13 @@ class ImageWordTagger(nn.Module):
             raise ImageWordsError(
                 f"{len(words)} words, {len(token_ids)} token-id lists and {log_prior.numel()} priors must match"
             )
+        if first_token_ids is None:
+            first_token_ids = [[] for _ in words]
+        if len(first_token_ids) != len(words):
+            raise ImageWordsError(f"{len(words)} words and {len(first_token_ids)} first-token id lists must match")
         self.words = list(words)
-        self.token_ids = [list(ids) for ids in token_ids]
+        self.token_ids = [list(ids) for ids in token_ids]  # steered at every token
+        self.first_token_ids = [list(ids) for ids in first_token_ids]  # steered at the caption's first token only
         self.pmi_cap = pmi_cap
         self.weight = weight
         self.plausibility = plausibility  # decoding's guidance_plausibility (`model.generation`) with this tagger
@@ -134,6 +146,11 @@ class ImageWordTagger(nn.Module):
         pairs = [(token, row) for row, ids in enumerate(self.token_ids) for token in ids]
         self.register_buffer("flat_tokens", torch.tensor([t for t, _ in pairs], dtype=torch.long))
         self.register_buffer("flat_words", torch.tensor([w for _, w in pairs], dtype=torch.long))
+        # the same for the first token only; rebuilt from the JSON rather than saved, so that
+        # tensor files written before first-token steering still load
+        first = [(token, row) for row, ids in enumerate(self.first_token_ids) for token in ids]
+        self.register_buffer("first_flat_tokens", torch.tensor([t for t, _ in first], dtype=torch.long), persistent=False)
+        self.register_buffer("first_flat_words", torch.tensor([w for _, w in first], dtype=torch.long), persistent=False)
         self.requires_grad_(False)
 
     def forward(self, image_features: Tensor) -> Tensor:  # (B, T, D) -> (B, W) logits, float32
@@ -147,28 +164,40 @@ class ImageWordTagger(nn.Module):
         """log p(w | image) - log p(w), capped at +-pmi_cap: (B, W)."""
         return (F.logsigmoid(self(image_features)) - self.log_prior.float()).clamp(-self.pmi_cap, self.pmi_cap)
 
-    def token_bias(self, image_features: Tensor, vocab_size: int, weight: float) -> Tensor:
-        """The logit bias (B, vocab_size) that decoding adds: weight x PMI on each word's tokens, 0 elsewhere."""
+    def token_bias(self, image_features: Tensor, vocab_size: int, weight: float) -> TokenBias:
+        """The logit biases (B, vocab_size) that decoding adds: weight x PMI on each word's tokens, 0 elsewhere.
+
+        At the caption's first token the first-token-only ids are steered too.
+        """
         pmi = self.pmi(image_features)
-        bias = pmi.new_zeros(pmi.size(0), vocab_size)
-        bias[:, self.flat_tokens] = weight * pmi[:, self.flat_words]
-        return bias
+        later = pmi.new_zeros(pmi.size(0), vocab_size)
+        later[:, self.flat_tokens] = weight * pmi[:, self.flat_words]
+        if not self.first_flat_tokens.numel():
+            return TokenBias.every_step(later)
+        first = later.clone()
+        first[:, self.first_flat_tokens] = weight * pmi[:, self.first_flat_words]
+        return TokenBias(first, later)
 
 
 def build_vocabulary(
-    captions: Sequence[str], tokenizer, min_count: int, leading_space_only: bool = False
-) -> tuple[list[str], list[list[int]], Tensor]:
-    """Words used by at least `min_count` captions that have a single-token form: (words, token ids, multi-hot (N, W))."""
+    captions: Sequence[str], tokenizer, min_count: int, bare_form: str = "everywhere"
+) -> tuple[list[str], list[list[int]], list[list[int]], Tensor]:
+    """Words used by at least `min_count` captions that have a steered one-token form.
+
+    Returns (words, ids steered at every token, ids steered at the first token only,
+    multi-hot (N, W)); see `single_token_ids`.
+    """
     counts = Counter(word for text in captions for word in caption_words(text))
-    words, token_ids = [], []
+    words, token_ids, first_token_ids = [], [], []
     for word, count in sorted(counts.items()):
-        ids = single_token_ids(tokenizer, word, leading_space_only) if count >= min_count else []
-        if ids:
+        every, first = single_token_ids(tokenizer, word, bare_form) if count >= min_count else ([], [])
+        if every or first:
             words.append(word)
-            token_ids.append(ids)
+            token_ids.append(every)
+            first_token_ids.append(first)
     if not words:
         raise ImageWordsError(f"no caption word is used by {min_count} captions and is one token: nothing to fit")
-    return words, token_ids, word_targets(words, captions)
+    return words, token_ids, first_token_ids, word_targets(words, captions)
 
 
 def word_targets(words: Sequence[str], captions: Sequence[str]) -> Tensor:
@@ -191,10 +220,11 @@ def fit_tagger(
     """Fit the read-out on train images and their captions; returns it and fit figures (BCE, and on `val` if given)."""
     if image_features.size(0) != len(captions) or not captions:
         raise ImageWordsError(f"{image_features.size(0)} images for {len(captions)} captions")
-    words, token_ids, targets = build_vocabulary(captions, tokenizer, fit.min_count, fit.leading_space_only)
+    words, token_ids, first_token_ids, targets = build_vocabulary(captions, tokenizer, fit.min_count, fit.bare_form)
     prior = targets.mean(dim=0).clamp(min=1.0 / len(captions))
     tagger = ImageWordTagger(
-        image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight, fit.bands, fit.plausibility
+        image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight, fit.bands, fit.plausibility,
+        first_token_ids,
     )
     pooled = pool_features(image_features.float(), fit.bands)  # pooled once, not at every step
     tagger.feature_mean.copy_(pooled.mean(dim=0))
@@ -238,6 +268,7 @@ def keep_predicted_words(tagger: ImageWordTagger, image_features: Tensor, captio
     kept = ImageWordTagger(
         tagger.image_dim, [tagger.words[j] for j in keep], [tagger.token_ids[j] for j in keep],
         tagger.log_prior[keep], tagger.pmi_cap, tagger.weight, tagger.bands, tagger.plausibility,
+        [tagger.first_token_ids[j] for j in keep],
     )
     kept.feature_mean.copy_(tagger.feature_mean)
     kept.feature_std.copy_(tagger.feature_std)
@@ -273,6 +304,7 @@ def save_tagger(tagger: ImageWordTagger, directory: str | Path, fit: TaggerFit, 
         "plausibility": tagger.plausibility,
         "words": tagger.words,
         "token_ids": tagger.token_ids,
+        "first_token_ids": tagger.first_token_ids,
         "pmi_cap": tagger.pmi_cap,
         "weight": tagger.weight,
         "fit": asdict(fit),
@@ -300,7 +332,8 @@ def load_tagger(directory: str | Path, image_dim: int, vocab_size: int) -> Image
     try:
         if meta["image_dim"] != image_dim:
             raise ImageWordsError(f"fitted on {meta['image_dim']}-d image features, the model has {image_dim}")
-        largest = max((max(ids) for ids in meta["token_ids"]), default=-1)
+        first_token_ids = meta.get("first_token_ids")  # taggers written before first-token steering have none
+        largest = max((max(ids) for ids in meta["token_ids"] + (first_token_ids or []) if ids), default=-1)
         if largest >= vocab_size:
             raise ImageWordsError(f"token id {largest} is outside the LM's vocabulary of {vocab_size}")
         tagger = ImageWordTagger(
@@ -308,6 +341,7 @@ def load_tagger(directory: str | Path, image_dim: int, vocab_size: int) -> Image
             check_weight(float(meta["weight"])),
             int(meta.get("bands", 1)),  # taggers written before bands and the gate pooled the mean, ungated
             check_plausibility(float(meta.get("plausibility", 0.0))),
+            first_token_ids,
         )
         tagger.load_state_dict(tensors)
     except ImageWordsError as error:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from model.errors import ModelError
 
 
+BARE_FORMS = ("everywhere", "first-word", "never")  # where a word's form without a leading space is steered
+
+
 class ImageWordsError(ModelError):
     """An image-word tagger that cannot be fitted or loaded; the message says why."""
 
@@ -34,7 +37,9 @@ class TaggerFit:
     min_val_gain: float = 0.0  # steer only words whose val cross-entropy is this share below their prior's (0: all)
     weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
     plausibility: float = 0.0  # guidance moves only tokens the LM finds this likely relative to its top one (0: all)
-    leading_space_only: bool = False  # steer " word" only, not the bare form that also follows "#" or ends other words
+    # where "word" (no leading space) is steered beside " word": it is the caption's first word,
+    # but also what follows "#" and what ends some longer words (docs/RESULTS.md 1.22, 1.23)
+    bare_form: str = "everywhere"
 
     def __post_init__(self) -> None:
         if self.min_count < 1 or self.steps < 1 or self.bands < 1:
@@ -45,6 +50,8 @@ class TaggerFit:
             raise ImageWordsError(f"lr and pmi_cap must be > 0 and l2 >= 0, got {self.lr}, {self.pmi_cap}, {self.l2}")
         if not 0 <= self.min_val_gain < 1:
             raise ImageWordsError(f"min_val_gain must be in [0, 1), got {self.min_val_gain}")
+        if self.bare_form not in BARE_FORMS:
+            raise ImageWordsError(f"bare_form must be one of {', '.join(BARE_FORMS)}, got {self.bare_form!r}")
         check_weight(self.weight)
         check_plausibility(self.plausibility)
 

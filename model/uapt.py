@@ -396,8 +396,8 @@ class UAPT(nn.Module):
             return 0.0
         return self.image_words.weight if override is None else check_weight(override)
 
-    def word_bias(self, image_features: Tensor, override: float | None) -> Tensor | None:
-        """The image word guidance's logit bias (B, V), or None when there is no tagger or the weight is 0."""
+    def word_bias(self, image_features: Tensor, override: float | None) -> generation.TokenBias | None:
+        """The image word guidance's logit biases (B, V), or None when there is no tagger or the weight is 0."""
         weight = self.image_word_weight(override)
         if weight == 0:
             return None

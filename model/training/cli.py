@@ -354,7 +354,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
-    from model.image_words_config import TaggerFit
+    from model.image_words_config import BARE_FORMS, TaggerFit
 
     d = TaggerFit()
     fit = subparsers.add_parser(
@@ -392,9 +392,11 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
         f"(default: {d.plausibility}: every token)",
     )
     fit.add_argument(
-        "--leading-space-only", action="store_true",
-        help="steer only each word's form with a leading space (' cat'), not the bare one ('cat'), which is also "
-        "the caption's first word, follows '#' and ends longer words (' bob' + 'cat'); default: both forms",
+        "--bare-form", choices=BARE_FORMS, default=d.bare_form,
+        help="where to steer each word's form without a leading space ('cat'; ' cat' is steered at every token): "
+        "that form is the caption's first word, but also follows '#' and ends longer words (' bob' + 'cat'); "
+        "'first-word' steers it at the caption's first token only "
+        f"(default: {d.bare_form}; docs/RESULTS.md 1.22, 1.23)",
     )
     fit.add_argument("--pmi-cap", type=float, default=d.pmi_cap, help=f"largest |log-ratio| one word gets (default: {d.pmi_cap})")
     fit.set_defaults(func=_cmd_fit_image_words)
@@ -409,7 +411,7 @@ def _cmd_fit_image_words(args: argparse.Namespace) -> int:
     try:
         fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap,
                        min_val_gain=args.min_val_gain, bands=args.bands, plausibility=args.plausibility,
-                       leading_space_only=args.leading_space_only)
+                       bare_form=args.bare_form)
         figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
     except ModelError as exc:
         raise SystemExit(f"uapt fit-image-words: {exc}") from None

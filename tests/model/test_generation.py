@@ -10,6 +10,7 @@ from model.generation import (
     BeamSettings,
     GenerationError,
     Hypothesis,
+    TokenBias,
     _ImageBeams,
     beam_search,
     greedy_search,
@@ -264,16 +265,26 @@ def _word_bias(model, count: int) -> torch.Tensor:
     return bias
 
 
+@pytest.mark.parametrize("first_differs", [False, True])
 @pytest.mark.parametrize("plausibility", [0.0, 0.1])
-def test_batched_equals_naive_with_a_token_bias(plausibility: float, stopping_lm) -> None:
+def test_batched_equals_naive_with_a_token_bias(plausibility: float, first_differs: bool, stopping_lm) -> None:
     model = tiny_model()
     prefix = _prefix(model, 4)
-    bias = _word_bias(model, 4)
+    later = _word_bias(model, 4)
     settings = BeamSettings(num_beams=3, max_new_tokens=10, guidance_plausibility=plausibility)
+    plain = beam_search(stopping_lm, prefix, model.eos_id, settings)
+    bias = TokenBias.every_step(later)
+    if first_differs:  # the first token's own bias pushes down the tokens that unguided captions open with
+        first = later.clone()
+        for row, image in enumerate(plain):
+            first[row, [h.token_ids[0] for h in image if h.token_ids]] -= 10.0
+        bias = TokenBias(first, later)
     biased = beam_search(stopping_lm, prefix, model.eos_id, settings, token_bias=bias)
     _assert_same(biased, naive_beam_search(stopping_lm, prefix, model.eos_id, settings, token_bias=bias))
-    plain = beam_search(stopping_lm, prefix, model.eos_id, settings)
     assert [[h.token_ids for h in i] for i in biased] != [[h.token_ids for h in i] for i in plain]
+    if first_differs:
+        same_throughout = beam_search(stopping_lm, prefix, model.eos_id, settings, token_bias=TokenBias.every_step(later))
+        assert [[h.token_ids for h in i] for i in biased] != [[h.token_ids for h in i] for i in same_throughout]
 
 
 @pytest.mark.parametrize("decoder", sorted(DECODERS))
@@ -284,8 +295,21 @@ def test_every_decoder_applies_each_images_own_bias(decoder: str) -> None:
     bias = torch.zeros(2, vocab)
     bias[0, 1234] = bias[1, 4321] = 100.0  # each image's favoured token wins every step it is allowed
     settings = BeamSettings(num_beams=2, max_new_tokens=3, no_repeat_ngram_size=0, repetition_penalty=1.0)
-    first, second = DECODERS[decoder](model.lm, prefix, model.eos_id, settings, token_bias=bias)
+    first, second = DECODERS[decoder](model.lm, prefix, model.eos_id, settings, token_bias=TokenBias.every_step(bias))
     assert first[0].token_ids[0] == 1234 and second[0].token_ids[0] == 4321
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_every_decoder_applies_the_first_token_bias_at_the_first_token_only(decoder: str) -> None:
+    model = tiny_model()
+    prefix = _prefix(model, 2)
+    vocab = model.lm.get_input_embeddings().num_embeddings
+    first, later = torch.zeros(2, vocab), torch.zeros(2, vocab)
+    first[:, 1234] = 100.0  # wins the first token of both images
+    later[:, 4321] = 100.0  # wins every token after it
+    settings = BeamSettings(num_beams=2, max_new_tokens=4, no_repeat_ngram_size=0, repetition_penalty=1.0)
+    for image in DECODERS[decoder](model.lm, prefix, model.eos_id, settings, token_bias=TokenBias(first, later)):
+        assert image[0].token_ids == (1234, 4321, 4321, 4321)
 
 
 def test_the_plausibility_gate_lets_the_bias_move_only_tokens_the_lm_finds_likely() -> None:
@@ -304,5 +328,6 @@ def test_the_plausibility_gate_lets_the_bias_move_only_tokens_the_lm_finds_likel
 
 def test_token_bias_must_have_a_row_per_image() -> None:
     model = tiny_model()
-    with pytest.raises(GenerationError, match="token_bias"):
-        beam_search(model.lm, _prefix(model, 2), model.eos_id, BeamSettings(), token_bias=torch.zeros(3, 10))
+    with pytest.raises(GenerationError, match="token_bias.later"):
+        bias = TokenBias(torch.zeros(2, 10), torch.zeros(3, 10))
+        beam_search(model.lm, _prefix(model, 2), model.eos_id, BeamSettings(), token_bias=bias)

@@ -54,14 +54,18 @@ def test_caption_words_are_lower_case_alphabetic() -> None:
 
 def test_only_words_with_a_single_token_form_are_steered() -> None:
     tokenizer = tiny_model().tokenizer
-    assert single_token_ids(tokenizer, "red") == tokenizer(" red").input_ids + tokenizer("red").input_ids
-    assert single_token_ids(tokenizer, "qzxvbnmw") == []  # many pieces whichever form
-    assert single_token_ids(tokenizer, "red", leading_space_only=True) == tokenizer(" red").input_ids
-    words, token_ids, targets = build_vocabulary(["red red blue", "red qzxvbnmw", "blue"], tokenizer, min_count=2)
+    spaced, bare = tokenizer(" red").input_ids, tokenizer("red").input_ids
+    assert single_token_ids(tokenizer, "red") == (spaced + bare, [])
+    assert single_token_ids(tokenizer, "red", "first-word") == (spaced, bare)
+    assert single_token_ids(tokenizer, "red", "never") == (spaced, [])
+    assert single_token_ids(tokenizer, "qzxvbnmw") == ([], [])  # many pieces whichever form
+    words, token_ids, _, targets = build_vocabulary(["red red blue", "red qzxvbnmw", "blue"], tokenizer, min_count=2)
     assert words == ["blue", "red"]  # qzxvbnmw is too rare, and no single token
     assert targets.tolist() == [[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]  # presence, not counts
     with pytest.raises(ImageWordsError, match="nothing to fit"):
         build_vocabulary(["red"], tokenizer, min_count=2)
+    with pytest.raises(ImageWordsError, match="bare_form must be one of everywhere, first-word, never"):
+        TaggerFit(bare_form="sometimes")
 
 
 def test_the_tagger_learns_which_words_an_image_makes_likely(fitted) -> None:
@@ -82,7 +86,8 @@ def test_token_bias_puts_weight_times_pmi_on_each_words_tokens_only(fitted) -> N
     tagger, _, _ = fitted
     features, _ = _toy_data(3, seed=2)
     vocab = tiny_model().lm.get_input_embeddings().num_embeddings
-    bias = tagger.token_bias(features, vocab, weight=2.0)
+    first, bias = tagger.token_bias(features, vocab, weight=2.0)
+    assert first is bias  # a default tagger steers the same tokens at every step
     pmi = tagger.pmi(features)
     assert bias.shape == (3, vocab)
     steered = set()
@@ -102,7 +107,7 @@ def test_save_and_load_round_trip_and_refuse_damage(fitted, tmp_path: Path) -> N
     loaded = load_tagger(tmp_path, DIM, vocab)
     features, _ = _toy_data(5, seed=3)
     assert loaded.words == tagger.words and loaded.weight == 1.5
-    assert torch.equal(loaded.token_bias(features, vocab, 1.0), tagger.token_bias(features, vocab, 1.0))
+    assert torch.equal(loaded.token_bias(features, vocab, 1.0).later, tagger.token_bias(features, vocab, 1.0).later)
     with pytest.raises(ImageWordsError, match="image features"):
         load_tagger(tmp_path, DIM + 1, vocab)
     with pytest.raises(ImageWordsError, match="vocabulary"):
@@ -168,8 +173,8 @@ def test_a_half_precision_tagger_still_gives_a_float32_bias(fitted) -> None:
     tagger, _, _ = fitted
     features, _ = _toy_data(2, seed=4)
     vocab = tiny_model().lm.get_input_embeddings().num_embeddings
-    full = tagger.token_bias(features, vocab, 1.0)
-    half = copy.deepcopy(tagger).to(torch.bfloat16).token_bias(features, vocab, 1.0)
+    full = tagger.token_bias(features, vocab, 1.0).later
+    half = copy.deepcopy(tagger).to(torch.bfloat16).token_bias(features, vocab, 1.0).later
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, full, atol=0.1, rtol=0.05)
 
@@ -204,15 +209,35 @@ def test_pool_features_reads_the_mean_then_each_horizontal_band_top_first() -> N
         pool_features(grid, 5)  # more bands than rows
 
 
-def test_leading_space_only_steers_no_bare_form(fitted) -> None:
+def test_bare_form_never_steers_no_bare_form(fitted) -> None:
     both, _, _ = fitted
     features, captions = _toy_data(400, seed=0)
     tokenizer = tiny_model().tokenizer
-    spaced, _ = fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=200, weight=1.5, leading_space_only=True))
+    spaced, _ = fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=200, weight=1.5, bare_form="never"))
     assert spaced.words == both.words
     assert spaced.token_ids == [tokenizer(" " + word).input_ids for word in spaced.words]
+    assert spaced.first_token_ids == [[] for _ in spaced.words]
     assert any(len(ids) == 2 for ids in both.token_ids)  # by default the bare form is steered too
     assert torch.equal(spaced.linear.weight, both.linear.weight)  # the read-out is the same; only the steered tokens differ
+
+
+def test_bare_form_first_word_steers_the_bare_form_at_the_first_token_only(fitted, tmp_path: Path) -> None:
+    both, figures, _ = fitted
+    features, captions = _toy_data(400, seed=0)
+    tokenizer = tiny_model().tokenizer
+    fit = TaggerFit(min_count=5, steps=200, weight=1.5, bare_form="first-word")
+    tagger, _ = fit_tagger(features, captions, tokenizer, fit)
+    assert tagger.token_ids == [tokenizer(" " + word).input_ids for word in tagger.words]
+    assert tagger.first_token_ids == [tokenizer(word).input_ids for word in tagger.words]
+    vocab = tiny_model().lm.get_input_embeddings().num_embeddings
+    first, later = tagger.token_bias(features[:3], vocab, 2.0)
+    assert torch.equal(first, both.token_bias(features[:3], vocab, 2.0).first)  # the first token: both forms
+    bare = [ids[0] for ids in tagger.first_token_ids]
+    assert torch.count_nonzero(later[:, bare]) == 0 and torch.count_nonzero(first[:, bare]) > 0
+    save_tagger(tagger, tmp_path, fit, figures)
+    loaded = load_tagger(tmp_path, DIM, vocab)
+    assert loaded.first_token_ids == tagger.first_token_ids
+    assert all(torch.equal(a, b) for a, b in zip(loaded.token_bias(features[:3], vocab, 2.0), (first, later)))
 
 
 def _layout_data(count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
