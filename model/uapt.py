@@ -313,13 +313,24 @@ class UAPT(nn.Module):
         return prefix.to(self.lm.get_input_embeddings().weight.dtype)
 
     def forward(
-        self, image_features: Tensor, context_features: Tensor | None, input_ids: Tensor, attention_mask: Tensor
+        self,
+        image_features: Tensor,
+        context_features: Tensor | None,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_weights: Tensor | None = None,
     ) -> UAPTOutput:
-        """Teacher-forced logits for the caption tokens and their NLL (eq. 1)."""
+        """Teacher-forced logits for the caption tokens and their NLL (eq. 1).
+
+        `token_weights` (B, T) makes the loss a weighted mean over the caption tokens
+        (training's image word weighting, `model.training.trainer`); None: the plain mean.
+        """
         if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
             raise InputError(
                 f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must be equal (B, T)"
             )
+        if token_weights is not None and token_weights.shape != input_ids.shape:
+            raise InputError(f"token_weights {tuple(token_weights.shape)} must have input_ids' shape {tuple(input_ids.shape)}")
         prefix = self.prefix_embeddings(image_features, context_features)  # (B, P, H)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         tokens = self.lm.get_input_embeddings()(input_ids)  # (B, T, H)
@@ -335,7 +346,10 @@ class UAPT(nn.Module):
         )
         logits = out.logits[:, :-1]  # (B, T, V): position i predicts caption token i
         nll = F.cross_entropy(logits.float().flatten(0, 1), input_ids.flatten(), reduction="none")  # (B*T,)
-        weights = attention_mask.flatten().float()
+        weights = attention_mask.float()
+        if token_weights is not None:
+            weights = weights * token_weights.to(weights)
+        weights = weights.flatten()
         loss = (nll * weights).sum() / weights.sum().clamp(min=1.0)
         return UAPTOutput(logits=logits, loss=loss)
 

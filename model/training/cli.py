@@ -190,6 +190,16 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
         f"not in the paper (default: {d.visual_lr_scale}, the same lr everywhere)",
     )
     parser.add_argument(
+        "--image-word-loss-weight",
+        type=float,
+        default=d.image_word_loss_weight,
+        help="count the tokens of the words the image predicts this many times in the training loss, so that the "
+        "few tokens only the image can tell (scene, object) weigh more against the user's style; the words are "
+        "those of the --init-from checkpoint's image-word tagger whose val cross-entropy is at least 5%% below "
+        "their prior's. Val loss stays the plain mean. Not in the paper "
+        f"(default: {d.image_word_loss_weight}, off; docs/RESULTS.md 1.24)",
+    )
+    parser.add_argument(
         "--precision",
         default=d.precision,
         choices=("auto", "float32", "bfloat16"),
@@ -220,6 +230,7 @@ def _train_config(args: argparse.Namespace):
         max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
         context_dropout=args.context_dropout,
         visual_lr_scale=args.visual_lr_scale,
+        image_word_loss_weight=args.image_word_loss_weight,
         **keywords,
     )
 

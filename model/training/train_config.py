@@ -42,6 +42,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0  # clip the prefix gradients' global norm; None: no clipping
     context_dropout: float = 0.0  # share of train rows shown a new user's (empty) profile; not in the paper
     visual_lr_scale: float = 1.0  # the image path (visual projection, mapping, global term) at lr x this; not in the paper
+    image_word_loss_weight: float = 1.0  # the image's words count this many times in the train loss; not in the paper
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "keywords_k"):
@@ -61,8 +62,9 @@ class TrainConfig:
             raise ConfigError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if not 0.0 <= self.context_dropout < 1.0:
             raise ConfigError(f"context_dropout must be in [0, 1), got {self.context_dropout}")
-        if not self.visual_lr_scale > 0:
-            raise ConfigError(f"visual_lr_scale must be positive, got {self.visual_lr_scale}")
+        for name in ("visual_lr_scale", "image_word_loss_weight"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

@@ -36,12 +36,14 @@ from model.device import DTYPES, dtype_name, training_dtypes
 from model.errors import ModelError
 from model.evaluation import grounding
 from model.factory import load_model
+from model.image_words import ImageWordTagger, keep_predicted_words
 from model.keywords import keywords_to_text
 from model.training.features import FeatureCache, Split, encode_split
 from model.training.train_config import METRICS_FILE, TrainConfig
 
 logger = logging.getLogger(__name__)
 
+IMAGE_WORD_MIN_GAIN = 0.05  # the image's words: val cross-entropy this share below the prior's (RESULTS 1.19)
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 CURVE_FILE = "curve.png"
@@ -74,6 +76,37 @@ def cosine_with_warmup(warmup: int, total: int):
     return factor
 
 
+@dataclass(frozen=True)
+class LossWeights:
+    """Caption tokens that count `weight` times in the training loss: the image's words (docs/RESULTS.md 1.24).
+
+    Most caption tokens are the user's style, which the user tokens predict; the few
+    that only the image can predict would otherwise carry a small share of the gradient.
+    """
+
+    token_ids: torch.Tensor  # (K,)
+    weight: float
+
+    def of(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) weights: `weight` on the listed tokens, 1 elsewhere."""
+        listed = torch.isin(input_ids, self.token_ids.to(input_ids.device))
+        return torch.where(listed, self.weight, 1.0)
+
+
+def image_word_tokens(tagger: ImageWordTagger | None, val: Split) -> tuple[list[str], list[int]]:
+    """The words the tagger's read-out predicts on val captions (`IMAGE_WORD_MIN_GAIN`), and all their token ids."""
+    if tagger is None:
+        raise TrainingError(
+            "image_word_loss_weight needs an image-word tagger to tell the image's words: "
+            "--init-from a checkpoint that has one (uapt fit-image-words)"
+        )
+    if not val.samples:
+        raise TrainingError("image_word_loss_weight needs val posts to tell which words the image predicts")
+    kept = keep_predicted_words(tagger.cpu(), val.image_features, [s.text for s in val.samples], IMAGE_WORD_MIN_GAIN)
+    ids = sorted({token for ids in kept.token_ids + kept.first_token_ids for token in ids})
+    return kept.words, ids
+
+
 def lm_autocast(model, device: torch.device) -> torch.autocast:
     """Autocast to bfloat16 when the frozen LM was cast to it (the trained weights stay float32)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=model.lm.dtype == torch.bfloat16)
@@ -86,11 +119,13 @@ def batch_loss(
     device: torch.device,
     image_index: torch.Tensor | None = None,
     contexts: torch.Tensor | None = None,
+    loss_weights: LossWeights | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Mean caption-token NLL of the samples at `index`, and their caption-token count.
 
     `image_index` pairs each caption with another sample's image (see `image_reliance`);
-    `contexts` replaces the samples' own context features (see `cold_start_contexts`).
+    `contexts` replaces the samples' own context features (see `cold_start_contexts`);
+    `loss_weights` makes the mean a weighted one.
     """
     input_ids, attention_mask = model.tokenize_captions([split.samples[i].text for i in index.tolist()])
     with lm_autocast(model, device):
@@ -99,6 +134,7 @@ def batch_loss(
             (split.context_features[index] if contexts is None else contexts).to(device),
             input_ids.to(device),
             attention_mask.to(device),
+            None if loss_weights is None else loss_weights.of(input_ids).to(device),
         )
     return out.loss, int(attention_mask.sum())
 
@@ -219,9 +255,10 @@ def optimizer_step(
     index: torch.Tensor,
     device: torch.device,
     contexts: torch.Tensor | None = None,
+    loss_weights: LossWeights | None = None,
 ) -> torch.Tensor:
     """One training step on the samples at `index`: loss, backward, clipping, AdamW. Returns the loss."""
-    loss, _ = batch_loss(model, split, index, device, contexts=contexts)
+    loss, _ = batch_loss(model, split, index, device, contexts=contexts, loss_weights=loss_weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.max_grad_norm is not None:  # one bad batch must not throw the prefix off the LM's manifold
@@ -348,11 +385,13 @@ def train(
         model_config = replace(model_config, init_seed=init_seed)
     model = load_model(model_config, device=device, dtype="float32")
     weights = resume if resume is not None else init_from  # None: the seeded initial weights
+    tagger = None
     if weights is not None:
         load_checkpoint(model, weights)
-        if model.image_words is not None:  # decoding's aid, not the network: probes must show what training made
-            logger.info("%s has an image-word tagger: training neither uses nor keeps it (uapt fit-image-words refits it)", weights)
-            model.image_words = None
+        # decoding's aid, not the network: probes must show what training made, and the run does not keep it
+        tagger, model.image_words = model.image_words, None
+        if tagger is not None:
+            logger.info("%s has an image-word tagger: the run does not keep it (uapt fit-image-words refits it)", weights)
     dev = model.device
 
     cache = FeatureCache(cache_dir, model)
@@ -377,6 +416,15 @@ def train(
     if resume is not None:
         step, history = load_train_state(Path(resume), optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume, step)
+    loss_weights = None
+    if config.image_word_loss_weight != 1.0:
+        if "image_word_token_ids" not in history:  # a resumed run keeps the words its start chose
+            history["image_words"], history["image_word_token_ids"] = image_word_tokens(tagger, val_split)
+        loss_weights = LossWeights(torch.tensor(history["image_word_token_ids"]), config.image_word_loss_weight)
+        logger.info(
+            "the loss counts %d tokens of %d image words %g times: %s", len(history["image_word_token_ids"]),
+            len(history["image_words"]), config.image_word_loss_weight, " ".join(history["image_words"]),
+        )
     # a resumed run keeps the dtype auto chose when it started: timing again could pick the other
     kept = history.get("lm_dtype") if config.precision == "auto" else None
     lm_dtype = DTYPES[kept] if kept else choose_lm_dtype(model, config, train_split, dev)
@@ -445,7 +493,7 @@ def train(
                     train_split, index, new_user_context, config.context_dropout, config.seed, step
                 )
             torch.manual_seed(dropout_seed(config.seed, step))
-            loss = optimizer_step(model, optimizer, config, train_split, index, dev, contexts)
+            loss = optimizer_step(model, optimizer, config, train_split, index, dev, contexts, loss_weights)
             scheduler.step()
             step += 1
             history["train_losses"].append(loss.item())

@@ -198,8 +198,63 @@ def test_a_second_stage_neither_uses_nor_keeps_the_first_stages_image_word_tagge
     save_tagger(tagger, first, TaggerFit(min_count=5, steps=5), figures)
     with caplog.at_level(logging.INFO, logger="model.training.trainer"):
         train(posts, preset=TINY, out_dir=tmp_path / "second", config=one_step, cache_dir=cache, init_from=first)
-    assert "image-word tagger: training neither uses nor keeps it" in caplog.text
+    assert "image-word tagger: the run does not keep it" in caplog.text
     assert not (tmp_path / "second" / META_FILE).exists()
+
+
+def test_loss_weights_make_the_loss_a_weighted_mean_over_caption_tokens() -> None:
+    from model.factory import load_model
+    from model.training.trainer import LossWeights
+
+    model = load_model(TINY, device="cpu")
+    input_ids, mask = model.tokenize_captions(["a red cat on a mat", "blue"])
+    weights = LossWeights(torch.tensor(model.tokenizer(" red").input_ids + model.tokenizer("blue").input_ids), 3.0)
+    token_weights = weights.of(input_ids)
+    assert sorted(set(token_weights[mask.bool()].tolist())) == [1.0, 3.0] and token_weights.sum() > mask.sum()
+    images = torch.randn(2, model.image_encoder.num_tokens, model.image_encoder.dim, generator=torch.Generator().manual_seed(0))
+    contexts = model.encode_context(["red", "blue"])
+    plain = model(images, contexts, input_ids, mask)
+    weighted = model(images, contexts, input_ids, mask, token_weights)
+    nll = torch.nn.functional.cross_entropy(plain.logits.float().transpose(1, 2), input_ids, reduction="none")
+    expected = (nll * token_weights * mask).sum() / (token_weights * mask).sum()
+    torch.testing.assert_close(weighted.loss, expected)
+    torch.testing.assert_close(plain.loss, (nll * mask).sum() / mask.sum())
+    assert not torch.isclose(weighted.loss, plain.loss)
+
+
+def test_image_word_loss_weight_weights_the_words_the_tagger_predicts_and_resumes_exactly(posts, tmp_path: Path) -> None:
+    """The words come from the --init-from checkpoint's tagger; a resumed run keeps them without it."""
+    from model.data.samples import train_profiles
+    from model.factory import load_model
+    from model.image_words import TaggerFit, fit_tagger, save_tagger
+    from model.training.features import FeatureCache, encode_split
+    from model.training.trainer import TrainingError
+
+    cache, first = tmp_path / "cache", tmp_path / "first"
+    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, precision="float32", probe_posts=0)
+    train(posts, preset=TINY, out_dir=first, config=dataclasses.replace(config, max_steps=1), cache_dir=cache)
+    weighted = dataclasses.replace(config, image_word_loss_weight=3.0)
+    with pytest.raises(TrainingError, match="needs an image-word tagger"):
+        train(posts, preset=TINY, out_dir=tmp_path / "x", config=weighted, cache_dir=cache, init_from=first)
+    model = load_model(TINY, device="cpu")
+    val = encode_split(posts, "val", config.keywords_k, FeatureCache(cache, model), train_profiles(posts))
+    fit = TaggerFit(min_count=1, steps=300, l2=0.0)  # learns the val captions by heart: it predicts their words
+    tagger, figures = fit_tagger(val.image_features, [s.text for s in val.samples], model.tokenizer, fit)
+    save_tagger(tagger, first, fit, figures)
+
+    whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=weighted, cache_dir=cache, init_from=first)
+    plain = train(posts, preset=TINY, out_dir=tmp_path / "plain", config=config, cache_dir=cache, init_from=first)
+    assert whole.train_losses != pytest.approx(plain.train_losses, rel=1e-6)  # the weighting did change training
+    state = json.loads((tmp_path / "whole" / "train_state.json").read_text())["history"]
+    assert state["image_words"] and set(state["image_words"]) <= set(tagger.words)
+    assert all(token in sum(tagger.token_ids, []) for token in state["image_word_token_ids"])
+    train(posts, preset=TINY, out_dir=tmp_path / "part", config=dataclasses.replace(weighted, max_steps=2),
+          cache_dir=cache, init_from=first)
+    resumed = train(posts, preset=TINY, out_dir=tmp_path / "resumed", config=weighted, cache_dir=cache,
+                    resume=tmp_path / "part")
+    assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
+    with pytest.raises(ConfigError, match="image_word_loss_weight"):
+        TrainConfig(image_word_loss_weight=0.0)
 
 
 def test_cold_start_contexts_swap_a_seeded_share_of_rows_for_the_new_user_context() -> None:
