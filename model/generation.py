@@ -87,11 +87,12 @@ class BeamSettings:
 
 
 class TokenBias(NamedTuple):
-    """Per-image logit biases (B, V): `first` for the caption's first token, `later` for every token after it.
+    """Per-image logit biases (B, V): `first` for the first generated token, `later` for every token after it.
 
-    Image word guidance steers a word's form without a leading space only where it is
-    the caption's first word (`model.image_words`); elsewhere that form follows "#" or
-    ends a longer word.
+    They differ when image word guidance steers a word's form without a leading space
+    at the caption's first word only (`model.image_words`, ``--bare-form first-word``):
+    elsewhere that form follows "#" or ends a longer word. The first generated token
+    follows the prompt, if any.
     """
 
     first: Tensor
@@ -102,7 +103,7 @@ class TokenBias(NamedTuple):
         return cls(bias, bias)
 
     def at(self, step: int) -> Tensor:
-        """The bias for generated token `step` (0: the caption's first)."""
+        """The bias for generated token `step` (0: the first)."""
         return self.first if step == 0 else self.later
 
 

@@ -50,11 +50,12 @@ from tqdm import tqdm
 
 from model.assets import file_sha256
 from model.generation import TokenBias
-from model.image_words_config import ImageWordsError, TaggerFit, check_plausibility, check_weight
+from model.image_words_config import BARE_FORMS, ImageWordsError, TaggerFit, check_plausibility, check_weight
 
 TENSORS_FILE = "image_words.safetensors"
 META_FILE = "image_words.json"
-FORMAT = "uapt-image-words/1"
+FORMAT = "uapt-image-words/2"  # 2 added first_token_ids: code that reads only 1 would drop them unseen
+READABLE_FORMATS = (FORMAT, "uapt-image-words/1")
 WORD = re.compile(r"[a-z]+")
 
 
@@ -70,6 +71,8 @@ def single_token_ids(tokenizer, word: str, bare_form: str = "everywhere") -> tup
     leading space) joins it, goes to the first token only, or is left out, as
     `bare_form` says (`TaggerFit`).
     """
+    if bare_form not in BARE_FORMS:
+        raise ImageWordsError(f"bare_form must be one of {', '.join(BARE_FORMS)}, got {bare_form!r}")
     spaced, bare = (tokenizer(form, add_special_tokens=False).input_ids for form in (" " + word, word))
     every = [int(spaced[0])] if len(spaced) == 1 else []
     if len(bare) != 1 or bare_form == "never":
@@ -322,8 +325,8 @@ def load_tagger(directory: str | Path, image_dim: int, vocab_size: int) -> Image
         return None
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ImageWordsError(f"{meta_path} is not in format {FORMAT}")
+        if meta.get("format") not in READABLE_FORMATS:
+            raise ImageWordsError(f"{meta_path} is not in format {' or '.join(READABLE_FORMATS)}")
         if file_sha256(tensors_path) != meta["sha256"]:
             raise ImageWordsError(f"{tensors_path} does not match the checksum in {meta_path}")
         tensors = load_file(str(tensors_path))

@@ -190,16 +190,6 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
         f"not in the paper (default: {d.visual_lr_scale}, the same lr everywhere)",
     )
     parser.add_argument(
-        "--image-word-loss-weight",
-        type=float,
-        default=d.image_word_loss_weight,
-        help="count the tokens of the words the image predicts this many times in the training loss, so that the "
-        "few tokens only the image can tell (scene, object) weigh more against the user's style; the words are "
-        "those of the --init-from checkpoint's image-word tagger whose val cross-entropy is at least 5%% below "
-        "their prior's. Val loss stays the plain mean. Not in the paper "
-        f"(default: {d.image_word_loss_weight}, off; docs/RESULTS.md 1.24)",
-    )
-    parser.add_argument(
         "--precision",
         default=d.precision,
         choices=("auto", "float32", "bfloat16"),
@@ -211,7 +201,8 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _train_config(args: argparse.Namespace):
+def _train_config(args: argparse.Namespace, **train_only):
+    """The TrainConfig of the options `train` and `ablate` share, plus `train_only` settings."""
     from model.training.train_config import TrainConfig
 
     keywords = {} if args.keywords is None else {"keywords_k": args.keywords}
@@ -230,12 +221,15 @@ def _train_config(args: argparse.Namespace):
         max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
         context_dropout=args.context_dropout,
         visual_lr_scale=args.visual_lr_scale,
-        image_word_loss_weight=args.image_word_loss_weight,
         **keywords,
+        **train_only,
     )
 
 
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    from model.training.train_config import IMAGE_WORD_MIN_GAIN, TrainConfig
+
+    d = TrainConfig()
     train = subparsers.add_parser(
         "train",
         help="train the prefix networks on a dataset (backbones frozen)",
@@ -261,6 +255,16 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         help="start from this trained checkpoint's weights with a new optimizer and schedule (a second stage); "
         "unlike --resume it does not continue the old run",
     )
+    train.add_argument(
+        "--image-word-loss-weight",
+        type=float,
+        default=d.image_word_loss_weight,
+        help="count the tokens of the words the image predicts this many times in the training loss, so that the "
+        "few tokens only the image can tell (scene, object) weigh more against the user's style; the words are "
+        "those of the --init-from checkpoint's image-word tagger whose val cross-entropy is at least "
+        f"{IMAGE_WORD_MIN_GAIN * 100:g}%% below their prior's. Val loss stays the plain mean. Not in the paper "
+        f"(default: {d.image_word_loss_weight}, off; docs/RESULTS.md 1.24)",
+    )
     train.set_defaults(func=_cmd_train)
 
 
@@ -276,7 +280,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             preset=args.preset,
             ablation=args.ablation,
             out_dir=args.out,
-            config=_train_config(args),
+            config=_train_config(args, image_word_loss_weight=args.image_word_loss_weight),
             cache_dir=args.cache_dir,
             device=args.device,
             resume=args.resume,

@@ -36,14 +36,13 @@ from model.device import DTYPES, dtype_name, training_dtypes
 from model.errors import ModelError
 from model.evaluation import grounding
 from model.factory import load_model
-from model.image_words import ImageWordTagger, keep_predicted_words
+from model.image_words import ImageWordTagger, keep_predicted_words, single_token_ids
 from model.keywords import keywords_to_text
 from model.training.features import FeatureCache, Split, encode_split
-from model.training.train_config import METRICS_FILE, TrainConfig
+from model.training.train_config import IMAGE_WORD_MIN_GAIN, METRICS_FILE, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-IMAGE_WORD_MIN_GAIN = 0.05  # the image's words: val cross-entropy this share below the prior's (RESULTS 1.19)
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 CURVE_FILE = "curve.png"
@@ -93,17 +92,15 @@ class LossWeights:
         return torch.where(listed, self.weight, 1.0)
 
 
-def image_word_tokens(tagger: ImageWordTagger | None, val: Split) -> tuple[list[str], list[int]]:
-    """The words the tagger's read-out predicts on val captions (`IMAGE_WORD_MIN_GAIN`), and all their token ids."""
-    if tagger is None:
-        raise TrainingError(
-            "image_word_loss_weight needs an image-word tagger to tell the image's words: "
-            "--init-from a checkpoint that has one (uapt fit-image-words)"
-        )
+def image_word_tokens(tagger: ImageWordTagger, val: Split, tokenizer) -> tuple[list[str], list[int]]:
+    """The words the tagger's read-out predicts on val captions (`IMAGE_WORD_MIN_GAIN`), and their token ids.
+
+    Both one-token forms of each word, whichever forms the tagger steers in decoding.
+    """
     if not val.samples:
         raise TrainingError("image_word_loss_weight needs val posts to tell which words the image predicts")
     kept = keep_predicted_words(tagger.cpu(), val.image_features, [s.text for s in val.samples], IMAGE_WORD_MIN_GAIN)
-    ids = sorted({token for ids in kept.token_ids + kept.first_token_ids for token in ids})
+    ids = sorted({token for word in kept.words for token in single_token_ids(tokenizer, word)[0]})
     return kept.words, ids
 
 
@@ -392,6 +389,11 @@ def train(
         tagger, model.image_words = model.image_words, None
         if tagger is not None:
             logger.info("%s has an image-word tagger: the run does not keep it (uapt fit-image-words refits it)", weights)
+    if config.image_word_loss_weight != 1.0 and resume is None and tagger is None:
+        raise TrainingError(
+            "image_word_loss_weight needs an image-word tagger to tell the image's words: "
+            "--init-from a checkpoint that has one (uapt fit-image-words)"
+        )
     dev = model.device
 
     cache = FeatureCache(cache_dir, model)
@@ -416,10 +418,17 @@ def train(
     if resume is not None:
         step, history = load_train_state(Path(resume), optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume, step)
+        started_with = history.get("image_word_loss_weight", 1.0)  # runs from before the option had none
+        if started_with != config.image_word_loss_weight:
+            raise TrainingError(
+                f"resume: the run started with image_word_loss_weight {started_with}; "
+                f"resume it with the same, not {config.image_word_loss_weight}"
+            )
+    history["image_word_loss_weight"] = config.image_word_loss_weight
     loss_weights = None
     if config.image_word_loss_weight != 1.0:
-        if "image_word_token_ids" not in history:  # a resumed run keeps the words its start chose
-            history["image_words"], history["image_word_token_ids"] = image_word_tokens(tagger, val_split)
+        if "image_word_token_ids" not in history:  # chosen when the run starts: a resumed run keeps them
+            history["image_words"], history["image_word_token_ids"] = image_word_tokens(tagger, val_split, model.tokenizer)
         loss_weights = LossWeights(torch.tensor(history["image_word_token_ids"]), config.image_word_loss_weight)
         logger.info(
             "the loss counts %d tokens of %d image words %g times: %s", len(history["image_word_token_ids"]),
@@ -464,9 +473,10 @@ def train(
         if probe is not None:
             history.setdefault("probes", []).append([at_step, probe["scene"], probe["object"]])
         logger.info(
-            "step %d/%d: train loss %.4f, val loss %.4f, image reliance %.1f%%%s",
+            "step %d/%d: train loss%s %.4f, val loss %.4f, image reliance %.1f%%%s",
             at_step,
             total_steps,
+            " (image words weighted)" if loss_weights else "",
             history["train_losses"][-1],
             val_loss,
             100 * reliance,
@@ -517,7 +527,7 @@ def train(
     write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
                  warmup=warmup, total_steps=total_steps, lm_dtype=history["lm_dtype"],
                  probes=history.get("probes", []), image_reliance=history.get("image_reliance", []), data=data_info,
-                 init_from=history.get("init_from"))
+                 init_from=history.get("init_from"), image_words=history.get("image_words"))
     return result
 
 
@@ -537,7 +547,8 @@ def write_report(out_dir: Path, result: TrainResult, config: TrainConfig, **info
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     fig = Figure(figsize=(7, 4))  # no pyplot: no GUI backend, no global figure state
     ax = fig.subplots()
-    ax.plot(range(1, len(result.train_losses) + 1), result.train_losses, label="train (per step)", alpha=0.7)
+    weighted = ", image words weighted" if config.image_word_loss_weight != 1.0 else ""
+    ax.plot(range(1, len(result.train_losses) + 1), result.train_losses, label=f"train (per step{weighted})", alpha=0.7)
     if result.val_losses:
         xs, ys = zip(*result.val_losses)
         ax.plot(xs, ys, "o-", label="val")

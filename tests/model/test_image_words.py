@@ -66,6 +66,8 @@ def test_only_words_with_a_single_token_form_are_steered() -> None:
         build_vocabulary(["red"], tokenizer, min_count=2)
     with pytest.raises(ImageWordsError, match="bare_form must be one of everywhere, first-word, never"):
         TaggerFit(bare_form="sometimes")
+    with pytest.raises(ImageWordsError, match="bare_form must be one of"):
+        single_token_ids(tokenizer, "red", "first_word")
 
 
 def test_the_tagger_learns_which_words_an_image_makes_likely(fitted) -> None:
@@ -156,6 +158,21 @@ def test_a_checkpoints_tagger_steers_generate_and_travels_with_a_copy(guided_che
     assert _captions(copied) == _captions(guided)
     with pytest.raises(ImageWordsError, match="image_word_weight"):
         _captions(guided, image_word_weight=-1.0)
+
+
+def test_after_a_prompt_generate_steers_the_first_token_as_a_later_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first-token bias is for the caption's first word; after a prompt the first token continues the prompt."""
+    from model.generation import TokenBias
+
+    model = tiny_model()
+    vocab = model.lm.get_input_embeddings().num_embeddings
+    first, later = torch.zeros(2, vocab), torch.zeros(2, vocab)
+    first[:, 1234] = 100.0
+    monkeypatch.setattr(model, "word_bias", lambda features, weight: TokenBias(first, later))
+    images = model.encode_images(sample_images(2))
+    context = model.encode_context([" ".join(k) for k in SAMPLE_KEYWORDS[:2]])
+    bare, prompted = model.generate(images, context, num_beams=1, max_new_tokens=2, prompts=["", "a photo of"])
+    assert bare[0].token_ids[0] == 1234 and prompted[0].token_ids[0] != 1234
 
 
 def test_generate_applies_the_plausibility_gate_stored_with_the_tagger(guided_checkpoint: Path) -> None:
@@ -273,12 +290,19 @@ def test_a_tagger_saved_before_bands_existed_loads_as_the_mean(fitted, tmp_path:
     tagger, figures, fit = fitted
     save_tagger(tagger, tmp_path, fit, figures)
     meta = json.loads((tmp_path / META_FILE).read_text())
-    del meta["bands"], meta["plausibility"]
+    del meta["bands"], meta["plausibility"], meta["first_token_ids"]
+    meta["format"] = "uapt-image-words/1"
     (tmp_path / META_FILE).write_text(json.dumps(meta))
-    loaded = load_tagger(tmp_path, DIM, tiny_model().lm.get_input_embeddings().num_embeddings)
+    vocab = tiny_model().lm.get_input_embeddings().num_embeddings
+    loaded = load_tagger(tmp_path, DIM, vocab)
     features, _ = _toy_data(4, seed=6)
     assert loaded.bands == 1 and loaded.plausibility == 0.0
+    assert loaded.first_token_ids == [[] for _ in loaded.words]  # steered the same at every token
     torch.testing.assert_close(loaded.pmi(features), tagger.pmi(features), rtol=0, atol=0)
+    meta["format"] = "uapt-image-words/0"
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ImageWordsError, match="not in format"):
+        load_tagger(tmp_path, DIM, vocab)
 
 
 @pytest.mark.parametrize(

@@ -247,9 +247,13 @@ def test_image_word_loss_weight_weights_the_words_the_tagger_predicts_and_resume
     assert whole.train_losses != pytest.approx(plain.train_losses, rel=1e-6)  # the weighting did change training
     state = json.loads((tmp_path / "whole" / "train_state.json").read_text())["history"]
     assert state["image_words"] and set(state["image_words"]) <= set(tagger.words)
-    assert all(token in sum(tagger.token_ids, []) for token in state["image_word_token_ids"])
+    both_forms = {t for word in state["image_words"] for t in model.tokenizer(" " + word).input_ids + model.tokenizer(word).input_ids}
+    assert set(state["image_word_token_ids"]) <= both_forms and len(state["image_word_token_ids"]) > len(state["image_words"])
+    assert json.loads((tmp_path / "whole" / "metrics.json").read_text())["image_words"] == state["image_words"]
     train(posts, preset=TINY, out_dir=tmp_path / "part", config=dataclasses.replace(weighted, max_steps=2),
           cache_dir=cache, init_from=first)
+    with pytest.raises(TrainingError, match="started with image_word_loss_weight 3.0"):
+        train(posts, preset=TINY, out_dir=tmp_path / "x", config=config, cache_dir=cache, resume=tmp_path / "part")
     resumed = train(posts, preset=TINY, out_dir=tmp_path / "resumed", config=weighted, cache_dir=cache,
                     resume=tmp_path / "part")
     assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
