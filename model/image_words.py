@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from model.assets import file_sha256
 from model.generation import TokenBias
-from model.image_words_config import BARE_FORMS, ImageWordsError, TaggerFit, check_plausibility, check_weight
+from model.image_words_config import ImageWordsError, TaggerFit, check_bare_form, check_plausibility, check_weight
 
 TENSORS_FILE = "image_words.safetensors"
 META_FILE = "image_words.json"
@@ -71,8 +71,7 @@ def single_token_ids(tokenizer, word: str, bare_form: str = "everywhere") -> tup
     leading space) joins it, goes to the first token only, or is left out, as
     `bare_form` says (`TaggerFit`).
     """
-    if bare_form not in BARE_FORMS:
-        raise ImageWordsError(f"bare_form must be one of {', '.join(BARE_FORMS)}, got {bare_form!r}")
+    check_bare_form(bare_form)
     spaced, bare = (tokenizer(form, add_special_tokens=False).input_ids for form in (" " + word, word))
     every = [int(spaced[0])] if len(spaced) == 1 else []
     if len(bare) != 1 or bare_form == "never":

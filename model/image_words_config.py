@@ -50,10 +50,16 @@ class TaggerFit:
             raise ImageWordsError(f"lr and pmi_cap must be > 0 and l2 >= 0, got {self.lr}, {self.pmi_cap}, {self.l2}")
         if not 0 <= self.min_val_gain < 1:
             raise ImageWordsError(f"min_val_gain must be in [0, 1), got {self.min_val_gain}")
-        if self.bare_form not in BARE_FORMS:
-            raise ImageWordsError(f"bare_form must be one of {', '.join(BARE_FORMS)}, got {self.bare_form!r}")
+        check_bare_form(self.bare_form)
         check_weight(self.weight)
         check_plausibility(self.plausibility)
+
+
+def check_bare_form(bare_form: str) -> str:
+    """Where a word's bare form is steered must be one of `BARE_FORMS`; returns it."""
+    if bare_form not in BARE_FORMS:
+        raise ImageWordsError(f"bare_form must be one of {', '.join(BARE_FORMS)}, got {bare_form!r}")
+    return bare_form
 
 
 def check_plausibility(plausibility: float, name: str = "plausibility") -> float:
