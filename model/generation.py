@@ -87,12 +87,13 @@ class BeamSettings:
 
 
 class TokenBias(NamedTuple):
-    """Per-image logit biases (B, V): `first` for the first generated token, `later` for every token after it.
+    """Per-image logit biases (B, V): `first` for the caption's first token, `later` for every token after it.
 
     They differ when image word guidance steers a word's form without a leading space
     at the caption's first word only (`model.image_words`, ``--bare-form first-word``):
-    elsewhere that form follows "#" or ends a longer word. The first generated token
-    follows the prompt, if any.
+    elsewhere that form follows "#" or ends a longer word. After a prompt, the first
+    generated token continues the prompt, so the decoders give it `later`
+    (`_caption_start_bias`).
     """
 
     first: Tensor
@@ -203,6 +204,14 @@ def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings, bias
     return log_probs
 
 
+def _caption_start_bias(token_bias: TokenBias | None, prompts: list[list[int]]) -> TokenBias | None:
+    """`token_bias` with `later` also at the first token of each image that has a prompt."""
+    if token_bias is None or not any(prompts):
+        return token_bias
+    prompted = torch.tensor([bool(prompt) for prompt in prompts], device=token_bias.first.device)
+    return TokenBias(torch.where(prompted[:, None], token_bias.later, token_bias.first), token_bias.later)
+
+
 def _positions(mask: Tensor) -> Tensor:
     """Position ids that skip left padding, so a padded row sees the same positions as an unpadded one."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
@@ -266,6 +275,7 @@ def beam_search(
     prefix: (B, P, H); token_bias: each image's logit biases (`TokenBias`), or None.
     """
     prompts = _check_inputs(prefix, prompt_ids, token_bias)
+    token_bias = _caption_start_bias(token_bias, prompts)
     width = settings.num_beams
     logits, cache, mask = _prefill(lm, prefix, prompts)
     rows = torch.arange(prefix.size(0), device=prefix.device).repeat_interleave(width)
@@ -336,6 +346,7 @@ def naive_beam_search(
     (Only the last position goes through the LM head, as in the batched prefill.)
     """
     prompts = _check_inputs(prefix, prompt_ids, token_bias)
+    token_bias = _caption_start_bias(token_bias, prompts)
     embed = lm.get_input_embeddings()
     results = []
     for row, prompt in enumerate(prompts):
@@ -377,6 +388,7 @@ def greedy_search(
 ) -> list[list[Hypothesis]]:
     """Batched greedy decoding with the KV cache (beam width and n-best are ignored: one caption per image)."""
     prompts = _check_inputs(prefix, prompt_ids, token_bias)
+    token_bias = _caption_start_bias(token_bias, prompts)
     logits, cache, mask = _prefill(lm, prefix, prompts)
     batch = len(prompts)
     tokens: list[list[int]] = [[] for _ in range(batch)]

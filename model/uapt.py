@@ -392,12 +392,8 @@ class UAPT(nn.Module):
         prompt_ids = None
         if prompts is not None:
             prompt_ids = [self.tokenizer(text, add_special_tokens=False).input_ids for text in prompts]
-        bias = self.word_bias(image_features, image_word_weight)
-        if bias is not None and prompt_ids is not None:  # after a prompt the first token is not the caption's first word
-            prompted = torch.tensor([bool(ids) for ids in prompt_ids], device=bias.first.device)
-            bias = generation.TokenBias(torch.where(prompted[:, None], bias.later, bias.first), bias.later)
         search = generation.greedy_search if num_beams == 1 else generation.beam_search
-        hypotheses = search(self.lm, prefix, self.eos_id, settings, prompt_ids, bias)
+        hypotheses = search(self.lm, prefix, self.eos_id, settings, prompt_ids, self.word_bias(image_features, image_word_weight))
         return [
             [Caption(self.tokenizer.decode(list(h.token_ids)).strip(), h.score, list(h.token_ids)) for h in image]
             for image in hypotheses

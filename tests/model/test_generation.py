@@ -310,6 +310,11 @@ def test_every_decoder_applies_the_first_token_bias_at_the_first_token_only(deco
     settings = BeamSettings(num_beams=2, max_new_tokens=4, no_repeat_ngram_size=0, repetition_penalty=1.0)
     for image in DECODERS[decoder](model.lm, prefix, model.eos_id, settings, token_bias=TokenBias(first, later)):
         assert image[0].token_ids == (1234, 4321, 4321, 4321)
+    # after a prompt the first generated token continues it: it takes the later bias
+    bare, prompted = DECODERS[decoder](
+        model.lm, prefix, model.eos_id, settings, [[], model.tokenizer(" a photo of").input_ids], TokenBias(first, later)
+    )
+    assert bare[0].token_ids == (1234, 4321, 4321, 4321) and prompted[0].token_ids == (4321, 4321, 4321, 4321)
 
 
 def test_the_plausibility_gate_lets_the_bias_move_only_tokens_the_lm_finds_likely() -> None:
