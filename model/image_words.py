@@ -101,6 +101,12 @@ def pool_features(image_features: Tensor, bands: int) -> Tensor:
     return torch.cat([pooled] + [rows[:, top:bottom].mean(dim=1) for top, bottom in zip(edges, edges[1:])], dim=-1)
 
 
+def _flatten(ids_per_word: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+    """Every token id, and the row of the word it belongs to: two (K,) long tensors."""
+    pairs = [(token, row) for row, ids in enumerate(ids_per_word) for token in ids]
+    return (torch.tensor([t for t, _ in pairs], dtype=torch.long), torch.tensor([r for _, r in pairs], dtype=torch.long))
+
+
 class ImageWordTagger(nn.Module):
     """Pooled frozen image features (`pool_features`), standardised -> one logit per word (is it in the caption?)."""
 
@@ -145,14 +151,14 @@ class ImageWordTagger(nn.Module):
         with torch.no_grad():
             self.linear.bias.copy_(torch.logit(self.log_prior.exp(), eps=1e-4))
         # (K,) pairs: token `flat_tokens[k]` takes the guidance of word `flat_words[k]`
-        pairs = [(token, row) for row, ids in enumerate(self.token_ids) for token in ids]
-        self.register_buffer("flat_tokens", torch.tensor([t for t, _ in pairs], dtype=torch.long))
-        self.register_buffer("flat_words", torch.tensor([w for _, w in pairs], dtype=torch.long))
+        tokens, rows = _flatten(self.token_ids)
+        self.register_buffer("flat_tokens", tokens)
+        self.register_buffer("flat_words", rows)
         # the same for the first token only; rebuilt from the JSON rather than saved, so that
         # tensor files written before first-token steering still load
-        first = [(token, row) for row, ids in enumerate(self.first_token_ids) for token in ids]
-        self.register_buffer("first_flat_tokens", torch.tensor([t for t, _ in first], dtype=torch.long), persistent=False)
-        self.register_buffer("first_flat_words", torch.tensor([w for _, w in first], dtype=torch.long), persistent=False)
+        tokens, rows = _flatten(self.first_token_ids)
+        self.register_buffer("first_flat_tokens", tokens, persistent=False)
+        self.register_buffer("first_flat_words", rows, persistent=False)
         self.requires_grad_(False)
 
     def forward(self, image_features: Tensor) -> Tensor:  # (B, T, D) -> (B, W) logits, float32
