@@ -261,9 +261,17 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         default=d.image_word_loss_weight,
         help="count the tokens of the words the image predicts this many times in the training loss, so that the "
         "few tokens only the image can tell (scene, object) weigh more against the user's style; the words are "
-        "those of the --init-from checkpoint's image-word tagger whose val cross-entropy is at least "
+        "those of the image-word tagger of --image-words-from (default: of --init-from) whose val cross-entropy is at least "
         f"{IMAGE_WORD_MIN_GAIN * 100:g}%% below their prior's. Val loss stays the plain mean. Not in the paper "
         f"(default: {d.image_word_loss_weight}, off; docs/RESULTS.md 1.24)",
+    )
+    train.add_argument(
+        "--image-words-from",
+        type=Path,
+        default=None,
+        help="checkpoint whose image-word tagger (uapt fit-image-words) picks the words that "
+        "--image-word-loss-weight weighs; its prefix weights are not used, so a run from scratch can weigh "
+        "the image's words too (default: the --init-from checkpoint's tagger)",
     )
     train.set_defaults(func=_cmd_train)
 
@@ -286,6 +294,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             init_from=args.init_from,
             init_seed=args.init_seed,
+            image_words_from=args.image_words_from,
             data_info=synth_arguments(args.data),
         )
     except ModelError as exc:

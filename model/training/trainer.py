@@ -36,7 +36,7 @@ from model.device import DTYPES, dtype_name, training_dtypes
 from model.errors import ModelError
 from model.evaluation import grounding
 from model.factory import load_model
-from model.image_words import ImageWordTagger, keep_predicted_words, single_token_ids
+from model.image_words import ImageWordTagger, keep_predicted_words, load_tagger, single_token_ids
 from model.keywords import keywords_to_text
 from model.training.features import FeatureCache, Split, encode_split
 from model.training.train_config import IMAGE_WORD_MIN_GAIN, METRICS_FILE, TrainConfig
@@ -361,6 +361,7 @@ def train(
     resume: str | Path | None = None,
     init_from: str | Path | None = None,
     init_seed: int | None = None,
+    image_words_from: str | Path | None = None,
     data_info: dict | None = None,
 ) -> TrainResult:
     """Train on the train split, report val loss each epoch, checkpoint into `out_dir`.
@@ -368,7 +369,9 @@ def train(
     `preset` is a preset name (with `ablation` applied) or a UAPTConfig; `init_seed`
     replaces its seed of the initial prefix weights. `init_from` starts from a trained
     checkpoint's weights instead, with a new optimizer and schedule (a second stage);
-    `resume` continues an interrupted run exactly. `data_info` (e.g. the synthetic
+    `resume` continues an interrupted run exactly. `image_words_from` names the checkpoint
+    whose image-word tagger picks the words `image_word_loss_weight` weighs (default: the
+    `init_from` checkpoint's), so a run from scratch can weigh them too. `data_info` (e.g. the synthetic
     generator's arguments) is recorded in metrics.json as "data".
     """
     if resume is not None and init_from is not None:
@@ -389,10 +392,15 @@ def train(
         tagger, model.image_words = model.image_words, None
         if tagger is not None:
             logger.info("%s has an image-word tagger: the run does not keep it (uapt fit-image-words refits it)", weights)
+    if image_words_from is not None:
+        vocab_size = model.lm.get_input_embeddings().num_embeddings
+        tagger = load_tagger(image_words_from, model.image_encoder.dim, vocab_size)
+        if tagger is None:
+            raise TrainingError(f"image_words_from: {image_words_from} has no image-word tagger (uapt fit-image-words)")
     if config.image_word_loss_weight != 1.0 and resume is None and tagger is None:
         raise TrainingError(
             "image_word_loss_weight needs an image-word tagger to tell the image's words: "
-            "--init-from a checkpoint that has one (uapt fit-image-words)"
+            "--init-from or --image-words-from a checkpoint that has one (uapt fit-image-words)"
         )
     dev = model.device
 
@@ -413,7 +421,11 @@ def train(
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
     # init_from lives in the history, so a resumed second stage still names its first
-    history: dict = {"train_losses": [], "val_losses": [], "probes": [], "init_from": None if init_from is None else str(init_from)}
+    history: dict = {
+        "train_losses": [], "val_losses": [], "probes": [],
+        "init_from": None if init_from is None else str(init_from),
+        "image_words_from": None if image_words_from is None else str(image_words_from),
+    }
     step = 0
     if resume is not None:
         step, history = load_train_state(Path(resume), optimizer, scheduler)
@@ -527,7 +539,8 @@ def train(
     write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
                  warmup=warmup, total_steps=total_steps, lm_dtype=history["lm_dtype"],
                  probes=history.get("probes", []), image_reliance=history.get("image_reliance", []), data=data_info,
-                 init_from=history.get("init_from"), image_words=history.get("image_words"))
+                 init_from=history.get("init_from"), image_words_from=history.get("image_words_from"),
+                 image_words=history.get("image_words"))
     return result
 
 

@@ -223,7 +223,7 @@ def test_loss_weights_make_the_loss_a_weighted_mean_over_caption_tokens() -> Non
 
 
 def test_image_word_loss_weight_weights_the_words_the_tagger_predicts_and_resumes_exactly(posts, tmp_path: Path) -> None:
-    """The words come from the --init-from checkpoint's tagger; a resumed run keeps them without it."""
+    """The words come from the --init-from (or --image-words-from) checkpoint's tagger; a resumed run keeps them."""
     from model.data.samples import train_profiles
     from model.factory import load_model
     from model.image_words import TaggerFit, fit_tagger, save_tagger
@@ -257,6 +257,15 @@ def test_image_word_loss_weight_weights_the_words_the_tagger_predicts_and_resume
     resumed = train(posts, preset=TINY, out_dir=tmp_path / "resumed", config=weighted, cache_dir=cache,
                     resume=tmp_path / "part")
     assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
+    # from scratch, the words come from --image-words-from; a checkpoint without a tagger is refused
+    train(posts, preset=TINY, out_dir=tmp_path / "scratch", config=dataclasses.replace(weighted, max_steps=1),
+          cache_dir=cache, image_words_from=first)
+    scratch = json.loads((tmp_path / "scratch" / "metrics.json").read_text())
+    assert (scratch["init_from"], scratch["image_words_from"]) == (None, str(first))
+    assert scratch["image_words"] == state["image_words"]
+    with pytest.raises(TrainingError, match="has no image-word tagger"):
+        train(posts, preset=TINY, out_dir=tmp_path / "x", config=weighted, cache_dir=cache,
+              image_words_from=tmp_path / "plain")
     with pytest.raises(ConfigError, match="image_word_loss_weight"):
         TrainConfig(image_word_loss_weight=0.0)
 
