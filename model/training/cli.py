@@ -269,9 +269,10 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "--image-words-from",
         type=Path,
         default=None,
-        help="checkpoint whose image-word tagger (uapt fit-image-words) picks the words that "
-        "--image-word-loss-weight weighs; its prefix weights are not used, so a run from scratch can weigh "
-        "the image's words too (default: the --init-from checkpoint's tagger)",
+        help="checkpoint (or any folder holding a fitted tagger's two files) whose image-word "
+        "tagger (uapt fit-image-words) picks the words that --image-word-loss-weight weighs; its prefix weights are "
+        "not used, so a run from scratch can weigh the image's words too; --resume keeps the words the run started "
+        "with (default: the --init-from checkpoint's tagger)",
     )
     train.set_defaults(func=_cmd_train)
 

@@ -92,6 +92,16 @@ class LossWeights:
         return torch.where(listed, self.weight, 1.0)
 
 
+def tagger_from(directory: str | Path, model) -> ImageWordTagger:
+    """The image-word tagger in `directory`: a checkpoint, or any folder holding the tagger's two files."""
+    if not Path(directory).is_dir():
+        raise TrainingError(f"image_words_from: {directory} is not a folder")
+    tagger = load_tagger(directory, model.image_encoder.dim, model.lm.get_input_embeddings().num_embeddings)
+    if tagger is None:
+        raise TrainingError(f"image_words_from: {directory} has no image-word tagger (uapt fit-image-words)")
+    return tagger
+
+
 def image_word_tokens(tagger: ImageWordTagger, val: Split, tokenizer) -> tuple[list[str], list[int]]:
     """The words the tagger's read-out predicts on val captions (`IMAGE_WORD_MIN_GAIN`), and their token ids.
 
@@ -393,10 +403,10 @@ def train(
         if tagger is not None:
             logger.info("%s has an image-word tagger: the run does not keep it (uapt fit-image-words refits it)", weights)
     if image_words_from is not None:
-        vocab_size = model.lm.get_input_embeddings().num_embeddings
-        tagger = load_tagger(image_words_from, model.image_encoder.dim, vocab_size)
-        if tagger is None:
-            raise TrainingError(f"image_words_from: {image_words_from} has no image-word tagger (uapt fit-image-words)")
+        if config.image_word_loss_weight == 1.0:
+            raise TrainingError("image_words_from picks the words image_word_loss_weight weighs: give that weight too")
+        if resume is None:  # a resumed run keeps the words it started with
+            tagger = tagger_from(image_words_from, model)
     if config.image_word_loss_weight != 1.0 and resume is None and tagger is None:
         raise TrainingError(
             "image_word_loss_weight needs an image-word tagger to tell the image's words: "
@@ -420,7 +430,7 @@ def train(
 
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
-    # init_from lives in the history, so a resumed second stage still names its first
+    # init_from and image_words_from live in the history, so a resumed run still names them
     history: dict = {
         "train_losses": [], "val_losses": [], "probes": [],
         "init_from": None if init_from is None else str(init_from),
@@ -430,6 +440,11 @@ def train(
     if resume is not None:
         step, history = load_train_state(Path(resume), optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume, step)
+        if image_words_from is not None and str(image_words_from) != history.get("image_words_from"):
+            raise TrainingError(
+                f"resume: the run took its image words from {history.get('image_words_from')}; "
+                f"resume it with the same, not {image_words_from}"
+            )
         started_with = history.get("image_word_loss_weight", 1.0)  # runs from before the option had none
         if started_with != config.image_word_loss_weight:
             raise TrainingError(
@@ -497,7 +512,7 @@ def train(
 
     def checkpoint() -> None:
         extra = {"train": config.to_dict(), "step": step, "total_steps": total_steps, "ablation": ablation,
-                 "init_from": history.get("init_from")}
+                 "init_from": history.get("init_from"), "image_words_from": history.get("image_words_from")}
         history["wall_s"] = earlier_wall_s + time.perf_counter() - started
         save_checkpoint(model, out_dir, extra=extra)
         save_train_state(out_dir, optimizer, scheduler, step, history)

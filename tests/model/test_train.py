@@ -257,15 +257,22 @@ def test_image_word_loss_weight_weights_the_words_the_tagger_predicts_and_resume
     resumed = train(posts, preset=TINY, out_dir=tmp_path / "resumed", config=weighted, cache_dir=cache,
                     resume=tmp_path / "part")
     assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
-    # from scratch, the words come from --image-words-from; a checkpoint without a tagger is refused
+    # from scratch, the words come from --image-words-from, and a resume keeps them
     train(posts, preset=TINY, out_dir=tmp_path / "scratch", config=dataclasses.replace(weighted, max_steps=1),
           cache_dir=cache, image_words_from=first)
+    assert json.loads((tmp_path / "scratch" / "config.json").read_text())["extra"]["image_words_from"] == str(first)
+    with pytest.raises(TrainingError, match="took its image words from"):
+        train(posts, preset=TINY, out_dir=tmp_path / "scratch", config=weighted, cache_dir=cache,
+              resume=tmp_path / "scratch", image_words_from=tmp_path / "elsewhere")
+    train(posts, preset=TINY, out_dir=tmp_path / "scratch", config=weighted, cache_dir=cache, resume=tmp_path / "scratch")
     scratch = json.loads((tmp_path / "scratch" / "metrics.json").read_text())
     assert (scratch["init_from"], scratch["image_words_from"]) == (None, str(first))
     assert scratch["image_words"] == state["image_words"]
-    with pytest.raises(TrainingError, match="has no image-word tagger"):
-        train(posts, preset=TINY, out_dir=tmp_path / "x", config=weighted, cache_dir=cache,
-              image_words_from=tmp_path / "plain")
+    for where, error in ((tmp_path / "plain", "has no image-word tagger"), (tmp_path / "nowhere", "is not a folder")):
+        with pytest.raises(TrainingError, match=error):
+            train(posts, preset=TINY, out_dir=tmp_path / "x", config=weighted, cache_dir=cache, image_words_from=where)
+    with pytest.raises(TrainingError, match="give that weight too"):
+        train(posts, preset=TINY, out_dir=tmp_path / "x", config=config, cache_dir=cache, image_words_from=first)
     with pytest.raises(ConfigError, match="image_word_loss_weight"):
         TrainConfig(image_word_loss_weight=0.0)
 
