@@ -38,6 +38,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def context_key(text: str) -> str:
+    """The cache entry name (less ``.npy``) of a keyword text's context features."""
+    return f"ctx-{sha256_hex(text.encode('utf-8'))}"
+
+
 class FeatureCache:
     """Frozen image and context features of one model's backbones, cached on disk."""
 
@@ -69,7 +74,7 @@ class FeatureCache:
 
     def context_features(self, texts: Sequence[str]) -> torch.Tensor:
         """Context embeddings of the keyword texts, (N, d_ctx), float32 on the CPU."""
-        keys = [f"ctx-{sha256_hex(t.encode('utf-8'))}" for t in texts]
+        keys = [context_key(t) for t in texts]
 
         def encode(batch: list[str]) -> torch.Tensor:
             self.encoded_contexts += len(batch)

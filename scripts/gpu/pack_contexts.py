@@ -18,7 +18,7 @@ from model.data.dataset import load_posts
 from model.data.samples import build_samples, train_profiles
 from model.factory import load_model
 from model.keywords import keywords_to_text
-from model.training.features import BACKBONE_FILE, FeatureCache, sha256_hex
+from model.training.features import BACKBONE_FILE, FeatureCache, context_key
 from model.training.train_config import TrainConfig
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     with tarfile.open(args.out, "w") as tar:
         tar.add(cache.dir / BACKBONE_FILE, arcname=f"{cache.dir.name}/{BACKBONE_FILE}")
         for text in sorted(texts):
-            name = f"ctx-{sha256_hex(text.encode('utf-8'))}.npy"
+            name = f"{context_key(text)}.npy"
             tar.add(cache.dir / name, arcname=f"{cache.dir.name}/{name}")
     print(f"packed {len(texts)} keyword texts of {args.data} into {args.out}")
 
