@@ -14,6 +14,8 @@ from pathlib import Path
 
 from model.cli import add_decoding_args
 
+EXIT_STOPPED = 75  # sysexits' EX_TEMPFAIL: stopped on a signal with its state saved; --resume continues
+
 DATA_FORMAT_HELP = (
     "A dataset is a folder with posts.jsonl (one JSON object per line: post_id, user_id, "
     "image = path relative to the folder, text, split = train|val|test) and the image files."
@@ -237,7 +239,9 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
             "Trains the mapping and fusion networks (and queries) with the paper's AdamW + warm-up + "
             "cosine schedule. Frozen image and context features are cached on disk. Keywords of a "
             "train post come from the user's other train posts only. Writes a checkpoint, "
-            "metrics.json and curve.png into --out, and checkpoints every epoch for --resume."
+            "metrics.json and curve.png into --out, and checkpoints every epoch for --resume. SIGTERM or "
+            f"Ctrl-C saves the exact state at the end of the current step and exits with status {EXIT_STOPPED}; "
+            "--resume continues the run as if unbroken. A second signal stops at once."
         ),
     )
     _add_model_args(train)
@@ -280,26 +284,33 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from model.data.dataset import synth_arguments
     from model.errors import ModelError
+    from model.training.stop import stop_on_signals
     from model.training.trainer import train
 
     records = _load_or_exit("train", args.data)
     try:
-        result = train(
-            records,
-            preset=args.preset,
-            ablation=args.ablation,
-            out_dir=args.out,
-            config=_train_config(args, image_word_loss_weight=args.image_word_loss_weight),
-            cache_dir=args.cache_dir,
-            device=args.device,
-            resume=args.resume,
-            init_from=args.init_from,
-            init_seed=args.init_seed,
-            image_words_from=args.image_words_from,
-            data_info=synth_arguments(args.data),
-        )
+        with stop_on_signals() as stop:
+            result = train(
+                records,
+                preset=args.preset,
+                ablation=args.ablation,
+                out_dir=args.out,
+                config=_train_config(args, image_word_loss_weight=args.image_word_loss_weight),
+                cache_dir=args.cache_dir,
+                device=args.device,
+                resume=args.resume,
+                init_from=args.init_from,
+                init_seed=args.init_seed,
+                image_words_from=args.image_words_from,
+                data_info=synth_arguments(args.data),
+                stop=stop,
+            )
     except ModelError as exc:
         raise SystemExit(f"uapt train: {exc}") from None
+    if result.stopped_early:
+        print(f"stopped at step {result.steps} on a signal; the exact state is in {args.out}: "
+              f"rerun with --resume {args.out} to continue", file=sys.stderr)
+        return EXIT_STOPPED
     print(
         f"trained {result.steps} steps in {result.wall_s:.0f}s; final val loss {result.final_val_loss:.4f}; "
         f"checkpoint {args.out}"

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import statistics
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -61,6 +62,7 @@ class TrainResult:
     encoded_contexts: int
     train_losses: list[float] = field(default_factory=list)  # one per step
     val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) per epoch
+    stopped_early: bool = False  # a stop request ended the run before its last step; --resume continues it
 
 
 def cosine_with_warmup(warmup: int, total: int):
@@ -373,6 +375,7 @@ def train(
     init_seed: int | None = None,
     image_words_from: str | Path | None = None,
     data_info: dict | None = None,
+    stop: threading.Event | None = None,
 ) -> TrainResult:
     """Train on the train split, report val loss each epoch, checkpoint into `out_dir`.
 
@@ -382,7 +385,9 @@ def train(
     `resume` continues an interrupted run exactly. `image_words_from` names the checkpoint
     whose image-word tagger picks the words `image_word_loss_weight` weighs (default: the
     `init_from` checkpoint's), so a run from scratch can weigh them too. `data_info` (e.g. the synthetic
-    generator's arguments) is recorded in metrics.json as "data".
+    generator's arguments) is recorded in metrics.json as "data". When `stop` is set (see
+    `model.training.stop`), the run saves its exact state at the next step boundary and
+    returns early, without metrics.json: only a finished run has one.
     """
     if resume is not None and init_from is not None:
         raise TrainingError("resume and init_from exclude each other: a resumed run already has its weights")
@@ -517,8 +522,11 @@ def train(
         save_checkpoint(model, out_dir, extra=extra)
         save_train_state(out_dir, optimizer, scheduler, step, history)
 
+    def stop_requested() -> bool:
+        return stop is not None and stop.is_set()
+
     model.train()
-    while step < stop_at:
+    while step < stop_at and not stop_requested():
         epoch, skip = divmod(step, steps_per_epoch)
         order = epoch_order(n, config.seed, epoch)
         batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)][skip:]
@@ -538,10 +546,15 @@ def train(
             if step % eval_every == 0 or step == stop_at:
                 validate(step)
                 checkpoint()
-            if step >= stop_at:
+            if step >= stop_at or stop_requested():
                 break
         bar.close()
 
+    stopped_early = step < stop_at  # only a stop request leaves the loop early
+    if stopped_early:
+        checkpoint()
+        logger.warning("stopped at step %d of %d; the exact state is in %s: --resume %s continues it",
+                       step, stop_at, out_dir, out_dir)
     result = TrainResult(
         steps=step,
         wall_s=history.get("wall_s", 0.0),
@@ -550,7 +563,10 @@ def train(
         encoded_contexts=cache.encoded_contexts,
         train_losses=history["train_losses"],
         val_losses=[tuple(v) for v in history["val_losses"]],
+        stopped_early=stopped_early,
     )
+    if stopped_early:
+        return result  # metrics.json marks a finished run
     write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
                  warmup=warmup, total_steps=total_steps, lm_dtype=history["lm_dtype"],
                  probes=history.get("probes", []), image_reliance=history.get("image_reliance", []), data=data_info,

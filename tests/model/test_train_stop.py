@@ -1,0 +1,118 @@
+"""A signal stops training at a step boundary with its exact state saved, and --resume continues it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.config import PRESETS
+from model.data.dataset import load_posts
+from model.data.synth import write_dataset
+from model.training import trainer
+from model.training.cli import EXIT_STOPPED
+from model.training.stop import stop_on_signals
+from model.training.train_config import TrainConfig
+from model.training.trainer import train
+
+TINY = PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 users x 4 posts: 4 train, 2 val, 2 test."""
+    return write_dataset(tmp_path_factory.mktemp("d"), users=2, posts_per_user=4, seed=5)
+
+
+def test_the_first_signal_sets_the_event_and_gives_the_old_handler_back() -> None:
+    seen: list[int] = []
+    before = signal.signal(signal.SIGTERM, lambda signum, _frame: seen.append(signum))
+    try:
+        with stop_on_signals() as stop:
+            assert not stop.is_set()
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.is_set() and seen == []
+            os.kill(os.getpid(), signal.SIGTERM)  # a second signal reaches the handler that was there before
+            assert seen == [signal.SIGTERM]
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert seen == [signal.SIGTERM] * 2
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_leaving_the_block_without_a_signal_restores_the_handlers() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with stop_on_signals():
+        assert signal.getsignal(signal.SIGINT) is not before
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_run_stopped_mid_epoch_saves_its_step_and_resumes_exactly(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    posts = load_posts(dataset)
+    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, eval_every=4, precision="float32")
+    cache = tmp_path / "cache"
+    whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
+
+    stop = trainer.threading.Event()
+    real_step = trainer.optimizer_step
+    calls = 0
+
+    def step_then_request_a_stop_at_the_third(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            stop.set()  # as the signal handler would, in the middle of step 3
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "optimizer_step", step_then_request_a_stop_at_the_third)
+    part = train(posts, preset=TINY, out_dir=tmp_path / "run", config=config, cache_dir=cache, stop=stop)
+    monkeypatch.undo()
+    assert part.stopped_early and part.steps == 3  # step 3 finished, no val check came due
+    assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 3
+    assert not (tmp_path / "run" / "metrics.json").exists()  # only a finished run has one
+
+    resumed = train(posts, preset=TINY, out_dir=tmp_path / "run", config=config, cache_dir=cache,
+                    resume=tmp_path / "run")
+    assert not resumed.stopped_early and resumed.steps == 4
+    assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
+    final_whole = load_file(str(tmp_path / "whole" / "trainable.safetensors"))
+    final_resumed = load_file(str(tmp_path / "run" / "trainable.safetensors"))
+    for name, tensor in final_whole.items():
+        torch.testing.assert_close(final_resumed[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_uapt_train_saves_and_exits_with_its_own_status_on_sigterm(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    log = tmp_path / "train.log"
+    command = [sys.executable, "-m", "cli.main", "train", "--data", str(dataset), "--preset", "tiny",
+               "--epochs", "100000", "--batch-size", "2", "--precision", "float32",
+               "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    with log.open("w") as sink:
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while "training tiny" not in log.read_text():  # the handler is in place before training starts
+                assert proc.poll() is None, log.read_text()[-2000:]
+                assert time.monotonic() < deadline, "training did not start within 120 s"
+                time.sleep(0.2)
+            time.sleep(1)  # some steps
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+        finally:
+            proc.kill()
+    text = log.read_text()
+    assert code == EXIT_STOPPED, text[-2000:]
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["step"] > 0 and f"--resume {out}" in text
+    assert not (out / "metrics.json").exists()
