@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import statistics
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,11 +86,14 @@ def run_ablation(
     variants: Sequence[str] | None = None,
     init_seeds: Sequence[int] = (0,),
     resume: bool = False,
-) -> str:
+    stop: threading.Event | None = None,
+) -> str | None:
     """Train and evaluate each variant per init seed under `out_dir/<variant>-init<seed>`; write and return the table.
 
     With `resume`, runs already trained and evaluated (their run.json) are read back instead
-    of redone, and a run stopped mid-training continues from its last checkpoint.
+    of redone, and a run stopped mid-training continues from its last checkpoint. When `stop`
+    is set (see `model.training.stop`), the run in progress saves its exact state and the
+    ablation returns None, without a table: `resume` continues it.
     """
     variants = list(variants or VARIANTS)
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -102,15 +106,20 @@ def run_ablation(
     summary: dict[str, list[dict]] = {}
     plan = [(seed, variant) for seed in init_seeds for variant in variants]
     for seed, variant in tqdm(plan, desc="ablation runs", unit="run"):
+        if stop is not None and stop.is_set():
+            return None
         ckpt = out_dir / f"{variant}-init{seed}"
         finished = _finished_run(ckpt, options.split) if resume else None
         if finished is not None:
             logger.info("ablation run %s, init seed %d: already done in %s", variant, seed, ckpt)
             report, entry = finished
         else:
-            report, entry = _train_and_evaluate(
-                records, preset, variant, seed, ckpt, config, options, cache_dir, device, resume=resume
+            done = _train_and_evaluate(
+                records, preset, variant, seed, ckpt, config, options, cache_dir, device, resume=resume, stop=stop
             )
+            if done is None:
+                return None
+            report, entry = done
         if config.precision == "auto":
             # auto may time either dtype faster from one run to the next; the rest train in this run's, to compare
             config = dataclasses.replace(config, precision=json.loads((ckpt / METRICS_FILE).read_text())["lm_dtype"])
@@ -126,9 +135,13 @@ def run_ablation(
 
 
 def _train_and_evaluate(
-    records, preset, variant, seed, ckpt: Path, config, options, cache_dir, device, *, resume: bool
-) -> tuple[EvalReport, dict]:
-    """One run: train (resuming a stopped one when asked), evaluate, write its entry beside the checkpoint."""
+    records, preset, variant, seed, ckpt: Path, config, options, cache_dir, device, *, resume: bool,
+    stop: threading.Event | None,
+) -> tuple[EvalReport, dict] | None:
+    """One run: train (resuming a stopped one when asked), evaluate, write its entry beside the checkpoint.
+
+    None when `stop` ended the training early: there is nothing to evaluate yet.
+    """
     partial = resume and (ckpt / STATE_JSON).is_file()
     logger.info("ablation run %s, init seed %d -> %s%s", variant, seed, ckpt, " (resumed)" if partial else "")
     result = train(
@@ -141,7 +154,10 @@ def _train_and_evaluate(
         device=device,
         init_seed=seed,
         resume=ckpt if partial else None,
+        stop=stop,
     )
+    if result.stopped_early:
+        return None
     report = evaluate_checkpoint(records, ckpt, options=options, cache_dir=cache_dir, device=device)
     entry = {
         "init_seed": seed,

@@ -463,7 +463,8 @@ def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
             "Trains full, no_context, no_mapping, no_fusion and no_query with the same data, shuffles "
             "and schedule, once per --init-seeds seed (the parts a variant keeps start from the full "
             "model's weights), evaluates each on the split, and prints a markdown table shaped like the "
-            "paper's Table 3 (plus the personalization score)."
+            "paper's Table 3 (plus the personalization score). SIGTERM or Ctrl-C saves the training run in "
+            f"progress at the end of its step and exits with status {EXIT_STOPPED}; --resume continues."
         ),
     )
     _add_model_args(ablate)
@@ -492,23 +493,30 @@ def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from model.errors import ModelError
     from model.training.ablate import run_ablation
+    from model.training.stop import stop_on_signals
 
     records = _load_or_exit("ablate", args.data)
     try:
         options = _eval_options(args)
-        table = run_ablation(
-            records,
-            preset=args.preset,
-            out_dir=args.out,
-            config=_train_config(args),
-            options=options,
-            cache_dir=args.cache_dir,
-            device=args.device,
-            variants=args.only,
-            init_seeds=args.init_seeds,
-            resume=args.resume,
-        )
+        with stop_on_signals() as stop:
+            table = run_ablation(
+                records,
+                preset=args.preset,
+                out_dir=args.out,
+                config=_train_config(args),
+                options=options,
+                cache_dir=args.cache_dir,
+                device=args.device,
+                variants=args.only,
+                init_seeds=args.init_seeds,
+                resume=args.resume,
+                stop=stop,
+            )
     except ModelError as exc:
         raise SystemExit(f"uapt ablate: {exc}") from None
+    if table is None:
+        print(f"stopped on a signal; the run in progress saved its exact state in {args.out}: "
+              "rerun with --resume to continue", file=sys.stderr)
+        return EXIT_STOPPED
     print(table)
     return 0

@@ -116,3 +116,37 @@ def test_uapt_train_saves_and_exits_with_its_own_status_on_sigterm(dataset: Path
     state = json.loads((out / "train_state.json").read_text())
     assert state["step"] > 0 and f"--resume {out}" in text
     assert not (out / "metrics.json").exists()
+
+
+def test_a_stopped_ablation_keeps_its_finished_runs_and_resume_completes_it(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model.evaluation.evaluate import EvalOptions
+    from model.training import ablate
+
+    posts = load_posts(dataset)
+    common = dict(preset="tiny", out_dir=tmp_path / "ablate", options=EvalOptions(num_beams=1, limit=1),
+                  config=TrainConfig(epochs=2, batch_size=2, precision="float32"), cache_dir=tmp_path / "cache",
+                  variants=["full", "no_context"])
+    stop = trainer.threading.Event()
+    real_step = trainer.optimizer_step
+    calls = 0
+
+    def step_then_request_a_stop_in_the_second_run(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 6:  # the first run has 4 steps
+            stop.set()
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "optimizer_step", step_then_request_a_stop_in_the_second_run)
+    assert ablate.run_ablation(posts, **common, stop=stop) is None
+    monkeypatch.undo()
+    out = tmp_path / "ablate"
+    assert (out / "full-init0" / "run.json").is_file()
+    assert json.loads((out / "no_context-init0" / "train_state.json").read_text())["step"] == 2
+    assert not (out / "no_context-init0" / "run.json").exists()
+
+    table = ablate.run_ablation(posts, **common, resume=True)
+    assert table is not None and "w/o context" in table
+    assert (out / "no_context-init0" / "run.json").is_file()
