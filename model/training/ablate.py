@@ -105,30 +105,31 @@ def run_ablation(
     runs: dict[str, list[tuple[EvalReport, float]]] = {}
     summary: dict[str, list[dict]] = {}
     plan = [(seed, variant) for seed in init_seeds for variant in variants]
-    for seed, variant in tqdm(plan, desc="ablation runs", unit="run"):
-        if stop is not None and stop.is_set():
-            return None
-        ckpt = out_dir / f"{variant}-init{seed}"
-        finished = _finished_run(ckpt, options.split) if resume else None
-        if finished is not None:
-            logger.info("ablation run %s, init seed %d: already done in %s", variant, seed, ckpt)
-            report, entry = finished
-        else:
-            done = _train_and_evaluate(
-                records, preset, variant, seed, ckpt, config, options, cache_dir, device, resume=resume, stop=stop
-            )
-            if done is None:
+    with tqdm(plan, desc="ablation runs", unit="run") as progress:
+        for seed, variant in progress:
+            if stop is not None and stop.is_set():
                 return None
-            report, entry = done
-        if config.precision == "auto":
-            # auto may time either dtype faster from one run to the next; the rest train in this run's, to compare
-            config = dataclasses.replace(config, precision=json.loads((ckpt / METRICS_FILE).read_text())["lm_dtype"])
-        runs.setdefault(variant, []).append((report, entry["final_val_loss"]))
-        # each run's captions stay in its own folder; the summary keeps the figures
-        summary.setdefault(variant, []).append({k: v for k, v in entry.items() if k != "captions"})
-        logger.info("%s (init %d): %s", variant, seed, report.markdown().splitlines()[-1])
-        # written after every run, so a stopped ablation keeps what it has finished
-        (out_dir / JSON_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            ckpt = out_dir / f"{variant}-init{seed}"
+            finished = _finished_run(ckpt, options.split) if resume else None
+            if finished is not None:
+                logger.info("ablation run %s, init seed %d: already done in %s", variant, seed, ckpt)
+                report, entry = finished
+            else:
+                done = _train_and_evaluate(
+                    records, preset, variant, seed, ckpt, config, options, cache_dir, device, resume=resume, stop=stop
+                )
+                if done is None:
+                    return None
+                report, entry = done
+            if config.precision == "auto":
+                # auto may time either dtype faster from one run to the next; the rest train in this run's, to compare
+                config = dataclasses.replace(config, precision=json.loads((ckpt / METRICS_FILE).read_text())["lm_dtype"])
+            runs.setdefault(variant, []).append((report, entry["final_val_loss"]))
+            # each run's captions stay in its own folder; the summary keeps the figures
+            summary.setdefault(variant, []).append({k: v for k, v in entry.items() if k != "captions"})
+            logger.info("%s (init %d): %s", variant, seed, report.markdown().splitlines()[-1])
+            # written after every run, so a stopped ablation keeps what it has finished
+            (out_dir / JSON_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     table = ablation_table(runs)
     (out_dir / TABLE_FILE).write_text(table + "\n", encoding="utf-8")
     return table

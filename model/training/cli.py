@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from model.cli import add_decoding_args
-
-EXIT_STOPPED = 75  # sysexits' EX_TEMPFAIL: stopped on a signal with its state saved; --resume continues
+from model.training.stop import EXIT_STOPPED
 
 DATA_FORMAT_HELP = (
     "A dataset is a folder with posts.jsonl (one JSON object per line: post_id, user_id, "
@@ -308,9 +307,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ModelError as exc:
         raise SystemExit(f"uapt train: {exc}") from None
     if result.stopped_early:
-        print(f"stopped at step {result.steps} on a signal; the exact state is in {args.out}: "
-              f"rerun with --resume {args.out} to continue", file=sys.stderr)
-        return EXIT_STOPPED
+        return EXIT_STOPPED  # the trainer has logged where the state is and how to resume
     print(
         f"trained {result.steps} steps in {result.wall_s:.0f}s; final val loss {result.final_val_loss:.4f}; "
         f"checkpoint {args.out}"
@@ -463,8 +460,8 @@ def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
             "Trains full, no_context, no_mapping, no_fusion and no_query with the same data, shuffles "
             "and schedule, once per --init-seeds seed (the parts a variant keeps start from the full "
             "model's weights), evaluates each on the split, and prints a markdown table shaped like the "
-            "paper's Table 3 (plus the personalization score). SIGTERM or Ctrl-C saves the training run in "
-            f"progress at the end of its step and exits with status {EXIT_STOPPED}; --resume continues."
+            "paper's Table 3 (plus the personalization score). SIGTERM or Ctrl-C stops it after the current "
+            f"training step (saved exactly) or evaluation, with status {EXIT_STOPPED}; --resume continues."
         ),
     )
     _add_model_args(ablate)

@@ -40,6 +40,7 @@ from model.factory import load_model
 from model.image_words import ImageWordTagger, keep_predicted_words, load_tagger, single_token_ids
 from model.keywords import keywords_to_text
 from model.training.features import FeatureCache, Split, encode_split
+from model.training.stop import signals_deferred
 from model.training.train_config import IMAGE_WORD_MIN_GAIN, METRICS_FILE, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -386,8 +387,9 @@ def train(
     whose image-word tagger picks the words `image_word_loss_weight` weighs (default: the
     `init_from` checkpoint's), so a run from scratch can weigh them too. `data_info` (e.g. the synthetic
     generator's arguments) is recorded in metrics.json as "data". When `stop` is set (see
-    `model.training.stop`), the run saves its exact state at the next step boundary and
-    returns early, without metrics.json: only a finished run has one.
+    `model.training.stop`), the run saves its exact state at the next step boundary, skipping
+    a val check that falls due there, and returns early, without metrics.json: only a
+    finished run has one.
     """
     if resume is not None and init_from is not None:
         raise TrainingError("resume and init_from exclude each other: a resumed run already has its weights")
@@ -515,12 +517,17 @@ def train(
             f", probe scene {probe['scene']:.2f} object {probe['object']:.2f}: {probe['example']!r}" if probe else "",
         )
 
+    saved_at = step  # the step whose state is on disk (a fresh run: none, and none is needed)
+
     def checkpoint() -> None:
+        nonlocal saved_at
         extra = {"train": config.to_dict(), "step": step, "total_steps": total_steps, "ablation": ablation,
                  "init_from": history.get("init_from"), "image_words_from": history.get("image_words_from")}
         history["wall_s"] = earlier_wall_s + time.perf_counter() - started
-        save_checkpoint(model, out_dir, extra=extra)
-        save_train_state(out_dir, optimizer, scheduler, step, history)
+        with signals_deferred():  # a second Ctrl-C must not leave weights and state from different steps
+            save_checkpoint(model, out_dir, extra=extra)
+            save_train_state(out_dir, optimizer, scheduler, step, history)
+        saved_at = step
 
     def stop_requested() -> bool:
         return stop is not None and stop.is_set()
@@ -543,7 +550,7 @@ def train(
             step += 1
             history["train_losses"].append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if step % eval_every == 0 or step == stop_at:
+            if step == stop_at or (step % eval_every == 0 and not stop_requested()):
                 validate(step)
                 checkpoint()
             if step >= stop_at or stop_requested():
@@ -551,10 +558,13 @@ def train(
         bar.close()
 
     stopped_early = step < stop_at  # only a stop request leaves the loop early
-    if stopped_early:
-        checkpoint()
-        logger.warning("stopped at step %d of %d; the exact state is in %s: --resume %s continues it",
-                       step, stop_at, out_dir, out_dir)
+    if stopped_early and step == 0:
+        logger.warning("stopped before the first step: nothing to save, start the run again")
+    elif stopped_early:
+        if step != saved_at or not (out_dir / STATE_JSON).is_file():  # resumed into a new --out: save there too
+            checkpoint()
+        logger.warning("stopped at step %d of %d; the exact state is in %s: --resume %s%s continues it",
+                       step, stop_at, out_dir, out_dir, " (in place of --init-from)" if init_from is not None else "")
     result = TrainResult(
         steps=step,
         wall_s=history.get("wall_s", 0.0),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,8 +20,7 @@ from model.config import PRESETS
 from model.data.dataset import load_posts
 from model.data.synth import write_dataset
 from model.training import trainer
-from model.training.cli import EXIT_STOPPED
-from model.training.stop import stop_on_signals
+from model.training.stop import EXIT_STOPPED, signals_deferred, stop_on_signals
 from model.training.train_config import TrainConfig
 from model.training.trainer import train
 
@@ -56,30 +56,62 @@ def test_leaving_the_block_without_a_signal_restores_the_handlers() -> None:
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_a_run_stopped_mid_epoch_saves_its_step_and_resumes_exactly(
-    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    posts = load_posts(dataset)
-    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, eval_every=4, precision="float32")
-    cache = tmp_path / "cache"
-    whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
+def test_an_ignored_signal_stays_ignored() -> None:
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job of a script
+    try:
+        with stop_on_signals() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not stop.is_set()
+    finally:
+        signal.signal(signal.SIGINT, before)
 
-    stop = trainer.threading.Event()
+
+def test_a_signal_during_a_save_acts_only_once_the_save_is_done() -> None:
+    seen: list[int] = []
+    before = signal.signal(signal.SIGTERM, lambda signum, _frame: seen.append(signum))
+    try:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert seen == []
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _stop_at_call(monkeypatch: pytest.MonkeyPatch, call: int) -> threading.Event:
+    """An event set during the `call`-th optimizer step, as the signal handler would set it."""
+    stop = threading.Event()
     real_step = trainer.optimizer_step
     calls = 0
 
-    def step_then_request_a_stop_at_the_third(*args, **kwargs):
+    def step_and_maybe_request_a_stop(*args, **kwargs):
         nonlocal calls
         calls += 1
-        if calls == 3:
-            stop.set()  # as the signal handler would, in the middle of step 3
+        if calls == call:
+            stop.set()
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "optimizer_step", step_then_request_a_stop_at_the_third)
+    monkeypatch.setattr(trainer, "optimizer_step", step_and_maybe_request_a_stop)
+    return stop
+
+
+@pytest.mark.parametrize(("stop_call", "eval_every"), [(3, 4), (2, 2)], ids=["mid-epoch", "at-a-val-step"])
+def test_a_stopped_run_saves_its_step_and_resumes_exactly(
+    stop_call: int, eval_every: int, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    posts = load_posts(dataset)
+    config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1, eval_every=eval_every, precision="float32")
+    cache = tmp_path / "cache"
+    whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=config, cache_dir=cache)
+
+    stop = _stop_at_call(monkeypatch, stop_call)
     part = train(posts, preset=TINY, out_dir=tmp_path / "run", config=config, cache_dir=cache, stop=stop)
     monkeypatch.undo()
-    assert part.stopped_early and part.steps == 3  # step 3 finished, no val check came due
-    assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 3
+    assert part.stopped_early and part.steps == stop_call
+    assert part.val_losses == []  # at a val step, the stop skips the check: the state comes first
+    assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == stop_call
     assert not (tmp_path / "run" / "metrics.json").exists()  # only a finished run has one
 
     resumed = train(posts, preset=TINY, out_dir=tmp_path / "run", config=config, cache_dir=cache,
@@ -92,11 +124,20 @@ def test_a_run_stopped_mid_epoch_saves_its_step_and_resumes_exactly(
         torch.testing.assert_close(final_resumed[name], tensor, rtol=1e-5, atol=1e-6)
 
 
+def test_a_stop_before_the_first_step_saves_nothing(dataset: Path, tmp_path: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    result = train(load_posts(dataset), preset=TINY, out_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
+                   config=TrainConfig(epochs=1, batch_size=2, precision="float32"), stop=stop)
+    assert result.stopped_early and result.steps == 0
+    assert not (tmp_path / "run" / "train_state.json").exists()
+
+
 def test_uapt_train_saves_and_exits_with_its_own_status_on_sigterm(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     log = tmp_path / "train.log"
     command = [sys.executable, "-m", "cli.main", "train", "--data", str(dataset), "--preset", "tiny",
-               "--epochs", "100000", "--batch-size", "2", "--precision", "float32",
+               "--epochs", "100000", "--batch-size", "2", "--precision", "float32", "--eval-every", "1000000",
                "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
     with log.open("w") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
@@ -113,8 +154,9 @@ def test_uapt_train_saves_and_exits_with_its_own_status_on_sigterm(dataset: Path
             proc.kill()
     text = log.read_text()
     assert code == EXIT_STOPPED, text[-2000:]
-    state = json.loads((out / "train_state.json").read_text())
-    assert state["step"] > 0 and f"--resume {out}" in text
+    stopped_at = re.search(r"stopped at step (\d+) of", text)
+    assert stopped_at and f"--resume {out}" in text, text[-2000:]
+    assert json.loads((out / "train_state.json").read_text())["step"] == int(stopped_at[1]) > 0  # the stop's own save
     assert not (out / "metrics.json").exists()
 
 
@@ -128,23 +170,12 @@ def test_a_stopped_ablation_keeps_its_finished_runs_and_resume_completes_it(
     common = dict(preset="tiny", out_dir=tmp_path / "ablate", options=EvalOptions(num_beams=1, limit=1),
                   config=TrainConfig(epochs=2, batch_size=2, precision="float32"), cache_dir=tmp_path / "cache",
                   variants=["full", "no_context"])
-    stop = trainer.threading.Event()
-    real_step = trainer.optimizer_step
-    calls = 0
-
-    def step_then_request_a_stop_in_the_second_run(*args, **kwargs):
-        nonlocal calls
-        calls += 1
-        if calls == 6:  # the first run has 4 steps
-            stop.set()
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "optimizer_step", step_then_request_a_stop_in_the_second_run)
+    stop = _stop_at_call(monkeypatch, 7)  # the first run has 4 steps; step 3 of the second is no val step
     assert ablate.run_ablation(posts, **common, stop=stop) is None
     monkeypatch.undo()
     out = tmp_path / "ablate"
     assert (out / "full-init0" / "run.json").is_file()
-    assert json.loads((out / "no_context-init0" / "train_state.json").read_text())["step"] == 2
+    assert json.loads((out / "no_context-init0" / "train_state.json").read_text())["step"] == 3
     assert not (out / "no_context-init0" / "run.json").exists()
 
     table = ablate.run_ablation(posts, **common, resume=True)
