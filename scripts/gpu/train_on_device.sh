@@ -3,10 +3,10 @@
 # train one or two named runs side by side, and leave each run's log and float16 copy
 # (in 15 MB pieces, the most a returned file may hold) in $OUT.
 # Usage: bash scripts/gpu/train_on_device.sh NAME "TRAIN ARGS" [NAME "TRAIN ARGS"]
-#   env: DEADLINE (seconds after the start at which unfinished runs stop; default 560), DEVICE (default cuda)
+#   env: DEADLINE (seconds after the start at which unfinished runs stop; default 540), DEVICE (default cuda)
 set -uo pipefail
 source scripts/gpu/device_paths.sh
-DEADLINE=${DEADLINE:-560}
+DEADLINE=${DEADLINE:-540}  # + 20 s to KILL a run that ignores SIGTERM + ~16 s packing < the call's 600 s
 DEVICE=${DEVICE:-cuda}
 STAGE=.gpu-stage2
 (( $# == 2 || $# == 4 )) || { echo "usage: $0 NAME \"TRAIN ARGS\" [NAME \"TRAIN ARGS\"] (at most two runs: 8 files come back)" >&2; exit 2; }
@@ -30,10 +30,10 @@ while (( $# >= 2 )); do
     shift 2
     (( $(left) > 0 )) || { say "no time left for run $name"; break; }
     say "run $name: $args"
-    # SIGTERM at the deadline: the run saves its exact state at the end of the step (uapt train's
-    # signal handling); KILL 20 s later if it has not stopped by then
+    # SIGTERM at the deadline: the run saves its exact state at the end of the step and exits 75
+    # (uapt train's signal handling); KILL 20 s later if it has not stopped by then
     # shellcheck disable=SC2086  # the run's arguments are meant to split
-    OMP_NUM_THREADS=$threads timeout -k 20 "$(left)" python3 scripts/gpu/device_entry.py train --data $DATA --cache-dir $CACHE --device "$DEVICE" \
+    OMP_NUM_THREADS=$threads timeout --preserve-status -k 20 "$(left)" python3 scripts/gpu/device_entry.py train --data $DATA --cache-dir $CACHE --device "$DEVICE" \
         $args --out /tmp/$name > "$OUT/$name.log" 2>&1 &
     pids+=($!) names+=("$name")
     # the first run encodes the images into the shared cache; the second waits for that (both
@@ -47,7 +47,13 @@ done
 for i in "${!pids[@]}"; do
     wait "${pids[$i]}"
     rc=$?
-    say "run ${names[$i]} exited with $rc$( (( rc == 124 )) && echo ': stopped at DEADLINE, before its end')"
+    case $rc in
+        0) outcome="finished" ;;
+        75) outcome="stopped at DEADLINE: saved at the step it reached (see its log), not finished" ;;
+        137) outcome="killed 20 s after DEADLINE: only its last val check's checkpoint is left" ;;
+        *) outcome="failed (see its log)" ;;
+    esac
+    say "run ${names[$i]} exited with $rc: $outcome"
 done
 for name in "${names[@]}"; do
     [[ -f /tmp/$name/trainable.safetensors ]] || continue
