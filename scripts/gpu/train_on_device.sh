@@ -39,7 +39,7 @@ while (( $# >= 2 )); do
     # the first run encodes the images into the shared cache; the second waits for that (both
     # encoding at once took 5 minutes instead of 1.26's 14 s: RESULTS 1.28)
     for _ in $(seq 180); do
-        grep -q "INFO model.training.trainer: training" "$OUT/$name.log" && break
+        grep -qs "INFO model.training.trainer: training" "$OUT/$name.log" && break
         kill -0 "${pids[-1]}" 2>/dev/null || break
         sleep 1
     done
@@ -51,6 +51,7 @@ for i in "${!pids[@]}"; do
         0) outcome="finished" ;;
         75) outcome="stopped at DEADLINE: saved at the step it reached (see its log), not finished" ;;
         137) outcome="killed 20 s after DEADLINE: only its last val check's checkpoint is left" ;;
+        143) outcome="stopped at DEADLINE while still starting: nothing saved" ;;
         *) outcome="failed (see its log)" ;;
     esac
     say "run ${names[$i]} exited with $rc: $outcome"
