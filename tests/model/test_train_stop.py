@@ -50,10 +50,14 @@ def test_the_first_signal_sets_the_event_and_gives_the_old_handler_back() -> Non
 
 
 def test_leaving_the_block_without_a_signal_restores_the_handlers() -> None:
-    before = signal.getsignal(signal.SIGINT)
-    with stop_on_signals():
-        assert signal.getsignal(signal.SIGINT) is not before
-    assert signal.getsignal(signal.SIGINT) is before
+    mine = signal.default_int_handler  # set here: a background job's shell may have left SIGINT ignored
+    before = signal.signal(signal.SIGINT, mine)
+    try:
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGINT) is not mine
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_an_ignored_signal_stays_ignored() -> None:
