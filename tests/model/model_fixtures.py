@@ -7,11 +7,14 @@ several test modules would otherwise be built once per module).
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
+from model.checkpoint import WEIGHTS_FILE
 from model.factory import load_model
 
 from model.uapt import UAPT
@@ -29,6 +32,14 @@ def sample_images(count: int) -> list[Image.Image]:
         Image.new("RGB", (24 + 7 * i, 40 - 3 * i), ((53 * i) % 256, (97 * i + 40) % 256, (31 * i + 200) % 256))
         for i in range(count)
     ]
+
+
+def assert_same_trained_weights(expected_dir: Path, actual_dir: Path) -> None:
+    """Two checkpoints' trained weights agree to float32 round-off: a resumed run against an unbroken one."""
+    expected = load_file(str(expected_dir / WEIGHTS_FILE))
+    actual = load_file(str(actual_dir / WEIGHTS_FILE))
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, rtol=1e-5, atol=1e-6)
 
 
 SAMPLE_KEYWORDS = [["beach", "sunset"], [], ["coffee", "latte", "morning"], ["dog"], ["city", "night"], ["cake"]]

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from model.config import PRESETS
-from model_fixtures import FakeDtypeTimings, pretend_auto_times_both_dtypes
+from model_fixtures import FakeDtypeTimings, assert_same_trained_weights, pretend_auto_times_both_dtypes
 from model.data.dataset import load_posts
 from model.data.synth import write_dataset
 from model.training.train_config import TrainConfig
@@ -70,10 +70,7 @@ def test_resume_continues_from_saved_step(posts, tmp_path: Path) -> None:
     assert resumed.steps == 4
     assert resumed.train_losses[:3] == part.train_losses
     assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
-    final_whole = load_file(str(tmp_path / "whole" / "trainable.safetensors"))
-    final_resumed = load_file(str(tmp_path / "resumed" / "trainable.safetensors"))
-    for name, tensor in final_whole.items():
-        torch.testing.assert_close(final_resumed[name], tensor, rtol=1e-5, atol=1e-6)
+    assert_same_trained_weights(tmp_path / "whole", tmp_path / "resumed")
     step_counts = {k: v for k, v in saved_moments.items() if k.endswith(".step")}
     assert step_counts and all(float(v) == 3 for v in step_counts.values())
 

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from model.config import PRESETS
 from model.data.dataset import load_posts
@@ -23,6 +21,7 @@ from model.training import trainer
 from model.training.stop import EXIT_STOPPED, signals_deferred, stop_on_signals
 from model.training.train_config import TrainConfig
 from model.training.trainer import train
+from model_fixtures import assert_same_trained_weights
 
 TINY = PRESETS["tiny"]
 
@@ -122,10 +121,7 @@ def test_a_stopped_run_saves_its_step_and_resumes_exactly(
                     resume=tmp_path / "run")
     assert not resumed.stopped_early and resumed.steps == 4
     assert resumed.train_losses == pytest.approx(whole.train_losses, rel=1e-5)
-    final_whole = load_file(str(tmp_path / "whole" / "trainable.safetensors"))
-    final_resumed = load_file(str(tmp_path / "run" / "trainable.safetensors"))
-    for name, tensor in final_whole.items():
-        torch.testing.assert_close(final_resumed[name], tensor, rtol=1e-5, atol=1e-6)
+    assert_same_trained_weights(tmp_path / "whole", tmp_path / "run")
 
 
 def test_a_stop_before_the_first_step_saves_nothing(dataset: Path, tmp_path: Path) -> None:
