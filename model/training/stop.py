@@ -39,8 +39,10 @@ def stop_on_signals(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> Itera
             signal.signal(sig, handler)
 
     def request_stop(signum: int, _frame) -> None:
-        requested.set()
+        # handlers back first: Event.set takes a lock, and a second signal re-entering this
+        # handler inside it would deadlock (worker.loop.StopFlag avoids the lock instead)
         restore()
+        requested.set()
         logger.warning(
             "%s: the run saves its state after this step and stops; send it again to stop at once",
             signal.Signals(signum).name,
