@@ -106,7 +106,7 @@ def _parse_line(raw: str, lineno: int, data_dir: Path) -> tuple[PostRecord | Non
     return (None if problems else record), problems
 
 
-def _read(data_dir: Path, *, verify_images: bool) -> tuple[list[PostRecord], list[Problem]]:
+def _read(data_dir: Path, *, verify_images: bool, require_images: bool = True) -> tuple[list[PostRecord], list[Problem]]:
     path = _posts_path(data_dir)
     records: list[PostRecord] = []
     problems: list[Problem] = []
@@ -128,7 +128,7 @@ def _read(data_dir: Path, *, verify_images: bool) -> tuple[list[PostRecord], lis
             )
             continue
         first_seen[record.post_id] = lineno
-        image_problem = _image_problem(record.image, verify_images)
+        image_problem = _image_problem(record.image, verify_images) if require_images else None
         if image_problem:
             problems.append(Problem(lineno, image_problem))
             continue
@@ -163,9 +163,13 @@ def check_dataset(data_dir: str | Path, *, verify_images: bool = True) -> tuple[
     return records, problems
 
 
-def load_posts(data_dir: str | Path) -> list[PostRecord]:
-    """All posts of a dataset, in file order; raises DatasetError naming the first problems."""
-    records, problems = _read(Path(data_dir), verify_images=False)
+def load_posts(data_dir: str | Path, *, require_images: bool = True) -> list[PostRecord]:
+    """All posts of a dataset, in file order; raises DatasetError naming the first problems.
+
+    `require_images=False` is for a dataset whose images were drawn only in part, on
+    purpose (`write_dataset`'s `image_splits`): its missing image files are not a problem.
+    """
+    records, problems = _read(Path(data_dir), verify_images=False, require_images=require_images)
     if problems:
         shown = "; ".join(str(p) for p in problems[:3])
         more = f" (and {len(problems) - 3} more; run 'uapt data check')" if len(problems) > 3 else ""

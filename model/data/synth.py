@@ -21,6 +21,7 @@ import functools
 import json
 import math
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,47 +247,76 @@ def photo(obj: str) -> Image.Image:
     return Image.fromarray(loaded).convert("RGB")
 
 
-def _jittered_photo(rng: random.Random, obj: str) -> Image.Image:
-    """A random crop (70-100% per side), maybe mirrored, rescaled and colour-jittered copy of the photo."""
-    source = photo(obj)
-    w, h = source.size
+@dataclass(frozen=True)
+class ImageLayout:
+    """Every random choice behind one picture, so drawing it can be skipped without moving the seed's stream."""
+
+    content: ImageContent
+    horizon: int  # where the ground starts
+    stars: tuple[tuple[int, int], ...]  # night sky points
+    crop: tuple[int, int, int, int]  # of the photo, before mirroring and scaling
+    mirrored: bool
+    photo_size: tuple[int, int]  # after scaling
+    jitter: tuple[float, float, float]  # brightness, contrast, colour
+    photo_at: tuple[int, int]
+    shapes: tuple[tuple[int, int, int], ...]  # (x0, y0, size) of each drawn shape
+
+
+def plan_image(rng: random.Random, content: ImageContent) -> ImageLayout:
+    """Draw the picture's random choices, in the order the dataset's bytes depend on.
+
+    The photo is a random crop (70-100% per side), maybe mirrored, scaled so its
+    longest side is 45-70% of the image and colour-jittered. It sits opposite the
+    shapes, so neither hides the other.
+    """
+    horizon = rng.randint(110, 150)
+    stars = ()
+    if content.scene == "night":
+        stars = tuple((rng.randint(0, IMAGE_SIZE), rng.randint(0, horizon)) for _ in range(12))
+    w, h = photo(content.obj).size
     cw, ch = int(w * rng.uniform(0.7, 1.0)), int(h * rng.uniform(0.7, 1.0))
     x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    crop = source.crop((x0, y0, x0 + cw, y0 + ch))
-    if rng.random() < 0.5:
-        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    longest = int(IMAGE_SIZE * rng.uniform(0.45, 0.7))
-    scale = longest / max(cw, ch)
-    crop = crop.resize((max(1, int(cw * scale)), max(1, int(ch * scale))), Image.Resampling.BILINEAR)
-    for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-        crop = enhancer(crop).enhance(rng.uniform(0.8, 1.2))
-    return crop
+    mirrored = rng.random() < 0.5
+    scale = int(IMAGE_SIZE * rng.uniform(0.45, 0.7)) / max(cw, ch)
+    pw, ph = max(1, int(cw * scale)), max(1, int(ch * scale))
+    jitter = (rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2))
+    left_side = content.position == "right" or (content.position == "middle" and rng.random() < 0.5)
+    px = rng.randint(0, 20) if left_side else IMAGE_SIZE - pw - rng.randint(0, 20)
+    py = rng.randint(20, IMAGE_SIZE - ph)
+    x_range = {"left": (10, 80), "middle": (75, 120), "right": (120, 180)}[content.position]
+    shapes = []
+    for _ in range(content.count):
+        size = rng.randint(22, 38)
+        shapes.append((rng.randint(*x_range), rng.randint(20, 180), size))
+    return ImageLayout(content, horizon, stars, (x0, y0, x0 + cw, y0 + ch), mirrored, (pw, ph), jitter,
+                       (max(0, px), py), tuple(shapes))
 
 
-def draw_image(rng: random.Random, content: ImageContent) -> Image.Image:
-    """A 224 px picture: two-tone scene background, the object's photo, and `count` coloured shapes."""
+def render_image(layout: ImageLayout) -> Image.Image:
+    """A 224 px picture: two-tone scene background, the object's photo, and the coloured shapes."""
+    content = layout.content
     top, bottom, _ = SCENES[content.scene]
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), top)
     draw = ImageDraw.Draw(image)
-    horizon = rng.randint(110, 150)
-    draw.rectangle((0, horizon, IMAGE_SIZE, IMAGE_SIZE), fill=bottom)
-    if content.scene == "night":
-        for _ in range(12):
-            x, y = rng.randint(0, IMAGE_SIZE), rng.randint(0, horizon)
-            draw.point((x, y), fill=(255, 255, 220))
-    picture = _jittered_photo(rng, content.obj)
-    # the photo sits opposite the shapes, so neither hides the other
-    left_side = content.position == "right" or (content.position == "middle" and rng.random() < 0.5)
-    px = rng.randint(0, 20) if left_side else IMAGE_SIZE - picture.width - rng.randint(0, 20)
-    py = rng.randint(20, IMAGE_SIZE - picture.height)
-    image.paste(picture, (max(0, px), py))
-    x_range = {"left": (10, 80), "middle": (75, 120), "right": (120, 180)}[content.position]
+    draw.rectangle((0, layout.horizon, IMAGE_SIZE, IMAGE_SIZE), fill=bottom)
+    for point in layout.stars:
+        draw.point(point, fill=(255, 255, 220))
+    picture = photo(content.obj).crop(layout.crop)
+    if layout.mirrored:
+        picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    picture = picture.resize(layout.photo_size, Image.Resampling.BILINEAR)
+    for enhancer, factor in zip((ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color), layout.jitter):
+        picture = enhancer(picture).enhance(factor)
+    image.paste(picture, layout.photo_at)
     fill = COLOURS[content.colour]
-    for _ in range(content.count):
-        size = rng.randint(22, 38)
-        x0, y0 = rng.randint(*x_range), rng.randint(20, 180)
+    for x0, y0, size in layout.shapes:
         _draw_shape(draw, content.shape, (x0, y0, x0 + size, y0 + size), fill)
     return image
+
+
+def draw_image(rng: random.Random, content: ImageContent) -> Image.Image:
+    """Plan and render one picture."""
+    return render_image(plan_image(rng, content))
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill) -> None:
@@ -321,10 +351,15 @@ def split_for(index: int, posts_per_user: int) -> str:
     return "train"
 
 
-def write_dataset(out_dir: Path, *, users: int, posts_per_user: int, seed: int) -> Path:
+def write_dataset(
+    out_dir: Path, *, users: int, posts_per_user: int, seed: int, image_splits: Collection[str] | None = None
+) -> Path:
     """Write ``posts.jsonl``, ``images/*.png`` and ``synth.json`` under `out_dir`; return `out_dir`.
 
-    Deterministic by (users, posts_per_user, seed).
+    Deterministic by (users, posts_per_user, seed). `image_splits` draws only the
+    images of posts in those splits (drawing is most of the time): the demo needs
+    its new posts' pictures, not the history's. Every post and every image drawn
+    is still byte for byte what a full write gives.
     """
     if users < 1:
         raise DatasetError(f"users must be >= 1, got {users}")
@@ -341,13 +376,16 @@ def write_dataset(out_dir: Path, *, users: int, posts_per_user: int, seed: int) 
             content = draw_content(rng, style)
             post_id = f"{style.user_id}-p{i:04d}"
             image_rel = f"{IMAGES_DIR}/{post_id}.png"
-            draw_image(rng, content).save(out_dir / image_rel, format="PNG")
+            split = split_for(i, posts_per_user)
+            layout = plan_image(rng, content)
+            if image_splits is None or split in image_splits:
+                render_image(layout).save(out_dir / image_rel, format="PNG")
             record = {
                 "post_id": post_id,
                 "user_id": style.user_id,
                 "image": image_rel,
                 "text": write_caption(rng, style, content, i),
-                "split": split_for(i, posts_per_user),
+                "split": split,
                 "labels": content.labels(style.on_topic),
             }
             lines.append(json.dumps(record, ensure_ascii=False))

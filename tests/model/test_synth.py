@@ -1,6 +1,8 @@
 from pathlib import Path
 
-from model.data.dataset import load_posts
+import pytest
+
+from model.data.dataset import DatasetError, load_posts
 from model.data.stats import compute_stats
 from model.data.synth import write_dataset
 
@@ -13,6 +15,20 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     assert (a / "posts.jsonl").read_bytes() != (c / "posts.jsonl").read_bytes()
     for image in sorted((a / "images").iterdir()):
         assert image.read_bytes() == (b / "images" / image.name).read_bytes()
+
+
+def test_drawing_only_some_splits_changes_nothing_else(tmp_path: Path) -> None:
+    full = write_dataset(tmp_path / "full", users=3, posts_per_user=10, seed=11)
+    part = write_dataset(tmp_path / "part", users=3, posts_per_user=10, seed=11, image_splits={"test"})
+    assert (part / "posts.jsonl").read_bytes() == (full / "posts.jsonl").read_bytes()
+    assert [p.post_id for p in load_posts(part, require_images=False)] == [p.post_id for p in load_posts(full)]
+    with pytest.raises(DatasetError, match="not found"):
+        load_posts(part)
+    test_images = {Path(p.image).name for p in load_posts(full) if p.split == "test"}
+    drawn = {image.name for image in (part / "images").iterdir()}
+    assert drawn == test_images and len(drawn) == 6
+    for name in drawn:
+        assert (part / "images" / name).read_bytes() == (full / "images" / name).read_bytes()
 
 
 def test_every_user_has_every_split(small_dataset: Path) -> None:
