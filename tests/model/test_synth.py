@@ -1,3 +1,4 @@
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,13 @@ def test_drawing_only_some_splits_changes_nothing_else(tmp_path: Path) -> None:
     assert drawn == test_images and len(drawn) == 6
     for name in drawn:
         assert (part / "images" / name).read_bytes() == (full / "images" / name).read_bytes()
+
+
+def test_the_demo_checkpoints_data_is_unchanged(tmp_path: Path) -> None:
+    """checkpoints/demo-offline knows these users only as this generator drew them; planning without drawing is enough."""
+    data = write_dataset(tmp_path, users=12, posts_per_user=500, seed=0, image_splits=())
+    digest = hashlib.sha256((data / "posts.jsonl").read_bytes()).hexdigest()
+    assert digest == "bc7fd714fdff0bc16c08fb14c8262dd7d6fa6b28d40c74cee95f3505f66a5b1d"
 
 
 def test_every_user_has_every_split(small_dataset: Path) -> None:
