@@ -24,18 +24,10 @@ import torch  # noqa: E402
 
 from model.data.dataset import load_posts  # noqa: E402
 from model.data.samples import train_profiles  # noqa: E402
+from model.evaluation.evaluate import trained_keywords_k  # noqa: E402
 from model.factory import load_model  # noqa: E402
 from model.training.features import FeatureCache, encode_split  # noqa: E402
-from model.training.train_config import METRICS_FILE, TrainConfig  # noqa: E402
 from model.training.trainer import evaluate_loss, image_reliance  # noqa: E402
-
-
-def keywords_k(checkpoint: Path) -> int:
-    """The keyword count the checkpoint trained with (its metrics.json), else the default."""
-    metrics = checkpoint / METRICS_FILE
-    if metrics.is_file():
-        return int(json.loads(metrics.read_text(encoding="utf-8"))["config"]["keywords_k"])
-    return TrainConfig().keywords_k
 
 
 def main() -> None:
@@ -52,7 +44,7 @@ def main() -> None:
     for checkpoint in args.checkpoint:
         start = time.perf_counter()
         model = load_model(None, checkpoint=checkpoint, device="cpu", dtype="float32")
-        split = encode_split(records, args.split, keywords_k(checkpoint), FeatureCache(args.cache_dir, model), profiles)
+        split = encode_split(records, args.split, trained_keywords_k(checkpoint), FeatureCache(args.cache_dir, model), profiles)
         loss = evaluate_loss(model, split, args.batch_size, device)
         reliance = image_reliance(model, split, args.batch_size, device, loss)
         print(json.dumps({"checkpoint": str(checkpoint), "split": args.split, "posts": len(split.samples),

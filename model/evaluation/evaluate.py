@@ -136,7 +136,7 @@ def generate_captions(
     return captions
 
 
-def _trained_keywords_k(checkpoint: Path) -> int:
+def trained_keywords_k(checkpoint: Path) -> int:
     """The keyword count the trainer recorded in the checkpoint's extra data (5 if absent)."""
 
     meta = json.loads((checkpoint / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -157,7 +157,7 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     checkpoint = Path(checkpoint)
     config = read_checkpoint_config(checkpoint)
-    k = options.keywords_k if options.keywords_k is not None else _trained_keywords_k(checkpoint)
+    k = options.keywords_k if options.keywords_k is not None else trained_keywords_k(checkpoint)
     model = load_model(config, checkpoint=checkpoint, device=device)
     cache = FeatureCache(cache_dir, model)
     profiles = train_profiles(records)
