@@ -225,30 +225,45 @@ def fit_tagger(
     fit: TaggerFit = TaggerFit(),
     val: tuple[Tensor, Sequence[str]] | None = None,
 ) -> tuple[ImageWordTagger, dict]:
-    """Fit the read-out on train images and their captions; returns it and fit figures (BCE, and on `val` if given)."""
+    """Fit the read-out on train images and their captions; returns it and fit figures (BCE, and on `val` if given).
+
+    With several L2 penalties in `fit`, one read-out is fitted per penalty and each word keeps
+    the weights of the penalty with its lowest cross-entropy on `val`.
+    """
     if image_features.size(0) != len(captions) or not captions:
         raise ImageWordsError(f"{image_features.size(0)} images for {len(captions)} captions")
+    if len(fit.l2) > 1 and val is None:
+        raise ImageWordsError(f"choosing among {len(fit.l2)} L2 penalties word by word needs val images and captions")
     words, token_ids, first_token_ids, targets = build_vocabulary(captions, tokenizer, fit.min_count, fit.bare_form)
     prior = targets.mean(dim=0).clamp(min=1.0 / len(captions))
     tagger = ImageWordTagger(
         image_features.size(-1), words, token_ids, prior.log(), fit.pmi_cap, fit.weight, fit.bands, fit.plausibility,
         first_token_ids,
     )
-    pooled = pool_features(image_features.float(), fit.bands)  # pooled once, not at every step
+    pooled = pool_features(image_features.float(), fit.bands)  # pooled once, not at every fit or step
     tagger.feature_mean.copy_(pooled.mean(dim=0))
     tagger.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-6))
-    tagger.linear.requires_grad_(True)
-    optimizer = torch.optim.Adam(tagger.linear.parameters(), lr=fit.lr)
-    for _ in tqdm(range(fit.steps), desc="fitting image words", leave=False, mininterval=2):
-        loss = F.binary_cross_entropy_with_logits(tagger.read_out(pooled), targets)
-        optimizer.zero_grad(set_to_none=True)
-        (loss + fit.l2 * tagger.linear.weight.pow(2).sum()).backward()
-        optimizer.step()
-    tagger.requires_grad_(False)
-    # the final weights' train loss (the loop's last `loss` was taken before its last step), on the
-    # pooled features and targets already in hand
-    train_bce = float(F.binary_cross_entropy_with_logits(tagger.read_out(pooled), targets))
-    figures = {"words": len(words), "train_captions": len(captions), "train_bce": train_bce}
+    start = {name: value.clone() for name, value in tagger.linear.state_dict().items()}
+    fitted = []
+    for l2 in fit.l2:
+        tagger.linear.load_state_dict(start)
+        _fit_read_out(tagger, pooled, targets, fit, l2)
+        fitted.append({name: value.clone() for name, value in tagger.linear.state_dict().items()})
+    figures: dict = {"words": len(words), "train_captions": len(captions)}
+    if len(fitted) > 1:
+        val_features, val_captions = val
+        per_penalty = []
+        for state in fitted:
+            tagger.linear.load_state_dict(state)
+            per_penalty.append(per_word_bce(tagger, val_features, val_captions))
+        choice = torch.stack(per_penalty).argmin(dim=0)  # (W,) index into fit.l2
+        with torch.no_grad():
+            for name in ("weight", "bias"):
+                chosen = torch.stack([state[name] for state in fitted])[choice, torch.arange(len(words))]
+                getattr(tagger.linear, name).copy_(chosen)
+        figures["words_per_l2"] = {str(l2): int((choice == i).sum()) for i, l2 in enumerate(fit.l2)}
+    # the final weights' train loss, on the pooled features and targets already in hand
+    figures["train_bce"] = float(F.binary_cross_entropy_with_logits(tagger.read_out(pooled), targets))
     if val is not None:
         val_features, val_captions = val
         figures["val_bce"] = bce(tagger, val_features, val_captions)
@@ -259,6 +274,18 @@ def fit_tagger(
     elif fit.min_val_gain > 0:
         raise ImageWordsError("min_val_gain needs val images and captions to tell which words the image predicts")
     return tagger, figures
+
+
+def _fit_read_out(tagger: ImageWordTagger, pooled: Tensor, targets: Tensor, fit: TaggerFit, l2: float) -> None:
+    """Full-batch Adam on the read-out's mean cross-entropy plus `l2` times its squared weights, in place."""
+    tagger.linear.requires_grad_(True)
+    optimizer = torch.optim.Adam(tagger.linear.parameters(), lr=fit.lr)
+    for _ in tqdm(range(fit.steps), desc=f"fitting image words (L2 {l2:g})", leave=False, mininterval=2):
+        loss = F.binary_cross_entropy_with_logits(tagger.read_out(pooled), targets)
+        optimizer.zero_grad(set_to_none=True)
+        (loss + l2 * tagger.linear.weight.pow(2).sum()).backward()
+        optimizer.step()
+    tagger.linear.requires_grad_(False)
 
 
 @torch.no_grad()

@@ -32,7 +32,10 @@ class TaggerFit:
     bands: int = 1  # horizontal bands of the feature grid read beside the image's mean (1: the mean alone)
     steps: int = 400
     lr: float = 1e-2
-    l2: float = 1e-3  # times the squared weights, summed, added to the mean cross-entropy
+    # times the squared weights, summed, added to the mean cross-entropy; with several values one
+    # read-out is fitted per value and each word keeps the one with its lowest val cross-entropy
+    # (each word is its own logistic model: image words bear a weaker penalty than style words)
+    l2: tuple[float, ...] = (1e-3,)
     pmi_cap: float = 3.0  # |log-ratio| limit: one confident read-out must not veto a word outright
     min_val_gain: float = 0.0  # steer only words whose val cross-entropy is this share below their prior's (0: all)
     weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
@@ -46,8 +49,10 @@ class TaggerFit:
             raise ImageWordsError(
                 f"min_count, steps and bands must be >= 1, got {self.min_count}, {self.steps} and {self.bands}"
             )
-        if not (self.lr > 0 and self.l2 >= 0 and self.pmi_cap > 0):
-            raise ImageWordsError(f"lr and pmi_cap must be > 0 and l2 >= 0, got {self.lr}, {self.pmi_cap}, {self.l2}")
+        if not (self.lr > 0 and self.pmi_cap > 0 and self.l2 and min(self.l2) >= 0):
+            raise ImageWordsError(
+                f"lr and pmi_cap must be > 0 and l2 one or more values >= 0, got {self.lr}, {self.pmi_cap}, {self.l2}"
+            )
         if not 0 <= self.min_val_gain < 1:
             raise ImageWordsError(f"min_val_gain must be in [0, 1), got {self.min_val_gain}")
         check_bare_form(self.bare_form)

@@ -409,7 +409,12 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
         help="horizontal bands of the image's feature grid that the read-out sees beside the whole-image mean, top "
         f"to bottom, so that what is above (sky) is told from what is below (ground) (default: {d.bands}: the mean alone)",
     )
-    fit.add_argument("--l2", type=float, default=d.l2, help=f"L2 penalty on the read-out weights (default: {d.l2})")
+    fit.add_argument(
+        "--l2", type=float, nargs="+", default=list(d.l2),
+        help="L2 penalty on the read-out weights; with several values (e.g. 1e-3 3e-4 1e-4 3e-5) each word keeps "
+        "the one with its lowest val cross-entropy, so that words the image predicts can be read more sharply "
+        f"than style words (default: {' '.join(map(str, d.l2))})",
+    )
     fit.add_argument("--steps", type=int, default=d.steps, help=f"full-batch optimizer steps (default: {d.steps})")
     fit.add_argument("--weight", type=float, default=d.weight, help=f"default guidance weight stored with the tagger; 0 turns it off (default: {d.weight})")
     fit.add_argument(
@@ -442,7 +447,7 @@ def _cmd_fit_image_words(args: argparse.Namespace) -> int:
 
     records = _load_or_exit("fit-image-words", args.data)
     try:
-        fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap,
+        fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=tuple(args.l2), weight=args.weight, pmi_cap=args.pmi_cap,
                        min_val_gain=args.min_val_gain, bands=args.bands, plausibility=args.plausibility,
                        bare_form=args.bare_form)
         figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)

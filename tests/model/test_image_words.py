@@ -21,6 +21,7 @@ from model.image_words import (
     caption_words,
     fit_tagger,
     load_tagger,
+    per_word_bce,
     pool_features,
     save_tagger,
     single_token_ids,
@@ -305,9 +306,42 @@ def test_a_tagger_saved_before_bands_existed_loads_as_the_mean(fitted, tmp_path:
         load_tagger(tmp_path, DIM, vocab)
 
 
+def _one_clear_word_data(count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """'red' when the first feature is positive; 'coin' a coin toss the image says nothing about."""
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(count, 1, DIM, generator=generator)
+    tosses = torch.rand(count, generator=generator) < 0.5
+    return features, [
+        "#" + " ".join((["red"] if row[0] > 0 else []) + (["coin"] if toss else []) + ["here"])
+        for row, toss in zip(features[:, 0], tosses.tolist())
+    ]
+
+
+def test_several_penalties_are_chosen_word_by_word_on_val() -> None:
+    features, captions = _one_clear_word_data(300, seed=0)
+    val = _one_clear_word_data(300, seed=1)
+    tokenizer = tiny_model().tokenizer
+    penalties = (1e-1, 1e-4)
+    single = [fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=200, l2=(l2,)), val=val)[0]
+              for l2 in penalties]
+    both, figures = fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=200, l2=penalties), val=val)
+    per_word = [per_word_bce(tagger, *val) for tagger in single]
+    column = {word: j for j, word in enumerate(both.words)}
+    # 'red' is read best with the weak penalty, the coin toss with the strong one
+    assert per_word[1][column["red"]] < per_word[0][column["red"]]
+    assert per_word[0][column["coin"]] < per_word[1][column["coin"]]
+    for word, source in (("red", single[1]), ("coin", single[0])):
+        assert torch.equal(both.linear.weight[column[word]], source.linear.weight[column[word]])
+        assert torch.equal(both.linear.bias[column[word]], source.linear.bias[column[word]])
+    torch.testing.assert_close(per_word_bce(both, *val), torch.minimum(*per_word), rtol=0, atol=1e-6)
+    assert sum(figures["words_per_l2"].values()) == len(both.words) and figures["words_per_l2"]["0.0001"] >= 1
+    with pytest.raises(ImageWordsError, match="needs val"):
+        fit_tagger(features, captions, tokenizer, TaggerFit(min_count=5, steps=200, l2=penalties))
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"bands": 0}, "bands"), ({"plausibility": 1.0}, "plausibility"), ({"min_count": 0}, "min_count"), ({"l2": -1.0}, "l2"), ({"min_val_gain": 1.0}, "min_val_gain"), ({"weight": -2.0}, "weight")],
+    [({"bands": 0}, "bands"), ({"plausibility": 1.0}, "plausibility"), ({"min_count": 0}, "min_count"), ({"l2": (-1.0,)}, "l2"), ({"l2": ()}, "l2"), ({"min_val_gain": 1.0}, "min_val_gain"), ({"weight": -2.0}, "weight")],
 )
 def test_fit_settings_are_checked(fields: dict, message: str) -> None:
     with pytest.raises(ImageWordsError, match=message):
