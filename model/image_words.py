@@ -228,7 +228,8 @@ def fit_tagger(
     """Fit the read-out on train images and their captions; returns it and fit figures (BCE, and on `val` if given).
 
     With several L2 penalties in `fit`, one read-out is fitted per penalty and each word keeps
-    the weights of the penalty with its lowest cross-entropy on `val`.
+    the weights of the penalty with its lowest cross-entropy on `val`; the figures' `val_bce`
+    (and `min_val_gain`'s choice) then read the split that chose the penalties, which flatters them.
     """
     if image_features.size(0) != len(captions) or not captions:
         raise ImageWordsError(f"{image_features.size(0)} images for {len(captions)} captions")

@@ -49,10 +49,14 @@ class TaggerFit:
             raise ImageWordsError(
                 f"min_count, steps and bands must be >= 1, got {self.min_count}, {self.steps} and {self.bands}"
             )
+        penalties = (self.l2,) if isinstance(self.l2, (int, float)) else self.l2  # one may be given as a number
+        object.__setattr__(self, "l2", tuple(float(penalty) for penalty in penalties))
         if not (self.lr > 0 and self.pmi_cap > 0 and self.l2 and min(self.l2) >= 0):
             raise ImageWordsError(
                 f"lr and pmi_cap must be > 0 and l2 one or more values >= 0, got {self.lr}, {self.pmi_cap}, {self.l2}"
             )
+        if len(set(self.l2)) != len(self.l2):
+            raise ImageWordsError(f"each l2 penalty may be given once, got {self.l2}")
         if not 0 <= self.min_val_gain < 1:
             raise ImageWordsError(f"min_val_gain must be in [0, 1), got {self.min_val_gain}")
         check_bare_form(self.bare_form)

@@ -341,8 +341,14 @@ def test_several_penalties_are_chosen_word_by_word_on_val() -> None:
 
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"bands": 0}, "bands"), ({"plausibility": 1.0}, "plausibility"), ({"min_count": 0}, "min_count"), ({"l2": (-1.0,)}, "l2"), ({"l2": ()}, "l2"), ({"min_val_gain": 1.0}, "min_val_gain"), ({"weight": -2.0}, "weight")],
+    [({"bands": 0}, "bands"), ({"plausibility": 1.0}, "plausibility"), ({"min_count": 0}, "min_count"), ({"l2": (-1.0,)}, "l2"), ({"l2": ()}, "l2"), ({"l2": (1e-3, 1e-3)}, "once"), ({"min_val_gain": 1.0}, "min_val_gain"), ({"weight": -2.0}, "weight")],
 )
 def test_fit_settings_are_checked(fields: dict, message: str) -> None:
     with pytest.raises(ImageWordsError, match=message):
         TaggerFit(**fields)
+
+
+def test_one_penalty_may_be_given_as_a_number() -> None:
+    assert TaggerFit(l2=3e-4).l2 == (3e-4,) and TaggerFit(l2=[1e-3, 1e-4]).l2 == (1e-3, 1e-4)
+    with pytest.raises(ImageWordsError, match="l2"):
+        TaggerFit(l2=-1.0)
