@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from model.data.dataset import PostRecord, load_posts  # noqa: E402
 from model.data.samples import train_profiles  # noqa: E402
 from model.evaluation.evaluate import read_best_captions  # noqa: E402
-from model.evaluation.grounding import SCENE_WORDS, is_gradable  # noqa: E402
+from model.evaluation.grounding import SCENE_WORDS, is_gradable, named_scenes  # noqa: E402
 from model.factory import load_model  # noqa: E402
 from model.image_words import caption_words  # noqa: E402
 from model.training.features import FeatureCache, encode_split  # noqa: E402
@@ -81,10 +81,13 @@ def main() -> None:
             for scene, word in user_words[record.user_id].items():
                 if word in column:
                     (true_pmi if scene == true else other_pmi).append(float(pmi[row, column[word]]))
-            wrong = [w for w in caption_words(best.get(sample.post_id, "")) if SCENE_WORDS.get(w, true) != true]
-            if wrong:
+            caption = best.get(sample.post_id, "")
+            if named_scenes(caption) - {true}:  # what wrong_scene_rate counts (plurals too)
                 read_right_where_wrong.append(read_right[-1])
-                named_wrong_pmi += [float(pmi[row, column[w]]) for w in wrong if w in column]
+                wrong_words = [w for w in caption_words(caption) if SCENE_WORDS.get(w, true) != true]
+                named_wrong_pmi += [float(pmi[row, column[w]]) for w in wrong_words if w in column]
+        if not (read_right and true_pmi and other_pmi):
+            raise SystemExit(f"tagger_scenes: the {args.split} split has no gradable post whose scene words the tagger steers")
         print(f"{checkpoint} ({args.split}, {len(read_right)} gradable posts): scene read right {mean(read_right):.3f}; "
               f"PMI of the user's true-scene word {mean(true_pmi):.2f}, of the user's other scene words {mean(other_pmi):.2f} "
               f"({mean(p < -1 for p in other_pmi):.2f} below -1)")
