@@ -398,7 +398,7 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
             "(no labels) and saves it beside the checkpoint's weights (image_words.safetensors/.json). "
             "Decoding then adds WEIGHT x (log p(word | image) - log p(word)) to each vocabulary word's "
             "logits: words the image makes likelier than usual gain, words it makes unlikely lose. "
-            "Takes a minute or two on a CPU; the LM is loaded only for its tokenizer."
+            "Takes a minute or two on a CPU for each --l2 value; the LM is loaded only for its tokenizer."
         ),
     )
     _add_model_args(fit, keywords=False)  # the tagger reads images and captions, no keywords
