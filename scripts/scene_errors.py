@@ -6,7 +6,8 @@ Reads the best caption of each post from the JSON that `uapt evaluate --out` wri
 from the dataset. Over the gradable posts it prints: how often the true scene is named,
 how often another scene is, how often none is, what share of the wrong scenes are among
 the user's three most frequent train scenes, how often the user's single most frequent
-scene alone would be right (the prior), and accuracy per true scene.
+scene alone would be right (the prior), accuracy per true scene, and per user the
+shares of captions naming the true scene, a wrong one, or none.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
         raise SystemExit("scene_errors: no gradable post of the evaluation is in the dataset")
     right, wrong, silent, wrong_habit, prior = 0, 0, 0, 0, 0
     per_scene: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_user: dict[str, Counter] = defaultdict(Counter)
     for r in graded:
         true, named = r.labels["scene"], named_scenes(captions[r.post_id])
         favourites = habits.get(r.user_id, [])
@@ -50,6 +52,7 @@ def main() -> None:
         per_scene[true][0] += hit
         per_scene[true][1] += 1
         prior += favourites[:1] == [true]
+        per_user[r.user_id]["right" if hit else "wrong" if others else "none"] += 1
         if others:
             wrong += 1
             wrong_habit += bool(others & set(favourites))
@@ -58,6 +61,10 @@ def main() -> None:
     print(f"wrong scenes among the user's 3 most frequent train scenes: {wrong_habit / max(wrong, 1):.3f}")
     print(f"the user's most frequent train scene alone would be right: {prior / n:.3f}")
     print("per true scene: " + ", ".join(f"{s} {ok / total:.2f} ({total})" for s, (ok, total) in sorted(per_scene.items())))
+    print("per user, true / wrong / none: " + ", ".join(
+        f"{user} {c['right'] / c.total():.2f} / {c['wrong'] / c.total():.2f} / {c['none'] / c.total():.2f}"
+        for user, c in sorted(per_user.items())
+    ))
 
 
 if __name__ == "__main__":
