@@ -244,24 +244,22 @@ def fit_tagger(
     pooled = pool_features(image_features.float(), fit.bands)  # pooled once, not at every fit or step
     tagger.feature_mean.copy_(pooled.mean(dim=0))
     tagger.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-6))
-    start = {name: value.clone() for name, value in tagger.linear.state_dict().items()}
-    fitted = []
-    for l2 in fit.l2:
-        tagger.linear.load_state_dict(start)
-        _fit_read_out(tagger, pooled, targets, fit, l2)
-        fitted.append({name: value.clone() for name, value in tagger.linear.state_dict().items()})
     figures: dict = {"words": len(words), "train_captions": len(captions)}
-    if len(fitted) > 1:
-        val_features, val_captions = val
-        per_penalty = []
-        for state in fitted:
-            tagger.linear.load_state_dict(state)
-            per_penalty.append(per_word_bce(tagger, val_features, val_captions))
-        choice = torch.stack(per_penalty).argmin(dim=0)  # (W,) index into fit.l2
-        with torch.no_grad():
-            for name in ("weight", "bias"):
-                chosen = torch.stack([state[name] for state in fitted])[choice, torch.arange(len(words))]
-                getattr(tagger.linear, name).copy_(chosen)
+    if len(fit.l2) == 1:
+        _fit_read_out(tagger, pooled, targets, fit, fit.l2[0])
+    else:
+        start = {name: value.clone() for name, value in tagger.linear.state_dict().items()}
+        weights, biases, val_losses = [], [], []  # one of each per penalty
+        for l2 in fit.l2:
+            tagger.linear.load_state_dict(start)
+            _fit_read_out(tagger, pooled, targets, fit, l2)
+            weights.append(tagger.linear.weight.clone())
+            biases.append(tagger.linear.bias.clone())
+            val_losses.append(per_word_bce(tagger, *val))
+        choice = torch.stack(val_losses).argmin(dim=0)  # (W,) index into fit.l2
+        rows = torch.arange(len(words))
+        tagger.linear.weight.copy_(torch.stack(weights)[choice, rows])
+        tagger.linear.bias.copy_(torch.stack(biases)[choice, rows])
         figures["words_per_l2"] = {str(l2): int((choice == i).sum()) for i, l2 in enumerate(fit.l2)}
     # the final weights' train loss, on the pooled features and targets already in hand
     figures["train_bce"] = float(F.binary_cross_entropy_with_logits(tagger.read_out(pooled), targets))

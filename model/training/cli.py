@@ -447,7 +447,7 @@ def _cmd_fit_image_words(args: argparse.Namespace) -> int:
 
     records = _load_or_exit("fit-image-words", args.data)
     try:
-        fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=tuple(args.l2), weight=args.weight, pmi_cap=args.pmi_cap,
+        fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap,
                        min_val_gain=args.min_val_gain, bands=args.bands, plausibility=args.plausibility,
                        bare_form=args.bare_form)
         figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
