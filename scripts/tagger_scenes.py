@@ -63,21 +63,23 @@ def main() -> None:
         tagger = model.image_words  # loaded with the checkpoint
         if tagger is None:
             raise SystemExit(f"tagger_scenes: {checkpoint} has no image-word tagger")
+        # the keyword count only shapes the context features, which the tagger does not read
         split = encode_split(records, args.split, 5, FeatureCache(args.cache_dir, model), train_profiles(records))
         with torch.no_grad():
             pmi = tagger.pmi(split.image_features)
         column = {word: j for j, word in enumerate(tagger.words)}
+        scene_columns: dict[str, list[int]] = defaultdict(list)  # the tagger's columns of each scene's synonyms
+        for word, scene in SCENE_WORDS.items():
+            if word in column:
+                scene_columns[scene].append(column[word])
         read_right, true_pmi, other_pmi, named_wrong_pmi, read_right_where_wrong = [], [], [], [], []
         for row, sample in enumerate(split.samples):
             record = by_id[sample.post_id]
             if not is_gradable(record.labels):
                 continue
             true = record.labels["scene"]
-            per_scene: dict[str, float] = defaultdict(lambda: -float("inf"))
-            for word, scene in SCENE_WORDS.items():
-                if word in column:
-                    per_scene[scene] = max(per_scene[scene], float(pmi[row, column[word]]))
-            read_right.append(max(per_scene, key=per_scene.get) == true)
+            read = max(scene_columns, key=lambda scene: float(pmi[row, scene_columns[scene]].max()))
+            read_right.append(read == true)
             for scene, word in user_words[record.user_id].items():
                 if word in column:
                     (true_pmi if scene == true else other_pmi).append(float(pmi[row, column[word]]))
