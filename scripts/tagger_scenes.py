@@ -86,7 +86,7 @@ def main() -> None:
             caption = best.get(sample.post_id, "")
             if named_scenes(caption) - {true}:  # what wrong_scene_rate counts (plurals too)
                 read_right_where_wrong.append(read_right[-1])
-                wrong_words = [w for w in caption_words(caption) if SCENE_WORDS.get(w, true) != true]
+                wrong_words = [w for w in caption_words(caption) if named_scenes(w) - {true}]  # grounding's plural rule too
                 named_wrong_pmi += [float(pmi[row, column[w]]) for w in wrong_words if w in column]
         if not (read_right and true_pmi and other_pmi):
             raise SystemExit(f"tagger_scenes: the {args.split} split has no gradable post whose scene words the tagger steers")
