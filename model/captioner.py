@@ -29,6 +29,7 @@ class Captioner:
         no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
         repetition_penalty: float = REPETITION_PENALTY,
         image_word_weight: float | None = None,
+        scene_constraint: bool = True,
     ) -> None:
         # Validate now (GenerationError), not at the first batch of a running worker.
         BeamSettings(
@@ -47,6 +48,7 @@ class Captioner:
         self.repetition_penalty = repetition_penalty
         # None: the checkpoint's tagger's own weight
         self.image_word_weight = None if image_word_weight is None else check_weight(image_word_weight)
+        self.scene_constraint = scene_constraint  # with the checkpoint's scene reader, if any
         self.model_id = model.checkpoint_id or f"{model.config.preset}:untrained"
 
     def encode_images(self, images: Sequence[Image.Image]) -> list[Tensor]:
@@ -78,6 +80,7 @@ class Captioner:
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             repetition_penalty=self.repetition_penalty,
             image_word_weight=self.image_word_weight,
+            scene_constraint=self.scene_constraint,
         )
 
     def caption(

@@ -22,13 +22,16 @@ from model.errors import ModelError
 from model.image_words import META_FILE as IMAGE_WORDS_META
 from model.image_words import TENSORS_FILE as IMAGE_WORDS_TENSORS
 from model.image_words import load_tagger
+from model.scene_reader import META_FILE as SCENE_READER_META
+from model.scene_reader import TENSORS_FILE as SCENE_READER_TENSORS
+from model.scene_reader import load_scene_reader
 
 WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "uapt-checkpoint/1"
 NOT_COMPARED = {"notes", "init_seed"}
 """Config fields a checkpoint may differ in from the model it loads into: they say nothing about its weights."""
-SIDE_FILES = ("metrics.json", "curve.png", IMAGE_WORDS_TENSORS, IMAGE_WORDS_META)
+SIDE_FILES = ("metrics.json", "curve.png", IMAGE_WORDS_TENSORS, IMAGE_WORDS_META, SCENE_READER_TENSORS, SCENE_READER_META)
 """Written beside the weights (by the trainer, `uapt fit-image-words`); they travel with a copied checkpoint."""
 
 
@@ -119,6 +122,9 @@ def load_checkpoint(model, ckpt_dir: str | Path) -> None:
     model.image_words = load_tagger(directory, model.image_encoder.dim, embeddings.num_embeddings)
     if model.image_words is not None:
         model.image_words.to(model.device)  # load_model then moves and casts it with the rest
+    model.scene_reader = load_scene_reader(directory, model.image_encoder.dim, embeddings.num_embeddings)
+    if model.scene_reader is not None:
+        model.scene_reader.to(model.device)
     model.checkpoint_id = f"{directory.resolve().name}@{meta['sha256'][:12]}"
 
 

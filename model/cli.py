@@ -71,6 +71,13 @@ def add_decoding_args(parser: argparse.ArgumentParser) -> None:
         help="image word guidance: how strongly the checkpoint's image-word tagger (uapt fit-image-words) "
         "steers words the image makes likely; 0 turns it off (default: the weight stored with the tagger)",
     )
+    parser.add_argument(
+        "--no-scene-constraint",
+        dest="scene_constraint",
+        action="store_false",
+        help="do not rank first the captions that name the scene the checkpoint's scene reader (uapt "
+        "fit-scene-reader) is sure of (default: they are ranked first whenever the checkpoint has a reader)",
+    )
 
 
 def _register_caption(subparsers: argparse._SubParsersAction) -> None:
@@ -147,6 +154,7 @@ def _caption(args: argparse.Namespace) -> int:
             no_repeat_ngram_size=args.no_repeat_ngram_size,
             repetition_penalty=args.repetition_penalty,
             image_word_weight=args.image_word_weight,
+            scene_constraint=args.scene_constraint,
         )
         results = captioner.caption(images, [keywords] * len(images), num_captions=args.num_captions)
     except (GenerationError, ImageWordsError) as error:

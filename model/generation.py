@@ -29,6 +29,13 @@ probability of its most likely next token (the adaptive plausibility constraint 
 contrastive decoding, Li et al. 2023), so a confident read-out cannot force a word
 into a place where the LM would never put one. At temperature T the gate is α^T in
 the LM's raw probabilities: α = 0.1 at the default 0.8 admits tokens within 0.158.
+
+Both beam searches can also require a word: given `required_ids` (a set of token ids per
+image), each image keeps two banks of K beams, those that have not yet generated one of
+its required tokens and those that have (constrained beam search with one disjunctive
+constraint, Anderson et al. 2017; Hokamp and Liu 2017), and its n-best list puts captions
+with a required token first (`_ImageSearch`). An image whose set is empty starts in the
+second bank, which is then plain beam search with K idle rows beside it.
 """
 
 from __future__ import annotations
@@ -165,12 +172,95 @@ class _ImageBeams:
         A beam still going at the length limit is a caption cut mid-text (often chat text
         the LM ran on into after the caption's end), so it never outranks one that ended.
         """
-        ranked = _best_first(self.finished)
-        if not done:
-            penalty = self.settings.length_penalty
-            cut = [Hypothesis(tokens, normalized_score(score, len(tokens), penalty), False) for tokens, score in live]
-            ranked += _best_first(cut)
+        ranked = _best_first(self.finished) + ([] if done else self.cut(live))
         return ranked[: self.settings.n_best]
+
+    def cut(self, live: Sequence[tuple[tuple[int, ...], float]]) -> list[Hypothesis]:
+        """Live beams as hypotheses cut at the length limit, best first (idle padding rows left out)."""
+        penalty = self.settings.length_penalty
+        return _best_first(
+            Hypothesis(tokens, normalized_score(score, len(tokens), penalty), False)
+            for tokens, score in live
+            if score > -math.inf
+        )
+
+
+Choice = tuple[int, int, float]  # (row the candidate extends, token, score)
+
+
+class _ImageSearch:
+    """One image's rows in a beam search: one bank of K beams, or two when a caption must hold a required token.
+
+    With `required` (token ids, possibly none), rows 0..K-1 are the bank without a
+    required token yet and rows K..2K-1 the bank with one; a beam moves to the second
+    bank by generating a required token. Every step refills each bank to K rows,
+    padding with idle rows scored -inf so that every image keeps 2K rows in the batch.
+    """
+
+    def __init__(self, settings: BeamSettings, eos_id: int, required: Sequence[int] | None = None) -> None:
+        self.settings = settings
+        self.eos_id = eos_id
+        self.banks = [_ImageBeams(settings, eos_id) for _ in range(1 if required is None else 2)]
+        self.rows = settings.num_beams * len(self.banks)
+        self.start_row = settings.num_beams if required is not None and not required else 0
+
+    def select(self, tops: Sequence[tuple[list[float], list[int]]], live: Sequence[tuple[int, ...]], vocab: int) -> list[Choice]:
+        """Each bank's pick from its top 2K candidates (`_top_candidates`): `self.rows` choices, bank by bank."""
+        width = self.settings.num_beams
+        chosen: list[Choice] = []
+        for bank, (scores, index) in zip(self.banks, tops):
+            picked = bank.select(scores, [i // vocab for i in index], [i % vocab for i in index], live)
+            chosen += picked + [(0, self.eos_id, -math.inf)] * (width - len(picked))
+        return chosen
+
+    def is_done(self, chosen: Sequence[Choice], length: int) -> bool:
+        """Done when no row is live, or the last bank is done against the best live row of any bank."""
+        best_live = max(score for _, _, score in chosen)
+        return best_live == -math.inf or self.banks[-1].is_done(best_live, length)
+
+    def finalize(self, live: Sequence[tuple[tuple[int, ...], float]], done: bool) -> list[Hypothesis]:
+        """The n-best list; with a required token, ended captions holding one first, then other ended ones, then cut ones."""
+        if len(self.banks) == 1:
+            return self.banks[0].finalize(live, done)
+        width = self.settings.num_beams
+        without, holding = self.banks
+        ranked = _best_first(holding.finished) + _best_first(without.finished)
+        if not done:
+            ranked += holding.cut(live[width:]) + without.cut(live[:width])
+        return ranked[: self.settings.n_best]
+
+
+def _top_candidates(scores: Tensor, log_probs: Tensor, width: int, required: Tensor | None) -> list[tuple[list[float], list[int]]]:
+    """Each bank's top 2K candidates for every image, best first: a (scores, flat indices) pair of lists per bank.
+
+    scores (n, R) and log_probs (n, R, V) are the images' rows; required (n, V) marks each
+    image's required tokens, or is None for one bank. Flat index i extends the image's row
+    i // V with token i % V. The second bank's candidates are the first bank's rows
+    extended by a required token, then its own rows extended by any token.
+    """
+    n, rows, vocab = log_probs.shape
+    candidates = scores[:, :, None] + log_probs  # (n, R, V)
+    if required is None:
+        banks = [candidates.reshape(n, rows * vocab)]
+    else:
+        without = candidates[:, :width]
+        banks = [
+            without.masked_fill(required[:, None, :], -math.inf).reshape(n, width * vocab),
+            torch.cat([without.masked_fill(~required[:, None, :], -math.inf), candidates[:, width:]], dim=1).reshape(n, rows * vocab),
+        ]
+    tops = [bank.topk(2 * width, dim=1) for bank in banks]
+    return [(top.values.tolist(), top.indices.tolist()) for top in tops]
+
+
+def _required_mask(required_ids: Sequence[Sequence[int]] | None, vocab: int, device: torch.device) -> Tensor | None:
+    """(B, V) bool: each image's required tokens; None without `required_ids`."""
+    if required_ids is None:
+        return None
+    mask = torch.zeros(len(required_ids), vocab, dtype=torch.bool, device=device)
+    for row, ids in enumerate(required_ids):
+        if ids:
+            mask[row, torch.tensor(list(ids), dtype=torch.long, device=device)] = True
+    return mask
 
 
 def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings, bias: Tensor | None = None) -> Tensor:
@@ -218,7 +308,10 @@ def _positions(mask: Tensor) -> Tensor:
 
 
 def _check_inputs(
-    prefix: Tensor, prompt_ids: Sequence[Sequence[int]] | None, token_bias: TokenBias | None
+    prefix: Tensor,
+    prompt_ids: Sequence[Sequence[int]] | None,
+    token_bias: TokenBias | None,
+    required_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[list[int]]:
     if prefix.dim() != 3:
         raise GenerationError(f"prefix must be (batch, length, hidden), got shape {tuple(prefix.shape)}")
@@ -227,6 +320,8 @@ def _check_inputs(
             raise GenerationError(
                 f"token_bias.{name} must be (batch, vocab) for a batch of {prefix.size(0)}, got {tuple(bias.shape)}"
             )
+    if required_ids is not None and len(required_ids) != prefix.size(0):
+        raise GenerationError(f"required_ids has {len(required_ids)} entries for a batch of {prefix.size(0)}")
     if prompt_ids is None:
         return [[] for _ in range(prefix.size(0))]
     if len(prompt_ids) != prefix.size(0):
@@ -269,57 +364,58 @@ def beam_search(
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
     token_bias: TokenBias | None = None,
+    required_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search over all images and beams at once, with the KV cache.
 
-    prefix: (B, P, H); token_bias: each image's logit biases (`TokenBias`), or None.
+    prefix: (B, P, H); token_bias: each image's logit biases (`TokenBias`), or None;
+    required_ids: each image's required tokens (module docstring), or None.
     """
-    prompts = _check_inputs(prefix, prompt_ids, token_bias)
+    prompts = _check_inputs(prefix, prompt_ids, token_bias, required_ids)
     token_bias = _caption_start_bias(token_bias, prompts)
-    width = settings.num_beams
+    searches = [_ImageSearch(settings, eos_id, None if required_ids is None else required_ids[i]) for i in range(len(prompts))]
+    width = searches[0].rows  # rows per image: K, or 2K with a required token
     logits, cache, mask = _prefill(lm, prefix, prompts)
     rows = torch.arange(prefix.size(0), device=prefix.device).repeat_interleave(width)
     cache.reorder_cache(rows)
-    mask = mask[rows]  # (B*K, L)
-    history = torch.zeros(len(rows), 0, dtype=torch.long, device=prefix.device)  # (B*K, t): generated tokens
+    mask = mask[rows]  # (B*R, L)
+    history = torch.zeros(len(rows), 0, dtype=torch.long, device=prefix.device)  # (B*R, t): generated tokens
     first_bias = None if token_bias is None else token_bias.at(0)
-    log_probs = next_log_probs(logits, history[: prefix.size(0)], settings, first_bias)[rows]  # (B*K, V)
-    row_bias = None if token_bias is None else token_bias.later[rows]  # (B*K, V): each beam row's image's bias
+    log_probs = next_log_probs(logits, history[: prefix.size(0)], settings, first_bias)[rows]  # (B*R, V)
+    row_bias = None if token_bias is None else token_bias.later[rows]  # (B*R, V): each row's image's bias
     vocab = log_probs.size(-1)
+    required = _required_mask(required_ids, vocab, prefix.device)  # (n, V) for the active images, or None
 
-    beams = [_ImageBeams(settings, eos_id) for _ in prompts]
     results: list[list[Hypothesis]] = [[] for _ in prompts]
     live: list[list[tuple[int, ...]]] = [[()] * width for _ in prompts]
     active = list(range(len(prompts)))  # images still decoding, in cache-row order
     scores = torch.full((len(active), width), -math.inf, device=prefix.device)
-    scores[:, 0] = 0.0  # one real beam per image at the start; the copies would only duplicate it
+    for image, search in enumerate(searches):
+        scores[image, search.start_row] = 0.0  # one real beam per image at the start; copies would only duplicate it
     for step in range(settings.max_new_tokens):
-        candidates = (scores.view(-1, 1) + log_probs).view(len(active), width * vocab)  # (n, K*V)
-        top_scores, top_index = candidates.topk(2 * width, dim=1)  # (n, 2K), best first
-        top_scores, top_index = top_scores.tolist(), top_index.tolist()
+        tops = _top_candidates(scores, log_probs.view(len(active), width, vocab), settings.num_beams, required)
         sources: list[int] = []
         next_tokens: list[int] = []
         next_scores: list[float] = []
         still_active: list[int] = []
         for slot, image in enumerate(active):
-            index = top_index[slot]
-            chosen = beams[image].select(
-                top_scores[slot], [i // vocab for i in index], [i % vocab for i in index], live[image]
-            )
-            new_live = [(live[image][beam] + (token,), score) for beam, token, score in chosen]
-            done = not chosen or beams[image].is_done(chosen[0][2], step + 1)
+            chosen = searches[image].select([(top[slot], index[slot]) for top, index in tops], live[image], vocab)
+            new_live = [(live[image][row] + (token,), score) for row, token, score in chosen]
+            done = searches[image].is_done(chosen, step + 1)
             if done or step + 1 == settings.max_new_tokens:
-                results[image] = beams[image].finalize(new_live, done)
+                results[image] = searches[image].finalize(new_live, done)
                 continue
             live[image] = [tokens for tokens, _ in new_live]
             still_active.append(image)
-            sources += [slot * width + beam for beam, _, _ in chosen]
+            sources += [slot * width + row for row, _, _ in chosen]
             next_tokens += [token for _, token, _ in chosen]
             next_scores += [score for _, _, score in chosen]
         if not still_active:
             break
-        if row_bias is not None and len(still_active) < len(active):  # rebuilt only when images leave the batch
-            row_bias = token_bias.later[torch.tensor(still_active, device=prefix.device)].repeat_interleave(width, 0)
+        if len(still_active) < len(active):  # rebuilt only when images leave the batch
+            kept = torch.tensor(still_active, device=prefix.device)
+            row_bias = None if token_bias is None else token_bias.later[kept].repeat_interleave(width, 0)
+            required = None if required is None else _required_mask([required_ids[i] for i in still_active], vocab, prefix.device)
         active = still_active
         source = torch.tensor(sources, device=prefix.device)
         cache.reorder_cache(source)
@@ -340,18 +436,20 @@ def naive_beam_search(
     settings: BeamSettings,
     prompt_ids: Sequence[Sequence[int]] | None = None,
     token_bias: TokenBias | None = None,
+    required_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Reference beam search: one image at a time, the full sequence recomputed every step, no cache.
 
     (Only the last position goes through the LM head, as in the batched prefill.)
     """
-    prompts = _check_inputs(prefix, prompt_ids, token_bias)
+    prompts = _check_inputs(prefix, prompt_ids, token_bias, required_ids)
     token_bias = _caption_start_bias(token_bias, prompts)
     embed = lm.get_input_embeddings()
     results = []
     for row, prompt in enumerate(prompts):
-        beams = _ImageBeams(settings, eos_id)
-        live: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
+        image_required = None if required_ids is None else [required_ids[row]]
+        search = _ImageSearch(settings, eos_id, None if image_required is None else image_required[0])
+        live = [((), 0.0 if r == search.start_row else -math.inf) for r in range(search.rows)]
         for step in range(settings.max_new_tokens):
             sequences = []
             for tokens, _ in live:
@@ -360,19 +458,16 @@ def naive_beam_search(
             logits = lm(inputs_embeds=torch.stack(sequences), use_cache=False, logits_to_keep=1).logits[:, -1]
             history = torch.tensor([tokens for tokens, _ in live], dtype=torch.long, device=prefix.device).view(len(live), step)
             row_bias = None if token_bias is None else token_bias.at(step)[row].expand(len(live), -1)
-            log_probs = next_log_probs(logits, history, settings, row_bias)  # (beams, V)
+            log_probs = next_log_probs(logits, history, settings, row_bias)  # (rows, V)
             vocab = log_probs.size(-1)
+            required = _required_mask(image_required, vocab, prefix.device)
             beam_scores = torch.tensor([score for _, score in live], device=prefix.device)
-            candidates = (beam_scores[:, None] + log_probs).view(-1)
-            top_scores, top_index = candidates.topk(2 * settings.num_beams)
-            index = top_index.tolist()
-            chosen = beams.select(
-                top_scores.tolist(), [i // vocab for i in index], [i % vocab for i in index], [t for t, _ in live]
-            )
+            tops = _top_candidates(beam_scores[None], log_probs[None], settings.num_beams, required)
+            chosen = search.select([(top[0], index[0]) for top, index in tops], [t for t, _ in live], vocab)
             live = [(live[beam][0] + (token,), score) for beam, token, score in chosen]
-            done = not chosen or beams.is_done(chosen[0][2], step + 1)
+            done = search.is_done(chosen, step + 1)
             if done or step + 1 == settings.max_new_tokens:
-                results.append(beams.finalize(live, done))
+                results.append(search.finalize(live, done))
                 break
     return results
 

@@ -34,6 +34,7 @@ from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TE
 from model.errors import ModelError
 from model.image_words import ImageWordTagger
 from model.image_words_config import check_weight
+from model.scene_reader import SceneReader
 
 
 class InputError(ModelError):
@@ -246,6 +247,7 @@ class UAPT(nn.Module):
         )
         self.checkpoint_id: str | None = None  # set by model.checkpoint.load_checkpoint
         self.image_words: ImageWordTagger | None = None  # set by load_checkpoint when the checkpoint has one
+        self.scene_reader: SceneReader | None = None  # likewise
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.image_encoder, self.context_encoder, self.lm]
@@ -370,13 +372,16 @@ class UAPT(nn.Module):
         repetition_penalty: float = REPETITION_PENALTY,
         prompts: Sequence[str] | None = None,
         image_word_weight: float | None = None,
+        scene_constraint: bool = True,
     ) -> list[list[Caption]]:
         """n-best captions per image (best first). num_beams=1 decodes greedily.
 
         `prompts` (one text per image, lengths may differ) are fed after the prefix and
         are not part of the returned captions. `image_word_weight` scales the image word
         guidance (`model.image_words`) when the checkpoint has a tagger: None uses the
-        weight stored with it, 0 turns it off.
+        weight stored with it, 0 turns it off. With `scene_constraint` and a checkpoint
+        with a scene reader (`model.scene_reader`), beam search ranks first the captions
+        that name the scene the reader is sure of; greedy decoding has no such constraint.
         """
         settings = generation.BeamSettings(
             num_beams=num_beams,
@@ -392,8 +397,12 @@ class UAPT(nn.Module):
         prompt_ids = None
         if prompts is not None:
             prompt_ids = [self.tokenizer(text, add_special_tokens=False).input_ids for text in prompts]
-        search = generation.greedy_search if num_beams == 1 else generation.beam_search
-        hypotheses = search(self.lm, prefix, self.eos_id, settings, prompt_ids, self.word_bias(image_features, image_word_weight))
+        bias = self.word_bias(image_features, image_word_weight)
+        if num_beams == 1:
+            hypotheses = generation.greedy_search(self.lm, prefix, self.eos_id, settings, prompt_ids, bias)
+        else:
+            required = self.required_scene_ids(image_features) if scene_constraint else None
+            hypotheses = generation.beam_search(self.lm, prefix, self.eos_id, settings, prompt_ids, bias, required)
         return [
             [Caption(self.tokenizer.decode(list(h.token_ids)).strip(), h.score, list(h.token_ids)) for h in image]
             for image in hypotheses
@@ -417,6 +426,13 @@ class UAPT(nn.Module):
             return None
         vocab_size = self.lm.get_input_embeddings().num_embeddings
         return self.image_words.token_bias(image_features, vocab_size, weight)
+
+    def required_scene_ids(self, image_features: Tensor) -> list[list[int]] | None:
+        """Each image's required scene tokens (`model.scene_reader`); None without a reader or where none is sure."""
+        if self.scene_reader is None:
+            return None
+        required = self.scene_reader.required_ids(image_features)
+        return required if any(required) else None
 
     def _check_features(self, features: Tensor | None, shape: tuple[int, ...], name: str) -> Tensor:
         if features is None or tuple(features.shape[1:]) != shape:

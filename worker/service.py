@@ -33,11 +33,18 @@ def load_captioner(settings: Settings) -> Captioner:
             "image word guidance: weight %g over %d words (0 is off), %d band(s), plausibility gate %g (0 is off)",
             weight, len(tagger.words), tagger.bands, tagger.plausibility,
         )
+    if model.scene_reader is not None:
+        reader = model.scene_reader
+        log.info(
+            "scene constraint: %s, %d scenes, where the reader is at least %g sure",
+            "on" if settings.scene_constraint else "off", len(reader.scenes), reader.min_confidence,
+        )
     return Captioner(
         model,
         no_repeat_ngram_size=settings.no_repeat_ngram_size,
         repetition_penalty=settings.repetition_penalty,
         image_word_weight=settings.image_word_weight,
+        scene_constraint=settings.scene_constraint,
     )
 
 

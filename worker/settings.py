@@ -115,6 +115,10 @@ class Settings:
         "default: the weight stored with the tagger)",
         parse=_optional_float,
     )
+    scene_constraint: bool = _opt(
+        True,
+        "decoding: with a checkpoint that has a scene reader, rank first the captions that name the scene it is sure of",
+    )
     max_message_bytes: int = _opt(
         16 * 1024 * 1024,
         "largest message the worker produces (keep at or below the broker's message.max.bytes); "

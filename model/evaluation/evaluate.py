@@ -51,6 +51,7 @@ class EvalOptions:
     no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE
     repetition_penalty: float = REPETITION_PENALTY
     image_word_weight: float | None = None  # None: the checkpoint's tagger's own weight (model.image_words)
+    scene_constraint: bool = True  # with the checkpoint's scene reader, if any (model.scene_reader)
     limit: int | None = None
     keywords_k: int | None = None  # None: what the checkpoint was trained with (else 5)
     cold_start: bool = False  # caption every post as if its user had no past posts (no keywords)
@@ -131,6 +132,7 @@ def generate_captions(
                 no_repeat_ngram_size=options.no_repeat_ngram_size,
                 repetition_penalty=options.repetition_penalty,
                 image_word_weight=options.image_word_weight,
+                scene_constraint=options.scene_constraint,
             )
         )
     return captions
@@ -205,6 +207,7 @@ def evaluate_checkpoint(
             "no_repeat_ngram_size": options.no_repeat_ngram_size,
             "repetition_penalty": options.repetition_penalty,
             "image_word_weight": model.image_word_weight(options.image_word_weight),
+            "scene_constraint": options.scene_constraint and model.scene_reader is not None,
         },
         captions=[
             {

@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train(subparsers)
     _register_evaluate(subparsers)
     _register_fit_image_words(subparsers)
+    _register_fit_scene_reader(subparsers)
     _register_ablate(subparsers)
 
 
@@ -326,6 +327,7 @@ def _eval_options(args: argparse.Namespace):
         no_repeat_ngram_size=args.no_repeat_ngram_size,
         repetition_penalty=args.repetition_penalty,
         image_word_weight=args.image_word_weight,
+        scene_constraint=args.scene_constraint,
         limit=args.limit,
         keywords_k=args.keywords,
         cold_start=args.cold_start,
@@ -453,6 +455,56 @@ def _cmd_fit_image_words(args: argparse.Namespace) -> int:
         figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
     except ModelError as exc:
         raise SystemExit(f"uapt fit-image-words: {exc}") from None
+    print(json.dumps(figures, indent=1))
+    return 0
+
+
+def _register_fit_scene_reader(subparsers: argparse._SubParsersAction) -> None:
+    from model.scene_reader_config import SceneReaderFit
+
+    d = SceneReaderFit()
+    fit = subparsers.add_parser(
+        "fit-scene-reader",
+        help="fit a checkpoint's scene reader, which makes beam search name the scene it is sure of",
+        description=(
+            "Fits a softmax read-out from the frozen image features to the train split's scene labels "
+            "(the dataset's `labels`, docs/DATASET.md), finds the words the train captions use for each "
+            "scene, and saves both beside the checkpoint's weights (scene_reader.safetensors/.json). Where the "
+            "reader gives an image's scene at least --min-confidence, beam search then ranks first the captions "
+            "that hold one of that scene's words (constrained beam search; uapt evaluate --no-scene-constraint "
+            "turns it off). Takes a minute on a CPU once the image features are cached."
+        ),
+    )
+    _add_model_args(fit, keywords=False)  # the reader reads images, labels and captions, no keywords
+    fit.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder to fit for and write into")
+    fit.add_argument(
+        "--min-confidence", type=float, default=d.min_confidence,
+        help="require a scene's words only where the reader gives that scene at least this probability; the fit "
+        f"prints the val accuracy and coverage at a few thresholds (default: {d.min_confidence})",
+    )
+    fit.add_argument("--bands", type=int, default=d.bands, help=f"horizontal bands of the feature grid read beside the mean (default: {d.bands})")
+    fit.add_argument("--l2", type=float, default=d.l2, help=f"L2 penalty on the read-out weights (default: {d.l2})")
+    fit.add_argument("--steps", type=int, default=d.steps, help=f"full-batch optimizer steps (default: {d.steps})")
+    fit.add_argument("--min-count", type=int, default=d.min_count, help=f"a word can name a scene when this many train captions use it (default: {d.min_count})")
+    fit.add_argument(
+        "--purity", type=float, default=d.purity,
+        help=f"... and at least this share of those captions show that scene (default: {d.purity})",
+    )
+    fit.set_defaults(func=_cmd_fit_scene_reader)
+
+
+def _cmd_fit_scene_reader(args: argparse.Namespace) -> int:
+    from model.errors import ModelError
+    from model.scene_reader_config import SceneReaderFit
+    from model.training.scene_reader_fit import fit_checkpoint_scene_reader
+
+    records = _load_or_exit("fit-scene-reader", args.data)
+    try:
+        fit = SceneReaderFit(bands=args.bands, steps=args.steps, l2=args.l2, min_count=args.min_count,
+                             purity=args.purity, min_confidence=args.min_confidence)
+        figures = fit_checkpoint_scene_reader(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
+    except ModelError as exc:
+        raise SystemExit(f"uapt fit-scene-reader: {exc}") from None
     print(json.dumps(figures, indent=1))
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +14,7 @@ from model.generation import (
     Hypothesis,
     TokenBias,
     _ImageBeams,
+    _ImageSearch,
     beam_search,
     greedy_search,
     naive_beam_search,
@@ -336,3 +339,64 @@ def test_token_bias_must_have_a_row_per_image() -> None:
     with pytest.raises(GenerationError, match="token_bias.later"):
         bias = TokenBias(torch.zeros(2, 10), torch.zeros(3, 10))
         beam_search(model.lm, _prefix(model, 2), model.eos_id, BeamSettings(), token_bias=bias)
+
+
+def _required_tokens(plain) -> list[list[int]]:
+    """Per image, tokens its unconstrained best caption lacks but its third caption has: the LM can write them."""
+    return [sorted(set(image[-1].token_ids) - set(image[0].token_ids))[:3] for image in plain]
+
+
+def test_batched_equals_naive_with_required_tokens(stopping_lm) -> None:
+    model = tiny_model()
+    prefix = _prefix(model, 4)
+    prompts = [[], model.tokenizer("a photo of", add_special_tokens=False).input_ids, [], []]
+    settings = BeamSettings(num_beams=3, max_new_tokens=10)
+    plain = beam_search(stopping_lm, prefix, model.eos_id, settings, prompts)
+    required = _required_tokens(plain)
+    required[3] = []  # an image with nothing required decodes as plain beam search beside the others
+    assert all(required[:3])
+    constrained = beam_search(stopping_lm, prefix, model.eos_id, settings, prompts, required_ids=required)
+    _assert_same(constrained, naive_beam_search(stopping_lm, prefix, model.eos_id, settings, prompts, required_ids=required))
+    for image, ids in zip(constrained[:3], required):
+        assert set(image[0].token_ids) & set(ids)  # the best caption holds a required token
+        assert image[0].finished
+    _assert_same(constrained[3:], plain[3:])
+
+
+def test_nothing_required_is_plain_beam_search(stopping_lm) -> None:
+    prefix = _prefix(tiny_model(), 3)
+    settings = BeamSettings(num_beams=3, max_new_tokens=8, num_return_sequences=2)
+    plain = beam_search(stopping_lm, prefix, stopping_lm.eos_id, settings)
+    _assert_same(beam_search(stopping_lm, prefix, stopping_lm.eos_id, settings, required_ids=[[], [], []]), plain)
+
+
+def test_required_tokens_do_not_depend_on_the_batch(stopping_lm) -> None:
+    prefix = _prefix(tiny_model(), 3)
+    settings = BeamSettings(max_new_tokens=8)
+    required = _required_tokens(beam_search(stopping_lm, prefix, stopping_lm.eos_id, settings))
+    together = beam_search(stopping_lm, prefix, stopping_lm.eos_id, settings, required_ids=required)
+    alone = [
+        beam_search(stopping_lm, prefix[i : i + 1], stopping_lm.eos_id, settings, required_ids=required[i : i + 1])[0]
+        for i in range(3)
+    ]
+    _assert_same(together, alone)
+
+
+def test_captions_holding_a_required_token_rank_first_then_ended_ones() -> None:
+    search = _ImageSearch(BeamSettings(num_beams=2), eos_id=0, required=[9])
+    without, holding = search.banks
+    without.finished.append(Hypothesis((5,), -0.1, True))
+    holding.finished.append(Hypothesis((9,), -2.0, True))
+    live = [((5, 6), -0.2), ((), -math.inf), ((9, 7), -0.3), ((), -math.inf)]  # idle rows are never returned
+    ranked = search.finalize(live, done=False)
+    assert [h.token_ids for h in ranked] == [(9,), (5,)]
+    search = _ImageSearch(BeamSettings(num_beams=3), eos_id=0, required=[9])
+    search.banks[1].finished.append(Hypothesis((9,), -2.0, True))
+    ranked = search.finalize([((5, 6), -0.2), ((), -math.inf), ((), -math.inf), ((9, 7), -0.6), ((), -math.inf), ((), -math.inf)], False)
+    assert [(h.token_ids, h.finished) for h in ranked] == [((9,), True), ((9, 7), False), ((5, 6), False)]
+
+
+def test_required_ids_must_have_an_entry_per_image() -> None:
+    model = tiny_model()
+    with pytest.raises(GenerationError, match="required_ids"):
+        beam_search(model.lm, _prefix(model, 2), model.eos_id, BeamSettings(), required_ids=[[1]])

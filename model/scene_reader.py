@@ -1,0 +1,210 @@
+"""Scene reader: a classifier of the image's scene whose words beam search must then write.
+
+Why: the trained prefix leaves the scene out of about a third of its captions, and in
+most of those no beam names any scene (docs/RESULTS.md 1.30), so a logit bias such as
+image word guidance (`model.image_words`) has nothing to move. A required word does:
+where the reader is confident of the scene, beam search keeps a second bank of beams
+that have written one of the scene's words and ranks their captions first
+(`model.generation`, constrained beam search as in Anderson et al. 2017, who
+required an image tagger's words to caption objects a captioner had not seen).
+
+The reader is a softmax read-out of the same pooled frozen image features as the
+tagger (`pool_features`), fitted on the train split's scene labels. Its words come
+from the train captions, not from a list: a caption word belongs to a scene when at
+least `purity` of the train captions that use it show that scene, so each user's own
+word for it is allowed ("shore", "seaside", "beach") and the LM chooses among them.
+Only one-token forms, with and without a leading space, can be required.
+
+A fitted reader lives beside a checkpoint's weights: ``scene_reader.safetensors``
+and ``scene_reader.json`` (scenes, their words and token ids, threshold, checksum).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from model.assets import file_sha256
+from model.image_words import caption_words, pool_features, single_token_ids
+from model.scene_reader_config import SceneReaderError, SceneReaderFit, check_min_confidence
+
+__all__ = ["SceneReader", "SceneReaderError", "SceneReaderFit", "fit_scene_reader", "load_scene_reader", "save_scene_reader", "scene_words"]
+
+TENSORS_FILE = "scene_reader.safetensors"
+META_FILE = "scene_reader.json"
+FORMAT = "uapt-scene-reader/1"
+
+
+class SceneReader(nn.Module):
+    """Pooled frozen image features, standardised -> a probability per scene; the confident scene's token ids."""
+
+    def __init__(
+        self, image_dim: int, bands: int, scenes: Sequence[str], words: Sequence[Sequence[str]],
+        token_ids: Sequence[Sequence[int]], min_confidence: float,
+    ) -> None:
+        super().__init__()
+        if not (len(scenes) == len(words) == len(token_ids)) or len(scenes) < 2:
+            raise SceneReaderError(f"need 2 or more scenes, each with words and token ids; got {len(scenes)}, {len(words)}, {len(token_ids)}")
+        self.image_dim = image_dim
+        self.bands = bands
+        self.scenes = list(scenes)
+        self.words = [list(w) for w in words]
+        self.token_ids = [list(ids) for ids in token_ids]
+        self.min_confidence = check_min_confidence(min_confidence)
+        pooled_dim = image_dim * (1 + bands if bands > 1 else 1)
+        self.register_buffer("feature_mean", torch.zeros(pooled_dim))
+        self.register_buffer("feature_std", torch.ones(pooled_dim))
+        self.linear = nn.Linear(pooled_dim, len(scenes))
+        self.requires_grad_(False)
+
+    def forward(self, image_features: Tensor) -> Tensor:  # (B, T, D) -> (B, S) probabilities, float32
+        return self.read_out(pool_features(image_features.to(self.linear.weight), self.bands)).softmax(dim=-1)
+
+    def read_out(self, pooled: Tensor) -> Tensor:  # (B, pooled dim) -> (B, S) logits, float32
+        return self.linear((pooled - self.feature_mean) / self.feature_std).float()
+
+    def required_ids(self, image_features: Tensor) -> list[list[int]]:
+        """Per image, the token ids of its most likely scene's words, or [] where that scene's probability is below the threshold."""
+        confidence, scene = self(image_features).max(dim=-1)
+        return [
+            self.token_ids[s] if c >= self.min_confidence else []
+            for c, s in zip(confidence.tolist(), scene.tolist())
+        ]
+
+
+def scene_words(captions: Sequence[str], scenes: Sequence[str], min_count: int, purity: float) -> dict[str, list[str]]:
+    """Scene -> the caption words used by at least `min_count` captions, at least `purity` of them showing that scene."""
+    uses: dict[str, Counter] = {}
+    for text, scene in zip(captions, scenes):
+        for word in caption_words(text):
+            uses.setdefault(word, Counter())[scene] += 1
+    found: dict[str, list[str]] = {scene: [] for scene in sorted(set(scenes))}
+    for word, counts in sorted(uses.items()):
+        total = sum(counts.values())
+        scene, count = counts.most_common(1)[0]
+        if total >= min_count and count >= purity * total:
+            found[scene].append(word)
+    return found
+
+
+def fit_scene_reader(
+    image_features: Tensor,
+    scenes: Sequence[str],
+    captions: Sequence[str],
+    tokenizer,
+    fit: SceneReaderFit = SceneReaderFit(),
+    val: tuple[Tensor, Sequence[str]] | None = None,
+) -> tuple[SceneReader, dict]:
+    """Fit the read-out on train images and their scene labels, the words on their captions; returns it and fit figures."""
+    if not (image_features.size(0) == len(scenes) == len(captions)) or not scenes:
+        raise SceneReaderError(f"{image_features.size(0)} images, {len(scenes)} scene labels and {len(captions)} captions must match")
+    words = scene_words(captions, scenes, fit.min_count, fit.purity)
+    names, kept_words, token_ids = [], [], []
+    for scene, candidates in words.items():
+        forms = {word: single_token_ids(tokenizer, word)[0] for word in candidates}
+        forms = {word: ids for word, ids in forms.items() if ids}
+        if not forms:
+            raise SceneReaderError(f"no one-token word of the train captions names scene {scene!r}: it could not be required")
+        names.append(scene)
+        kept_words.append(sorted(forms))
+        token_ids.append(sorted({i for ids in forms.values() for i in ids}))
+    reader = SceneReader(image_features.size(-1), fit.bands, names, kept_words, token_ids, fit.min_confidence)
+    pooled = pool_features(image_features.float(), fit.bands)
+    reader.feature_mean.copy_(pooled.mean(dim=0))
+    reader.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-6))
+    targets = torch.tensor([names.index(scene) for scene in scenes])
+    reader.linear.requires_grad_(True)
+    optimizer = torch.optim.Adam(reader.linear.parameters(), lr=fit.lr)
+    for _ in tqdm(range(fit.steps), desc="fitting the scene reader", leave=False, mininterval=2):
+        loss = F.cross_entropy(reader.read_out(pooled), targets) + fit.l2 * reader.linear.weight.pow(2).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    reader.linear.requires_grad_(False)
+    figures: dict = {"train_images": len(scenes), "train_accuracy": accuracy(reader, image_features, scenes)}
+    if val is not None:
+        figures.update(val_figures(reader, *val))
+    return reader, figures
+
+
+@torch.no_grad()
+def accuracy(reader: SceneReader, image_features: Tensor, scenes: Sequence[str]) -> float:
+    """Share of images whose most likely scene is their labelled one."""
+    predicted = reader(image_features).argmax(dim=-1).tolist()
+    return sum(reader.scenes[p] == s for p, s in zip(predicted, scenes)) / max(len(scenes), 1)
+
+
+@torch.no_grad()
+def val_figures(reader: SceneReader, image_features: Tensor, scenes: Sequence[str]) -> dict:
+    """Accuracy, and for the threshold and a few others, the share of images above it and the accuracy there."""
+    confidence, predicted = reader(image_features).max(dim=-1)
+    right = torch.tensor([reader.scenes[p] == s for p, s in zip(predicted.tolist(), scenes)])
+    figures: dict = {"val_images": len(scenes), "val_accuracy": float(right.float().mean())}
+    for threshold in sorted({0.5, 0.7, 0.8, 0.9, 0.95, reader.min_confidence}):
+        above = confidence >= threshold
+        figures[f"val_at_{threshold:g}"] = {
+            "coverage": float(above.float().mean()),
+            "accuracy": float(right[above].float().mean()) if above.any() else None,
+        }
+    return figures
+
+
+def save_scene_reader(reader: SceneReader, directory: str | Path, fit: SceneReaderFit, figures: dict) -> None:
+    """Write the read-out's tensors and its JSON description (with their checksum) into `directory`."""
+    directory = Path(directory)
+    save_file({k: v.detach().cpu().contiguous() for k, v in reader.state_dict().items()}, str(directory / TENSORS_FILE))
+    meta = {
+        "format": FORMAT,
+        "image_dim": reader.image_dim,
+        "bands": reader.bands,
+        "scenes": reader.scenes,
+        "words": reader.words,
+        "token_ids": reader.token_ids,
+        "min_confidence": reader.min_confidence,
+        "fit": asdict(fit),
+        "figures": figures,
+        "sha256": file_sha256(directory / TENSORS_FILE),
+    }
+    (directory / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def load_scene_reader(directory: str | Path, image_dim: int, vocab_size: int) -> SceneReader | None:
+    """The scene reader saved in `directory`, or None when it has none; a damaged or unfitting one raises."""
+    directory = Path(directory)
+    meta_path, tensors_path = directory / META_FILE, directory / TENSORS_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise SceneReaderError(f"{meta_path} is not in format {FORMAT}")
+        if file_sha256(tensors_path) != meta["sha256"]:
+            raise SceneReaderError(f"{tensors_path} does not match the checksum in {meta_path}")
+        tensors = load_file(str(tensors_path))
+    except (OSError, ValueError, KeyError, SafetensorError) as error:
+        raise SceneReaderError(f"{directory}: cannot read the scene reader: {error}") from error
+    try:
+        if meta["image_dim"] != image_dim:
+            raise SceneReaderError(f"fitted on {meta['image_dim']}-d image features, the model has {image_dim}")
+        largest = max((max(ids) for ids in meta["token_ids"] if ids), default=-1)
+        if largest >= vocab_size:
+            raise SceneReaderError(f"token id {largest} is outside the LM's vocabulary of {vocab_size}")
+        reader = SceneReader(
+            image_dim, int(meta["bands"]), meta["scenes"], meta["words"], meta["token_ids"], float(meta["min_confidence"])
+        )
+        reader.load_state_dict(tensors)
+    except SceneReaderError as error:
+        raise SceneReaderError(f"{meta_path}: {error}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise SceneReaderError(f"{meta_path} and {tensors_path} do not describe a scene reader for this model: {error!r}") from error
+    return reader

@@ -1,0 +1,59 @@
+"""Fit a checkpoint's scene reader (`model.scene_reader`) on its dataset's train split.
+
+Minutes, not hours: the frozen image features come from the feature cache, the reader
+is a softmax read-out of them, and the LM is loaded only for its tokenizer. It needs
+the dataset's scene labels (docs/DATASET.md); the val split scores the fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from model.checkpoint import read_checkpoint_config
+from model.data.dataset import PostRecord
+from model.data.samples import train_profiles
+from model.factory import load_model
+from model.scene_reader import fit_scene_reader, save_scene_reader
+from model.scene_reader_config import SceneReaderError, SceneReaderFit
+from model.training.features import FeatureCache, Split, encode_split
+
+logger = logging.getLogger(__name__)
+
+
+def _labelled(split: Split, name: str) -> tuple[Split, list[str]]:
+    """The split's scene labels; every post must have one, since the reader is fitted on them."""
+    missing = [s.post_id for s in split.samples if not (s.labels and "scene" in s.labels)]
+    if missing:
+        raise SceneReaderError(f"{len(missing)} {name} posts have no scene label (first: {missing[0]}); the scene reader needs labels")
+    return split, [s.labels["scene"] for s in split.samples]
+
+
+def fit_checkpoint_scene_reader(
+    records: Sequence[PostRecord],
+    checkpoint: str | Path,
+    fit: SceneReaderFit = SceneReaderFit(),
+    *,
+    cache_dir: str | Path = "runs/feature-cache",
+    device: str = "auto",
+) -> dict:
+    """Fit the reader on the train split's images, labels and captions, save it into `checkpoint`; returns its fit figures."""
+    checkpoint = Path(checkpoint)
+    model = load_model(read_checkpoint_config(checkpoint), checkpoint=checkpoint, device=device)
+    cache = FeatureCache(cache_dir, model)
+    profiles = train_profiles(records)
+    # the keyword count only shapes the context features, which the reader does not read
+    train, train_scenes = _labelled(encode_split(records, "train", 5, cache, profiles), "train")
+    val = encode_split(records, "val", 5, cache, profiles)
+    reader, figures = fit_scene_reader(
+        train.image_features,
+        train_scenes,
+        [s.text for s in train.samples],
+        model.tokenizer,
+        fit,
+        val=(val.image_features, _labelled(val, "val")[1]) if val.samples else None,
+    )
+    save_scene_reader(reader, checkpoint, fit, figures)
+    logger.info("scene reader: %d scenes fitted on %d train images, saved in %s", len(reader.scenes), len(train_scenes), checkpoint)
+    return figures
