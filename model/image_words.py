@@ -33,7 +33,6 @@ read-out) and ``image_words.json`` (vocabulary, token ids, default weight, check
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -43,14 +42,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from model.assets import file_sha256
 from model.generation import TokenBias
 from model.image_words_config import ImageWordsError, TaggerFit, check_bare_form, check_plausibility, check_weight
+from model.readout_files import read_readout, write_readout
 
 TENSORS_FILE = "image_words.safetensors"
 META_FILE = "image_words.json"
@@ -328,9 +325,6 @@ def bce(tagger: ImageWordTagger, image_features: Tensor, captions: Sequence[str]
 
 def save_tagger(tagger: ImageWordTagger, directory: str | Path, fit: TaggerFit, figures: dict) -> None:
     """Write the read-out's tensors and its JSON description (with their checksum) into `directory`."""
-    directory = Path(directory)
-    tensors = {name: value.detach().cpu().contiguous() for name, value in tagger.state_dict().items()}
-    save_file(tensors, str(directory / TENSORS_FILE))
     meta = {
         "format": FORMAT,
         "image_dim": tagger.image_dim,
@@ -343,26 +337,18 @@ def save_tagger(tagger: ImageWordTagger, directory: str | Path, fit: TaggerFit, 
         "weight": tagger.weight,
         "fit": asdict(fit),
         "figures": figures,
-        "sha256": file_sha256(directory / TENSORS_FILE),
     }
-    (directory / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    write_readout(Path(directory), TENSORS_FILE, META_FILE, tagger.state_dict(), meta)
 
 
 def load_tagger(directory: str | Path, image_dim: int, vocab_size: int) -> ImageWordTagger | None:
     """The tagger saved in `directory`, or None when it has none; a damaged or unfitting one raises."""
     directory = Path(directory)
     meta_path, tensors_path = directory / META_FILE, directory / TENSORS_FILE
-    if not meta_path.is_file():
+    stored = read_readout(directory, TENSORS_FILE, META_FILE, READABLE_FORMATS, ImageWordsError, "image-word tagger")
+    if stored is None:
         return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") not in READABLE_FORMATS:
-            raise ImageWordsError(f"{meta_path} is not in format {' or '.join(READABLE_FORMATS)}")
-        if file_sha256(tensors_path) != meta["sha256"]:
-            raise ImageWordsError(f"{tensors_path} does not match the checksum in {meta_path}")
-        tensors = load_file(str(tensors_path))
-    except (OSError, ValueError, KeyError, SafetensorError) as error:
-        raise ImageWordsError(f"{directory}: cannot read the image-word tagger: {error}") from error
+    meta, tensors = stored
     try:
         if meta["image_dim"] != image_dim:
             raise ImageWordsError(f"fitted on {meta['image_dim']}-d image features, the model has {image_dim}")

@@ -21,7 +21,6 @@ and ``scene_reader.json`` (scenes, their words and token ids, threshold, checksu
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -29,13 +28,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from model.assets import file_sha256
 from model.image_words import caption_words, pool_features, single_token_ids
+from model.readout_files import read_readout, write_readout
 from model.scene_reader_config import SceneReaderError, SceneReaderFit, check_min_confidence
 
 __all__ = ["SceneReader", "SceneReaderError", "SceneReaderFit", "fit_scene_reader", "load_scene_reader", "save_scene_reader", "scene_words"]
@@ -65,6 +62,8 @@ class SceneReader(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(pooled_dim))
         self.register_buffer("feature_std", torch.ones(pooled_dim))
         self.linear = nn.Linear(pooled_dim, len(scenes))
+        nn.init.zeros_(self.linear.weight)  # a convex fit: starting at zero makes it the same every time
+        nn.init.zeros_(self.linear.bias)
         self.requires_grad_(False)
 
     def forward(self, image_features: Tensor) -> Tensor:  # (B, T, D) -> (B, S) probabilities, float32
@@ -161,8 +160,6 @@ def val_figures(reader: SceneReader, image_features: Tensor, scenes: Sequence[st
 
 def save_scene_reader(reader: SceneReader, directory: str | Path, fit: SceneReaderFit, figures: dict) -> None:
     """Write the read-out's tensors and its JSON description (with their checksum) into `directory`."""
-    directory = Path(directory)
-    save_file({k: v.detach().cpu().contiguous() for k, v in reader.state_dict().items()}, str(directory / TENSORS_FILE))
     meta = {
         "format": FORMAT,
         "image_dim": reader.image_dim,
@@ -173,26 +170,18 @@ def save_scene_reader(reader: SceneReader, directory: str | Path, fit: SceneRead
         "min_confidence": reader.min_confidence,
         "fit": asdict(fit),
         "figures": figures,
-        "sha256": file_sha256(directory / TENSORS_FILE),
     }
-    (directory / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    write_readout(Path(directory), TENSORS_FILE, META_FILE, reader.state_dict(), meta)
 
 
 def load_scene_reader(directory: str | Path, image_dim: int, vocab_size: int) -> SceneReader | None:
     """The scene reader saved in `directory`, or None when it has none; a damaged or unfitting one raises."""
     directory = Path(directory)
     meta_path, tensors_path = directory / META_FILE, directory / TENSORS_FILE
-    if not meta_path.is_file():
+    stored = read_readout(directory, TENSORS_FILE, META_FILE, (FORMAT,), SceneReaderError, "scene reader")
+    if stored is None:
         return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise SceneReaderError(f"{meta_path} is not in format {FORMAT}")
-        if file_sha256(tensors_path) != meta["sha256"]:
-            raise SceneReaderError(f"{tensors_path} does not match the checksum in {meta_path}")
-        tensors = load_file(str(tensors_path))
-    except (OSError, ValueError, KeyError, SafetensorError) as error:
-        raise SceneReaderError(f"{directory}: cannot read the scene reader: {error}") from error
+    meta, tensors = stored
     try:
         if meta["image_dim"] != image_dim:
             raise SceneReaderError(f"fitted on {meta['image_dim']}-d image features, the model has {image_dim}")

@@ -16,9 +16,21 @@ from model.data.dataset import PostRecord
 from model.data.samples import train_profiles
 from model.factory import load_model
 from model.image_words import TaggerFit, fit_tagger, save_tagger
-from model.training.features import FeatureCache, encode_split
+from model.training.features import FeatureCache, Split, encode_split
+from model.uapt import UAPT
 
 logger = logging.getLogger(__name__)
+
+
+def checkpoint_splits(
+    records: Sequence[PostRecord], checkpoint: str | Path, cache_dir: str | Path, device: str
+) -> tuple[UAPT, Split, Split]:
+    """The checkpoint's model and its train and val splits with their frozen features: what a read-out is fitted on."""
+    model = load_model(read_checkpoint_config(Path(checkpoint)), checkpoint=checkpoint, device=device)
+    cache = FeatureCache(cache_dir, model)
+    profiles = train_profiles(records)
+    # the keyword count only shapes the context features, which a read-out does not read
+    return model, encode_split(records, "train", 5, cache, profiles), encode_split(records, "val", 5, cache, profiles)
 
 
 def fit_checkpoint_tagger(
@@ -30,13 +42,7 @@ def fit_checkpoint_tagger(
     device: str = "auto",
 ) -> dict:
     """Fit the tagger on the train split's images and captions, save it into `checkpoint`; returns its fit figures."""
-    checkpoint = Path(checkpoint)
-    model = load_model(read_checkpoint_config(checkpoint), checkpoint=checkpoint, device=device)
-    cache = FeatureCache(cache_dir, model)
-    profiles = train_profiles(records)
-    # the keyword count only shapes the context features, which the tagger does not read
-    train = encode_split(records, "train", 5, cache, profiles)
-    val = encode_split(records, "val", 5, cache, profiles)
+    model, train, val = checkpoint_splits(records, checkpoint, cache_dir, device)
     tagger, figures = fit_tagger(
         train.image_features,
         [s.text for s in train.samples],

@@ -11,13 +11,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.checkpoint import read_checkpoint_config
 from model.data.dataset import PostRecord
-from model.data.samples import train_profiles
-from model.factory import load_model
 from model.scene_reader import fit_scene_reader, save_scene_reader
 from model.scene_reader_config import SceneReaderError, SceneReaderFit
-from model.training.features import FeatureCache, Split, encode_split
+from model.training.features import Split
+from model.training.image_words_fit import checkpoint_splits
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +37,8 @@ def fit_checkpoint_scene_reader(
     device: str = "auto",
 ) -> dict:
     """Fit the reader on the train split's images, labels and captions, save it into `checkpoint`; returns its fit figures."""
-    checkpoint = Path(checkpoint)
-    model = load_model(read_checkpoint_config(checkpoint), checkpoint=checkpoint, device=device)
-    cache = FeatureCache(cache_dir, model)
-    profiles = train_profiles(records)
-    # the keyword count only shapes the context features, which the reader does not read
-    train, train_scenes = _labelled(encode_split(records, "train", 5, cache, profiles), "train")
-    val = encode_split(records, "val", 5, cache, profiles)
+    model, train, val = checkpoint_splits(records, checkpoint, cache_dir, device)
+    train, train_scenes = _labelled(train, "train")
     reader, figures = fit_scene_reader(
         train.image_features,
         train_scenes,
