@@ -20,7 +20,10 @@ per second (median run). With a checkpoint that has an image-word tagger
 (`uapt fit-image-words`), both decoders apply its guidance (`--image-word-weight`,
 default the tagger's own weight), the batched decoder is also timed without it
 (`guidance_cost` is the ratio), and Hugging Face, which has no per-image logit
-bias, is skipped. `--preset paper --random-weights` times the paper's
+bias, is skipped. With a checkpoint that has a scene reader (`uapt fit-scene-reader`),
+both decoders also require the sure scene's words (`--no-scene-constraint` turns
+that off), the batched decoder is timed without them too (`constraint_cost`), and
+Hugging Face is skipped. `--preset paper --random-weights` times the paper's
 architecture (EVA02-L-14, GPT-2 medium) with random weights: speed does not depend
 on weight values, and nothing has to be downloaded.
 """
@@ -141,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--image-word-weight", type=float, default=None,
         help="image word guidance when the checkpoint has a tagger (default: its stored weight; 0: off)",
     )
+    parser.add_argument(
+        "--no-scene-constraint", dest="scene_constraint", action="store_false",
+        help="do not require the scene words of the checkpoint's scene reader (default: required where it is sure)",
+    )
     parser.add_argument("--prompts", action="store_true", help="give each image a text prompt of a different length")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: half on CUDA, else float32)")
@@ -179,10 +186,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     with torch.no_grad():
         prefix = model.prefix_embeddings(image_features, context_features)
         token_bias = model.word_bias(image_features, args.image_word_weight)
+        required = model.required_scene_ids(image_features) if args.scene_constraint else None
     prompt_ids = None if prompts is None else [model.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
 
-    def decode(search, bias: TokenBias | None = token_bias) -> list:
-        result = search(model.lm, prefix, model.eos_id, settings, prompt_ids, bias)
+    def decode(search, bias: TokenBias | None = token_bias, required_ids: list[list[int]] | None = required) -> list:
+        result = search(model.lm, prefix, model.eos_id, settings, prompt_ids, bias, required_ids)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         return result
@@ -197,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     batched_times, batched = timed(lambda: decode(beam_search), args.repeats)
     naive_times, naive = timed(lambda: decode(naive_beam_search), 0 if args.skip_naive else 1)  # a strawman: once
     unguided_times, _ = timed(lambda: decode(beam_search, None), 0 if token_bias is None else args.repeats)
-    hf_times, hf_best = timed(hf_decode, 0 if prompts or token_bias is not None else args.repeats)
+    unconstrained_times, _ = timed(lambda: decode(beam_search, token_bias, None), 0 if required is None else args.repeats)
+    hf_times, hf_best = timed(hf_decode, 0 if prompts or token_bias is not None or required is not None else args.repeats)
     batched_s = statistics.median(batched_times)
     lengths = [len(c.token_ids) for image in batched for c in image]
 
@@ -205,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"preset={args.preset} device={model.device} dtype={next(model.lm.parameters()).dtype} "
         f"threads={torch.get_num_threads()} batch={args.batch} beams={args.num_beams} "
         f"max_new_tokens={args.max_new_tokens} prompts={'mixed' if prompts else 'none'} "
-        f"image_word_guidance={'off' if token_bias is None else 'on'}"
+        f"image_word_guidance={'off' if token_bias is None else 'on'} "
+        f"scene_constraint={'off' if required is None else f'on ({sum(map(bool, required))} of {args.batch} images)'}"
     )
     print(f"load_s={load_s:.1f} encode_s={encode_s:.2f} mean_caption_tokens={statistics.mean(lengths):.1f}")
     print(f"batched_s={batched_s:.3f} runs={[round(t, 3) for t in batched_times]}")
@@ -213,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         unguided_s = statistics.median(unguided_times)
         print(f"batched_unguided_s={unguided_s:.3f} runs={[round(t, 3) for t in unguided_times]} "
               f"guidance_cost={batched_s / unguided_s:.2f}")
+    if unconstrained_times:
+        unconstrained_s = statistics.median(unconstrained_times)
+        print(f"batched_unconstrained_s={unconstrained_s:.3f} runs={[round(t, 3) for t in unconstrained_times]} "
+              f"constraint_cost={batched_s / unconstrained_s:.2f}")
     if naive_times:
         naive_s = statistics.median(naive_times)
         print(f"naive_s={naive_s:.3f} runs={[round(t, 3) for t in naive_times]}")
@@ -225,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"hf_generate_s={hf_s:.3f} runs={[round(t, 3) for t in hf_times]} best_caption_agrees_with_hf={agree:.2f}")
         speedup_hf = f"{hf_s / batched_s:.2f}"
     else:
-        speedup_hf = "skipped (prompts)" if prompts else "skipped (image word guidance)"
+        speedup_hf = "skipped (prompts)" if prompts else "skipped (image word guidance or scene constraint)"
     print(f"example: {model.tokenizer.decode(list(batched[0][0].token_ids)).strip()!r}")
     if args.profile:
         print_profile(lambda: decode(beam_search), model.device)

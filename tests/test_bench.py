@@ -58,4 +58,23 @@ def test_generation_bench_checks_identity_with_image_word_guidance_on(tmp_path, 
     generation.main(["--checkpoint", str(path), "--batch", "3", "--max-new-tokens", "6", "--repeats", "1", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "image_word_guidance=on" in out and "guidance_cost=" in out
-    assert "identical=true" in out and "speedup_vs_hf=skipped (image word guidance)" in out
+    assert "identical=true" in out and "speedup_vs_hf=skipped (image word guidance or scene constraint)" in out
+
+
+def test_generation_bench_checks_identity_with_the_scene_constraint_on(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import generation
+    from model.checkpoint import save_checkpoint
+    from model.factory import load_model
+    from model.scene_reader import SceneReaderFit, fit_scene_reader, save_scene_reader
+
+    model = load_model("tiny", device="cpu")
+    path = save_checkpoint(model, tmp_path / "constrained")
+    fit = SceneReaderFit(bands=1, min_count=5, steps=50, min_confidence=0.0)
+    scenes = ["beach" if i % 2 else "city" for i in range(40)]
+    images = generation.synthetic_images(40)
+    reader, figures = fit_scene_reader(model.encode_images(images), scenes, [f"at the {s}" for s in scenes], model.tokenizer, fit)
+    save_scene_reader(reader, path, fit, figures)
+    generation.main(["--checkpoint", str(path), "--batch", "3", "--max-new-tokens", "6", "--repeats", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "scene_constraint=on (3 of 3 images)" in out and "constraint_cost=" in out
+    assert "identical=true" in out and "speedup_vs_hf=skipped (image word guidance or scene constraint)" in out
