@@ -153,3 +153,16 @@ def test_generate_puts_the_sure_scenes_word_in_the_best_caption(reader_checkpoin
     assert _captions(constrained, num_beams=1) == _captions(plain, num_beams=1)  # greedy has no constraint
     copied = load_model("tiny", device="cpu", checkpoint=copy_checkpoint(reader_checkpoint, tmp_path / "copy", dtype=torch.float32))
     assert _captions(copied) == _captions(constrained)
+
+
+def test_the_captioner_applies_the_constraint_unless_told_not_to(reader_checkpoint: Path) -> None:
+    from model.captioner import Captioner
+
+    model = load_model("tiny", device="cpu", checkpoint=reader_checkpoint)
+    images, keywords = sample_images(3), [list(k) for k in SAMPLE_KEYWORDS[:3]]
+    constrained = Captioner(model, max_new_tokens=8).caption(images, keywords)
+    free = Captioner(model, max_new_tokens=8, scene_constraint=False).caption(images, keywords)
+    plain = Captioner(tiny_model(), max_new_tokens=8).caption(images, keywords)
+    assert [[c.text for c in image] for image in free] == [[c.text for c in image] for image in plain]
+    for image, scene in zip(constrained, ["beach", "snow", "city"]):
+        assert scene in image[0].text.lower()
