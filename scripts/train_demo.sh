@@ -18,5 +18,7 @@ $UAPT train --data "$DATA" --preset offline --epochs 10 --batch-size 16 --lr 3e-
 # the image-word tagger that steers decoding: weight 2 chosen on val (docs/RESULTS.md 1.19), three bands of the
 # feature grid and the plausibility gate at 0.1 (1.20); a minute or two
 $UAPT fit-image-words --data "$DATA" --checkpoint checkpoints/demo-offline --weight 2 --bands 3 --plausibility 0.1
+# the scene reader whose words beam search requires where it is sure of the scene (docs/RESULTS.md 1.33); a minute
+$UAPT fit-scene-reader --data "$DATA" --checkpoint checkpoints/demo-offline
 $UAPT evaluate --data "$DATA" --checkpoint checkpoints/demo-offline --out "$RUN/eval-test.json" \
     --report "$RUN/report.html"
