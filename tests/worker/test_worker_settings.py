@@ -45,6 +45,16 @@ def test_image_word_weight_defaults_to_the_checkpoints_and_is_checked():
     assert load_captioner(Settings(preset="tiny", device="cpu", image_word_weight=0.5)).image_word_weight == 0.5
 
 
+def test_the_scene_constraint_is_on_by_default_and_reaches_the_captioner():
+    from worker.service import load_captioner
+
+    assert Settings.from_sources(env={}).scene_constraint is True
+    assert Settings.from_sources(env={"UAPT_SCENE_CONSTRAINT": "false"}).scene_constraint is False
+    with pytest.raises(SettingsError, match="scene_constraint"):
+        Settings.from_sources(env={"UAPT_SCENE_CONSTRAINT": "sometimes"})
+    assert load_captioner(Settings(preset="tiny", device="cpu", scene_constraint=False)).scene_constraint is False
+
+
 def test_repetition_control_settings_default_to_the_models_and_are_checked():
     from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
 
