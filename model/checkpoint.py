@@ -32,7 +32,7 @@ FORMAT = "uapt-checkpoint/1"
 NOT_COMPARED = {"notes", "init_seed"}
 """Config fields a checkpoint may differ in from the model it loads into: they say nothing about its weights."""
 SIDE_FILES = ("metrics.json", "curve.png", IMAGE_WORDS_TENSORS, IMAGE_WORDS_META, SCENE_READER_TENSORS, SCENE_READER_META)
-"""Written beside the weights (by the trainer, `uapt fit-image-words`); they travel with a copied checkpoint."""
+"""Written beside the weights (by the trainer, `uapt fit-image-words`, `uapt fit-scene-reader`); they travel with a copied checkpoint."""
 
 
 class CheckpointError(ModelError):

@@ -193,12 +193,11 @@ def _model_info(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace, command: str):
     """load_model with every error a user can cause turned into a one-line message."""
-    from model.checkpoint import CheckpointError
     from model.config import ConfigError
-    from model.device import DeviceError
-    from model.factory import ModelUnavailable, load_model
+    from model.errors import ModelError
+    from model.factory import load_model
 
     try:
         return load_model(args.preset, checkpoint=args.checkpoint, device=args.device, ablation=args.ablation)
-    except (ModelUnavailable, CheckpointError, ConfigError, DeviceError) as error:
+    except (ModelError, ConfigError) as error:  # a bad checkpoint, tagger, scene reader, device or preset
         raise SystemExit(f"uapt {command}: {error}") from None

@@ -30,12 +30,14 @@ contrastive decoding, Li et al. 2023), so a confident read-out cannot force a wo
 into a place where the LM would never put one. At temperature T the gate is α^T in
 the LM's raw probabilities: α = 0.1 at the default 0.8 admits tokens within 0.158.
 
-Both beam searches can also require a word: given `required_ids` (a set of token ids per
-image), each image keeps two banks of K beams, those that have not yet generated one of
-its required tokens and those that have (constrained beam search with one disjunctive
-constraint, Anderson et al. 2017; Hokamp and Liu 2017), and its n-best list puts captions
-with a required token first (`_ImageSearch`). An image whose set is empty starts in the
-second bank, which is then plain beam search with K idle rows beside it.
+Both beam searches can also require a word: given `required_ids` (token ids per image),
+each image keeps two banks of K beams, those that have not yet generated one of its
+required tokens and those that have (constrained beam search with one disjunctive
+constraint, Anderson et al. 2017; Hokamp and Liu 2017), and its n-best list puts the
+finished captions with a required token first (`_ImageSearch`). Every image of such a
+batch has 2K rows: one whose list is empty starts in the second bank, which is then
+plain beam search with K idle rows beside it. A required token counts where it stands,
+even when the next token continues the word (" frost" + "ing").
 """
 
 from __future__ import annotations
@@ -194,7 +196,7 @@ class _ImageSearch:
     With `required` (token ids, possibly none), rows 0..K-1 are the bank without a
     required token yet and rows K..2K-1 the bank with one; a beam moves to the second
     bank by generating a required token. Every step refills each bank to K rows,
-    padding with idle rows scored -inf so that every image keeps 2K rows in the batch.
+    padding with idle rows scored -inf, so that every image keeps its `rows` (K or 2K).
     """
 
     def __init__(self, settings: BeamSettings, eos_id: int, required: Sequence[int] | None = None) -> None:
@@ -208,7 +210,7 @@ class _ImageSearch:
         """Each bank's pick from its top 2K candidates (`_top_candidates`): `self.rows` choices, bank by bank."""
         width = self.settings.num_beams
         chosen: list[Choice] = []
-        for bank, (scores, index) in zip(self.banks, tops):
+        for bank, (scores, index) in zip(self.banks, tops):  # a bank's candidate scores and flat indices
             picked = bank.select(scores, [i // vocab for i in index], [i % vocab for i in index], live)
             chosen += picked + [(0, self.eos_id, -math.inf)] * (width - len(picked))
         return chosen
@@ -320,8 +322,11 @@ def _check_inputs(
             raise GenerationError(
                 f"token_bias.{name} must be (batch, vocab) for a batch of {prefix.size(0)}, got {tuple(bias.shape)}"
             )
-    if required_ids is not None and len(required_ids) != prefix.size(0):
-        raise GenerationError(f"required_ids has {len(required_ids)} entries for a batch of {prefix.size(0)}")
+    if required_ids is not None:
+        if len(required_ids) != prefix.size(0):
+            raise GenerationError(f"required_ids has {len(required_ids)} entries for a batch of {prefix.size(0)}")
+        if any(token < 0 for ids in required_ids for token in ids):
+            raise GenerationError("required_ids must be token ids (>= 0)")
     if prompt_ids is None:
         return [[] for _ in range(prefix.size(0))]
     if len(prompt_ids) != prefix.size(0):
@@ -373,8 +378,10 @@ def beam_search(
     """
     prompts = _check_inputs(prefix, prompt_ids, token_bias, required_ids)
     token_bias = _caption_start_bias(token_bias, prompts)
+    if required_ids is not None and any(eos_id in ids for ids in required_ids):
+        raise GenerationError("eos cannot be a required token: a caption would end by holding it")
     searches = [_ImageSearch(settings, eos_id, None if required_ids is None else required_ids[i]) for i in range(len(prompts))]
-    width = searches[0].rows  # rows per image: K, or 2K with a required token
+    width = searches[0].rows  # rows per image (R): K, or 2K with required tokens
     logits, cache, mask = _prefill(lm, prefix, prompts)
     rows = torch.arange(prefix.size(0), device=prefix.device).repeat_interleave(width)
     cache.reorder_cache(rows)
@@ -399,7 +406,7 @@ def beam_search(
         next_scores: list[float] = []
         still_active: list[int] = []
         for slot, image in enumerate(active):
-            chosen = searches[image].select([(top[slot], index[slot]) for top, index in tops], live[image], vocab)
+            chosen = searches[image].select([(bank_scores[slot], index[slot]) for bank_scores, index in tops], live[image], vocab)
             new_live = [(live[image][row] + (token,), score) for row, token, score in chosen]
             done = searches[image].is_done(chosen, step + 1)
             if done or step + 1 == settings.max_new_tokens:
@@ -446,9 +453,11 @@ def naive_beam_search(
     token_bias = _caption_start_bias(token_bias, prompts)
     embed = lm.get_input_embeddings()
     results = []
+    if required_ids is not None and any(eos_id in ids for ids in required_ids):
+        raise GenerationError("eos cannot be a required token: a caption would end by holding it")
     for row, prompt in enumerate(prompts):
-        image_required = None if required_ids is None else [required_ids[row]]
-        search = _ImageSearch(settings, eos_id, None if image_required is None else image_required[0])
+        image_required = None if required_ids is None else required_ids[row]
+        search = _ImageSearch(settings, eos_id, image_required)
         live = [((), 0.0 if r == search.start_row else -math.inf) for r in range(search.rows)]
         for step in range(settings.max_new_tokens):
             sequences = []
@@ -460,10 +469,10 @@ def naive_beam_search(
             row_bias = None if token_bias is None else token_bias.at(step)[row].expand(len(live), -1)
             log_probs = next_log_probs(logits, history, settings, row_bias)  # (rows, V)
             vocab = log_probs.size(-1)
-            required = _required_mask(image_required, vocab, prefix.device)
+            required = None if image_required is None else _required_mask([image_required], vocab, prefix.device)
             beam_scores = torch.tensor([score for _, score in live], device=prefix.device)
             tops = _top_candidates(beam_scores[None], log_probs[None], settings.num_beams, required)
-            chosen = search.select([(top[0], index[0]) for top, index in tops], [t for t, _ in live], vocab)
+            chosen = search.select([(bank_scores[0], index[0]) for bank_scores, index in tops], [t for t, _ in live], vocab)
             live = [(live[beam][0] + (token,), score) for beam, token, score in chosen]
             done = search.is_done(chosen, step + 1)
             if done or step + 1 == settings.max_new_tokens:

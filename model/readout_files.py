@@ -33,10 +33,14 @@ def read_readout(
         return None
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") not in formats:
-            raise error(f"{meta_path} is not in format {' or '.join(formats)}")
-        if file_sha256(tensors_path) != meta["sha256"]:
-            raise error(f"{tensors_path} does not match the checksum in {meta_path}")
+        checksum = file_sha256(tensors_path)
+    except (OSError, ValueError) as failure:
+        raise error(f"{directory}: cannot read the {what}: {failure}") from failure
+    if not isinstance(meta, dict) or meta.get("format") not in formats:
+        raise error(f"{meta_path} is not in format {' or '.join(formats)}")
+    if checksum != meta.get("sha256"):
+        raise error(f"{tensors_path} does not match the checksum in {meta_path}")
+    try:
         return meta, load_file(str(tensors_path))
-    except (OSError, ValueError, KeyError, SafetensorError) as failure:
+    except (OSError, SafetensorError) as failure:
         raise error(f"{directory}: cannot read the {what}: {failure}") from failure

@@ -11,9 +11,11 @@ required an image tagger's words to caption objects a captioner had not seen).
 The reader is a softmax read-out of the same pooled frozen image features as the
 tagger (`pool_features`), fitted on the train split's scene labels. Its words come
 from the train captions, not from a list: a caption word belongs to a scene when at
-least `purity` of the train captions that use it show that scene, so each user's own
-word for it is allowed ("shore", "seaside", "beach") and the LM chooses among them.
-Only one-token forms, with and without a leading space, can be required.
+least `purity` of the train captions that use it show that scene, so the users' words
+for it are allowed ("beach", "sand", "shore") and the LM chooses among them. Only
+one-token forms, with and without a leading space, can be required: a user whose word
+is longer ("seaside") is pushed to another user's. A required token counts where it
+stands, even inside a longer word (" frost" + "ing"; docs/RESULTS.md 1.33).
 
 A fitted reader lives beside a checkpoint's weights: ``scene_reader.safetensors``
 and ``scene_reader.json`` (scenes, their words and token ids, threshold, checksum).
@@ -50,6 +52,8 @@ class SceneReader(nn.Module):
         token_ids: Sequence[Sequence[int]], min_confidence: float,
     ) -> None:
         super().__init__()
+        if bands < 1:
+            raise SceneReaderError(f"bands must be >= 1, got {bands}")
         if not (len(scenes) == len(words) == len(token_ids)) or len(scenes) < 2:
             raise SceneReaderError(f"need 2 or more scenes, each with words and token ids; got {len(scenes)}, {len(words)}, {len(token_ids)}")
         self.image_dim = image_dim
@@ -186,6 +190,8 @@ def load_scene_reader(directory: str | Path, image_dim: int, vocab_size: int) ->
         if meta["image_dim"] != image_dim:
             raise SceneReaderError(f"fitted on {meta['image_dim']}-d image features, the model has {image_dim}")
         largest = max((max(ids) for ids in meta["token_ids"] if ids), default=-1)
+        if any(token < 0 for ids in meta["token_ids"] for token in ids):
+            raise SceneReaderError("token ids must be >= 0")
         if largest >= vocab_size:
             raise SceneReaderError(f"token id {largest} is outside the LM's vocabulary of {vocab_size}")
         reader = SceneReader(
@@ -194,6 +200,6 @@ def load_scene_reader(directory: str | Path, image_dim: int, vocab_size: int) ->
         reader.load_state_dict(tensors)
     except SceneReaderError as error:
         raise SceneReaderError(f"{meta_path}: {error}") from None
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as error:
         raise SceneReaderError(f"{meta_path} and {tensors_path} do not describe a scene reader for this model: {error!r}") from error
     return reader

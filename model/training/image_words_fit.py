@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model.checkpoint import read_checkpoint_config
 from model.data.dataset import PostRecord
@@ -17,7 +18,9 @@ from model.data.samples import train_profiles
 from model.factory import load_model
 from model.image_words import TaggerFit, fit_tagger, save_tagger
 from model.training.features import FeatureCache, Split, encode_split
-from model.uapt import UAPT
+
+if TYPE_CHECKING:
+    from model.uapt import UAPT
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from model.training.image_words_fit import checkpoint_splits
 logger = logging.getLogger(__name__)
 
 
-def _labelled(split: Split, name: str) -> tuple[Split, list[str]]:
-    """The split's scene labels; every post must have one, since the reader is fitted on them."""
-    missing = [s.post_id for s in split.samples if not (s.labels and "scene" in s.labels)]
+def _scene_labels(split: Split, name: str) -> list[str]:
+    """The split's scene labels; every post must have one, since the reader is fitted and scored on them."""
+    missing = [s.post_id for s in split.samples if not (s.labels and isinstance(s.labels.get("scene"), str))]
     if missing:
         raise SceneReaderError(f"{len(missing)} {name} posts have no scene label (first: {missing[0]}); the scene reader needs labels")
-    return split, [s.labels["scene"] for s in split.samples]
+    return [s.labels["scene"] for s in split.samples]
 
 
 def fit_checkpoint_scene_reader(
@@ -38,14 +38,14 @@ def fit_checkpoint_scene_reader(
 ) -> dict:
     """Fit the reader on the train split's images, labels and captions, save it into `checkpoint`; returns its fit figures."""
     model, train, val = checkpoint_splits(records, checkpoint, cache_dir, device)
-    train, train_scenes = _labelled(train, "train")
+    train_scenes = _scene_labels(train, "train")
     reader, figures = fit_scene_reader(
         train.image_features,
         train_scenes,
         [s.text for s in train.samples],
         model.tokenizer,
         fit,
-        val=(val.image_features, _labelled(val, "val")[1]) if val.samples else None,
+        val=(val.image_features, _scene_labels(val, "val")) if val.samples else None,
     )
     save_scene_reader(reader, checkpoint, fit, figures)
     logger.info("scene reader: %d scenes fitted on %d train images, saved in %s", len(reader.scenes), len(train_scenes), checkpoint)

@@ -407,7 +407,9 @@ def train(
         load_checkpoint(model, weights)
         # decoding's aid, not the network: probes must show what training made, and the run does not keep it
         tagger, model.image_words = model.image_words, None
-        model.scene_reader = None
+        if model.scene_reader is not None:
+            logger.info("%s has a scene reader: the run does not keep it (uapt fit-scene-reader refits it)", weights)
+            model.scene_reader = None
         if tagger is not None:
             logger.info("%s has an image-word tagger: the run does not keep it (uapt fit-image-words refits it)", weights)
     if image_words_from is not None:

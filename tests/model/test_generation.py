@@ -396,7 +396,13 @@ def test_captions_holding_a_required_token_rank_first_then_ended_ones() -> None:
     assert [(h.token_ids, h.finished) for h in ranked] == [((9,), True), ((9, 7), False), ((5, 6), False)]
 
 
-def test_required_ids_must_have_an_entry_per_image() -> None:
+@pytest.mark.parametrize("decoder", [beam_search, naive_beam_search])
+def test_required_ids_must_have_an_entry_per_image_and_be_tokens_other_than_eos(decoder) -> None:
     model = tiny_model()
-    with pytest.raises(GenerationError, match="required_ids"):
-        beam_search(model.lm, _prefix(model, 2), model.eos_id, BeamSettings(), required_ids=[[1]])
+    prefix = _prefix(model, 2)
+    with pytest.raises(GenerationError, match="2 entries|entries for a batch of 2"):
+        decoder(model.lm, prefix, model.eos_id, BeamSettings(), required_ids=[[1]])
+    with pytest.raises(GenerationError, match=">= 0"):
+        decoder(model.lm, prefix, model.eos_id, BeamSettings(), required_ids=[[1], [-1]])
+    with pytest.raises(GenerationError, match="eos"):
+        decoder(model.lm, prefix, model.eos_id, BeamSettings(), required_ids=[[1], [model.eos_id]])

@@ -68,3 +68,10 @@ def test_model_info_counts_trainable_and_frozen(capsys: pytest.CaptureFixture) -
     frozen = sum(p.numel() for m in model.frozen_modules() for p in m.parameters())
     assert f"trainable parameters: {trainable:,}" in out
     assert f"frozen parameters:    {frozen:,}" in out
+
+
+def test_a_damaged_scene_reader_is_a_one_line_error(image_files: list[Path], tmp_path: Path) -> None:
+    checkpoint = save_checkpoint(tiny_model(), tmp_path / "ckpt")
+    (checkpoint / "scene_reader.json").write_text("{not json")
+    code = _run(["caption", str(image_files[0]), "--checkpoint", str(checkpoint), "--max-new-tokens", "3"])
+    assert isinstance(code, str) and code.startswith("uapt caption: ") and "scene reader" in code and "\n" not in code

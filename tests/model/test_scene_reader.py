@@ -99,6 +99,9 @@ def test_save_and_load_round_trip_and_refuse_damage(fitted, tmp_path: Path) -> N
     (tmp_path / META_FILE).write_text(json.dumps({k: v for k, v in meta.items() if k != "scenes"}))
     with pytest.raises(SceneReaderError, match="do not describe a scene reader"):
         load_scene_reader(tmp_path, DIM, vocab)
+    (tmp_path / META_FILE).write_text("[]")  # JSON, but not a description
+    with pytest.raises(SceneReaderError, match="not in format"):
+        load_scene_reader(tmp_path, DIM, vocab)
     (tmp_path / META_FILE).write_text(json.dumps(meta))
     (tmp_path / TENSORS_FILE).write_bytes((tmp_path / TENSORS_FILE).read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(SceneReaderError, match="checksum"):
