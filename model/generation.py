@@ -200,6 +200,8 @@ class _ImageSearch:
     """
 
     def __init__(self, settings: BeamSettings, eos_id: int, required: Sequence[int] | None = None) -> None:
+        if required is not None and eos_id in required:
+            raise GenerationError("eos cannot be a required token: a caption would end by holding it")
         self.settings = settings
         self.eos_id = eos_id
         self.banks = [_ImageBeams(settings, eos_id) for _ in range(1 if required is None else 2)]
@@ -252,6 +254,11 @@ def _top_candidates(scores: Tensor, log_probs: Tensor, width: int, required: Ten
         ]
     tops = [bank.topk(2 * width, dim=1) for bank in banks]
     return [(top.values.tolist(), top.indices.tolist()) for top in tops]
+
+
+def _image_searches(settings: BeamSettings, eos_id: int, count: int, required_ids: Sequence[Sequence[int]] | None) -> list[_ImageSearch]:
+    """One `_ImageSearch` per image, all built before any decoding so that a bad required id fails at once."""
+    return [_ImageSearch(settings, eos_id, None if required_ids is None else required_ids[i]) for i in range(count)]
 
 
 def _required_mask(required_ids: Sequence[Sequence[int]] | None, vocab: int, device: torch.device) -> Tensor | None:
@@ -378,9 +385,7 @@ def beam_search(
     """
     prompts = _check_inputs(prefix, prompt_ids, token_bias, required_ids)
     token_bias = _caption_start_bias(token_bias, prompts)
-    if required_ids is not None and any(eos_id in ids for ids in required_ids):
-        raise GenerationError("eos cannot be a required token: a caption would end by holding it")
-    searches = [_ImageSearch(settings, eos_id, None if required_ids is None else required_ids[i]) for i in range(len(prompts))]
+    searches = _image_searches(settings, eos_id, len(prompts), required_ids)
     width = searches[0].rows  # rows per image (R): K, or 2K with required tokens
     logits, cache, mask = _prefill(lm, prefix, prompts)
     rows = torch.arange(prefix.size(0), device=prefix.device).repeat_interleave(width)
@@ -391,7 +396,8 @@ def beam_search(
     log_probs = next_log_probs(logits, history[: prefix.size(0)], settings, first_bias)[rows]  # (B*R, V)
     row_bias = None if token_bias is None else token_bias.later[rows]  # (B*R, V): each row's image's bias
     vocab = log_probs.size(-1)
-    required = _required_mask(required_ids, vocab, prefix.device)  # (n, V) for the active images, or None
+    required_all = _required_mask(required_ids, vocab, prefix.device)  # (B, V), or None
+    required = required_all  # the active images' rows
 
     results: list[list[Hypothesis]] = [[] for _ in prompts]
     live: list[list[tuple[int, ...]]] = [[()] * width for _ in prompts]
@@ -422,7 +428,7 @@ def beam_search(
         if len(still_active) < len(active):  # rebuilt only when images leave the batch
             kept = torch.tensor(still_active, device=prefix.device)
             row_bias = None if token_bias is None else token_bias.later[kept].repeat_interleave(width, 0)
-            required = None if required is None else _required_mask([required_ids[i] for i in still_active], vocab, prefix.device)
+            required = None if required_all is None else required_all[kept]
         active = still_active
         source = torch.tensor(sources, device=prefix.device)
         cache.reorder_cache(source)
@@ -453,11 +459,9 @@ def naive_beam_search(
     token_bias = _caption_start_bias(token_bias, prompts)
     embed = lm.get_input_embeddings()
     results = []
-    if required_ids is not None and any(eos_id in ids for ids in required_ids):
-        raise GenerationError("eos cannot be a required token: a caption would end by holding it")
-    for row, prompt in enumerate(prompts):
+    searches = _image_searches(settings, eos_id, len(prompts), required_ids)
+    for row, (prompt, search) in enumerate(zip(prompts, searches)):
         image_required = None if required_ids is None else required_ids[row]
-        search = _ImageSearch(settings, eos_id, image_required)
         live = [((), 0.0 if r == search.start_row else -math.inf) for r in range(search.rows)]
         for step in range(settings.max_new_tokens):
             sequences = []

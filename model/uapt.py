@@ -401,7 +401,8 @@ class UAPT(nn.Module):
         if num_beams == 1:
             hypotheses = generation.greedy_search(self.lm, prefix, self.eos_id, settings, prompt_ids, bias)
         else:
-            required = self.required_scene_ids(image_features) if scene_constraint else None
+            applies = self.applies_scene_constraint(scene_constraint, num_beams)
+            required = self.required_scene_ids(image_features) if applies else None
             hypotheses = generation.beam_search(self.lm, prefix, self.eos_id, settings, prompt_ids, bias, required)
         return [
             [Caption(self.tokenizer.decode(list(h.token_ids)).strip(), h.score, list(h.token_ids)) for h in image]
@@ -426,6 +427,10 @@ class UAPT(nn.Module):
             return None
         vocab_size = self.lm.get_input_embeddings().num_embeddings
         return self.image_words.token_bias(image_features, vocab_size, weight)
+
+    def applies_scene_constraint(self, requested: bool, num_beams: int) -> bool:
+        """Whether decoding requires the scene reader's words: asked for, a reader present, and beam search (greedy has none)."""
+        return requested and self.scene_reader is not None and num_beams > 1
 
     def required_scene_ids(self, image_features: Tensor) -> list[list[int]] | None:
         """Each image's required scene tokens (`model.scene_reader`); None without a reader or where none is sure."""

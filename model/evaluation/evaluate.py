@@ -207,7 +207,7 @@ def evaluate_checkpoint(
             "no_repeat_ngram_size": options.no_repeat_ngram_size,
             "repetition_penalty": options.repetition_penalty,
             "image_word_weight": model.image_word_weight(options.image_word_weight),
-            "scene_constraint": options.scene_constraint and model.scene_reader is not None and options.num_beams > 1,
+            "scene_constraint": model.applies_scene_constraint(options.scene_constraint, options.num_beams),
         },
         captions=[
             {
