@@ -1,6 +1,6 @@
-"""The consumer loop: poll a micro-batch, process it, then send and commit it through a `Checkpoint`.
+"""The consumer loop: poll a micro-batch, process it, then send and commit it through a `BatchCommit`.
 
-The checkpoint holds the at-least-once order of DESIGN.md section 2 (flush,
+The batch commit holds the at-least-once order of DESIGN.md section 2 (flush,
 fold profiles, commit offsets); the loop keeps the batching, the pipelining,
 the metrics and the rebalance bookkeeping.
 
@@ -34,7 +34,7 @@ from kafka import ConsumerRebalanceListener
 from kafka.structs import TopicPartition
 
 from profiles.errors import DatabaseUnavailable
-from worker.checkpoint import Checkpoint, PostSink
+from worker.commit import BatchCommit, PostSink
 from worker.http import Readiness
 from worker.metrics import WorkerMetrics
 from worker.processing import BatchResult, PreparedBatch, Processor, Record
@@ -195,13 +195,13 @@ class WorkerLoop:
         self._running = batch
 
     def _commit_running(self) -> None:
-        """Wait for the running batch, then send, fold and commit it (the checkpoint's order)."""
+        """Wait for the running batch, then send, fold and commit it (the batch commit's order)."""
         batch = self._running
         try:
             result = batch.result.result()
-            checkpoint = Checkpoint(self.consumer, self.producer, self.store, self.settings, result.stage_seconds)
-            checkpoint.send(batch.records, result)
-            produced_at_ms = checkpoint.commit()
+            commit = BatchCommit(self.consumer, self.producer, self.store, self.settings, result.stage_seconds)
+            commit.send(batch.records, result)
+            produced_at_ms = commit.commit()
         finally:
             self._running = None
             self.metrics.batch_finished()

@@ -1,4 +1,4 @@
-"""The at-least-once checkpoint with fake Kafka clients: flush, then fold, then commit; rebalances lose nothing."""
+"""The at-least-once batch commit with fake Kafka clients: flush, then fold, then commit; rebalances lose nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kafka.structs import TopicPartition
 from loop_fakes import FakeConsumer, FakeProducer, JournalStore, make_loop, records
 
 from profiles import Post
-from worker.checkpoint import Checkpoint
+from worker.commit import BatchCommit
 from worker.dlq import DeadLetter
 from worker.loop import StopFlag
 from worker.processing import BatchResult, InputRecord, OutputMessage
@@ -33,19 +33,19 @@ def batch() -> tuple[list[InputRecord], BatchResult]:
     return consumed, result
 
 
-def checkpoint_over(consumer, store, journal: list, *, fail_topic: str | None = None) -> Checkpoint:
-    return Checkpoint(consumer, FakeProducer(journal, fail_topic), store, SETTINGS, {})
+def commit_over(consumer, store, journal: list, *, fail_topic: str | None = None) -> BatchCommit:
+    return BatchCommit(consumer, FakeProducer(journal, fail_topic), store, SETTINGS, {})
 
 
 def test_commit_flushes_then_folds_then_commits():
     journal: list[str] = []
     consumer, store = FakeConsumer(journal, [], StopFlag()), JournalStore(journal)
     stage_seconds: dict[Stage, float] = {}
-    checkpoint = Checkpoint(consumer, FakeProducer(journal), store, SETTINGS, stage_seconds)
-    checkpoint.send(*batch())
+    commit = BatchCommit(consumer, FakeProducer(journal), store, SETTINGS, stage_seconds)
+    commit.send(*batch())
     assert journal == ["send:out", "send:out", "send:dlq"]  # sent, nothing waited for yet
 
-    checkpoint.commit()
+    commit.commit()
     assert journal == ["send:out", "send:out", "send:dlq", "flush", "add_posts", "commit"]
     assert consumer.committed == {P0: 6, P1: 8}  # each partition past its last record
     assert [p.post_id for p in store.posts] == ["p4", "p5"]
@@ -55,10 +55,10 @@ def test_commit_flushes_then_folds_then_commits():
 def test_a_batch_without_posts_commits_without_a_fold():
     journal: list[str] = []
     consumer = FakeConsumer(journal, [], StopFlag())
-    checkpoint = checkpoint_over(consumer, JournalStore(journal), journal)
+    commit = commit_over(consumer, JournalStore(journal), journal)
     consumed, result = batch()
-    checkpoint.send(consumed, BatchResult(outputs=result.outputs))
-    checkpoint.commit()
+    commit.send(consumed, BatchResult(outputs=result.outputs))
+    commit.commit()
     assert journal == ["send:out", "send:out", "flush", "commit"]
     assert consumer.committed == {P0: 6, P1: 8}
 
@@ -66,10 +66,10 @@ def test_a_batch_without_posts_commits_without_a_fold():
 def test_an_unacknowledged_send_stops_before_the_fold():
     journal: list[str] = []
     consumer, store = FakeConsumer(journal, [], StopFlag()), JournalStore(journal)
-    checkpoint = checkpoint_over(consumer, store, journal, fail_topic="dlq")
-    checkpoint.send(*batch())
+    commit = commit_over(consumer, store, journal, fail_topic="dlq")
+    commit.send(*batch())
     with pytest.raises(KafkaTimeoutError):
-        checkpoint.commit()
+        commit.commit()
     assert journal[-1] == "flush" and store.posts == [] and consumer.committed == {}
 
 
@@ -77,16 +77,16 @@ def test_partitions_revoked_mid_batch_lose_nothing(store, caplog):
     """Kafka refuses the commit (the group moved on); the new owner replays the batch and counts no post twice."""
     journal: list[str] = []
     revoked = FakeConsumer(journal, [], StopFlag(), commit_errors=[CommitFailedError("member kicked out")])
-    with caplog.at_level(logging.WARNING, logger="worker.checkpoint"):
-        checkpoint = checkpoint_over(revoked, store, journal)
-        checkpoint.send(*batch())
-        checkpoint.commit()  # handled: the loop goes on
+    with caplog.at_level(logging.WARNING, logger="worker.commit"):
+        commit = commit_over(revoked, store, journal)
+        commit.send(*batch())
+        commit.commit()  # handled: the loop goes on
     assert revoked.committed == {} and "will be replayed" in caplog.text
     assert store.stats().posts == 2  # folded before the commit was refused
     keywords = store.top_keywords(["u"], 5)
 
     new_owner = FakeConsumer(journal, [], StopFlag())
-    replay = checkpoint_over(new_owner, store, journal)
+    replay = commit_over(new_owner, store, journal)
     replay.send(*batch())
     replay.commit()
     assert new_owner.committed == {P0: 6, P1: 8}

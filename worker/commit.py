@@ -1,6 +1,6 @@
-"""One batch's checkpoint (in Quix Streams' sense): its pending sends, the posts to fold, the offsets to commit.
+"""One batch's commit (a checkpoint in Quix Streams' sense): its pending sends, the posts to fold, the offsets to commit.
 
-`Checkpoint.commit` is the at-least-once order of DESIGN.md section 2 and
+`BatchCommit.commit` is the at-least-once order of DESIGN.md section 2 and
 nothing else: flush the producer until every caption and dead letter is
 acknowledged, fold the batch's posts into the profiles in one transaction, then
 commit the consumed offsets. An error in a step skips the steps after it, so
@@ -49,10 +49,10 @@ class PostSink(Protocol):
     def forget_user(self, user_id: str) -> object: ...
 
 
-class Checkpoint:
+class BatchCommit:
     """A batch from its first send to its offset commit; the loop makes one per batch.
 
-    ``stage_seconds`` is the batch's timing table: the checkpoint adds the
+    ``stage_seconds`` is the batch's timing table: the commit adds the
     ``produce`` and ``profile_write`` stages to it.
     """
 
