@@ -1,8 +1,8 @@
 """The `uapt` command line: one parser, subcommands contributed by each package.
 
-Each package owns its commands in its own `cli` module (``model.cli``,
-``model.training.cli``, ``profiles.cli``, ``worker.commands``) through a ``register(subparsers)``
-function, so this file only assembles them. Heavy imports (torch, kafka) happen
+Each package owns its commands in its own `cli` module (``model.cli``, ``model.data.cli``,
+``model.training.cli``, ``model.training.fit_cli``, ``model.evaluation.cli``, ``profiles.cli``,
+``worker.commands``) through a ``register(subparsers)`` function, so this file only assembles them. Heavy imports (torch, kafka) happen
 inside the command handlers, the one place lazy imports are allowed, which keeps
 ``uapt --help`` instant.
 """
@@ -16,7 +16,10 @@ from collections.abc import Sequence
 
 from cli import demo
 from model import cli as model_cli
+from model.data import cli as data_cli
+from model.evaluation import cli as evaluation_cli
 from model.training import cli as training_cli
+from model.training import fit_cli
 from profiles import cli as profiles_cli
 from worker import commands as worker_commands
 
@@ -37,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(subparsers)
     profiles_cli.register(subparsers)
     model_cli.register(subparsers)
+    data_cli.register(subparsers)
     training_cli.register(subparsers)
+    evaluation_cli.register(subparsers)
+    fit_cli.register(subparsers)
     return parser
 
 

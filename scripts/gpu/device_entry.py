@@ -38,10 +38,15 @@ class PreEncodedContextsOnly(nn.Module):
 
 def main(argv: Sequence[str] | None = None) -> int:
     encoders._sentence_transformer = lambda spec: PreEncodedContextsOnly()
+    from model.data import cli as data_cli
+    from model.evaluation import cli as evaluation_cli
     from model.training import cli as training_cli
+    from model.training import fit_cli
 
     parser = argparse.ArgumentParser(prog="uapt (GPU machine)")
-    training_cli.register(parser.add_subparsers(dest="command", required=True))
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for commands in (data_cli, training_cli, evaluation_cli, fit_cli):
+        commands.register(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     return args.func(args) or 0

@@ -1,0 +1,91 @@
+"""`uapt evaluate`: score a checkpoint on a split of a dataset.
+
+The evaluation options are shared with `uapt ablate`, which scores every variant the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from model.cli import add_decoding_args
+from model.data.cli import add_offline_args, load_posts_or_exit
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the evaluate subcommand."""
+    _register_evaluate(subparsers)
+
+
+def eval_options(args: argparse.Namespace):
+    """The decoding and scoring options of `evaluate` and `ablate` (see add_eval_args)."""
+    from model.evaluation.evaluate import EvalOptions
+
+    return EvalOptions(
+        split=args.split,
+        num_beams=args.num_beams,
+        temperature=args.temperature,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        repetition_penalty=args.repetition_penalty,
+        image_word_weight=args.image_word_weight,
+        scene_constraint=args.scene_constraint,
+        limit=args.limit,
+        keywords_k=args.keywords,
+        cold_start=args.cold_start,
+    )
+
+
+def add_eval_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score (default: test)")
+    add_decoding_args(parser)
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N posts of the split")
+    parser.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="caption every post as if its user were new (no keywords): how far the image alone carries the captions",
+    )
+
+
+def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="score a checkpoint: BLEU, METEOR, ROUGE-L, CIDEr, personalization",
+        description=(
+            "Generates one caption per post of the split and scores it against the post's own text "
+            "(one reference, as in the paper) with pycocoevalcap (needs Java). Personalization: the "
+            "share of generated captions whose nearest user by TF-IDF writing style (cosine to each "
+            "user's train-split profile) is the poster; the same for the real captions is the ceiling."
+        ),
+    )
+    add_offline_args(evaluate)
+    add_eval_args(evaluate)
+    evaluate.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder from 'uapt train'")
+    evaluate.add_argument("--out", type=Path, default=None, help="write the JSON report here (default: CHECKPOINT/eval-SPLIT.json)")
+    evaluate.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="also write one self-contained HTML page: every image with its user, keywords, real text and n-best captions",
+    )
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from model.errors import ModelError
+    from model.evaluation.evaluate import evaluate_checkpoint
+
+    records = load_posts_or_exit("evaluate", args.data)
+    try:
+        options = eval_options(args)
+        report = evaluate_checkpoint(
+            records, args.checkpoint, options=options, cache_dir=args.cache_dir, device=args.device, report_path=args.report
+        )
+    except ModelError as exc:
+        raise SystemExit(f"uapt evaluate: {exc}") from None
+    out = args.out or args.checkpoint / f"eval-{args.split}.json"
+    out.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(report.markdown())
+    print(f"report: {out}" + (f", page: {args.report}" if args.report else ""), file=sys.stderr)
+    return 0

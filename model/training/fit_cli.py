@@ -1,0 +1,140 @@
+"""`uapt fit-image-words` and `uapt fit-scene-reader`: fit a checkpoint's decoding aids.
+
+Both read-outs are fitted on a checkpoint's frozen image features and saved beside its weights;
+the prefix networks are not touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from model.data.cli import add_offline_args, load_posts_or_exit
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the fit-image-words and fit-scene-reader subcommands."""
+    _register_fit_image_words(subparsers)
+    _register_fit_scene_reader(subparsers)
+
+
+def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
+    from model.image_words_config import BARE_FORMS, TaggerFit
+
+    d = TaggerFit()
+    fit = subparsers.add_parser(
+        "fit-image-words",
+        help="fit a checkpoint's image-word tagger, which steers decoding toward words the image makes likely",
+        description=(
+            "Fits a logistic read-out from the frozen image features to the words of the train captions "
+            "(no labels) and saves it beside the checkpoint's weights (image_words.safetensors/.json). "
+            "Decoding then adds WEIGHT x (log p(word | image) - log p(word)) to each vocabulary word's "
+            "logits: words the image makes likelier than usual gain, words it makes unlikely lose. "
+            "Takes a minute or two on a CPU for each --l2 value; the LM is loaded only for its tokenizer."
+        ),
+    )
+    add_offline_args(fit, keywords=False)  # the tagger reads images and captions, no keywords
+    fit.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder to fit for and write into")
+    fit.add_argument("--min-count", type=int, default=d.min_count, help=f"a word enters the vocabulary when this many train captions use it (default: {d.min_count})")
+    fit.add_argument(
+        "--bands", type=int, default=d.bands,
+        help="horizontal bands of the image's feature grid that the read-out sees beside the whole-image mean, top "
+        f"to bottom, so that what is above (sky) is told from what is below (ground) (default: {d.bands}: the mean alone)",
+    )
+    fit.add_argument(
+        "--l2", type=float, nargs="+", default=list(d.l2),
+        help="L2 penalty on the read-out weights; with several values (e.g. 1e-3 3e-4 1e-4 3e-5) each word keeps "
+        "the one with its lowest val cross-entropy, so that words the image predicts can be read more sharply "
+        f"than style words (default: {' '.join(map(str, d.l2))})",
+    )
+    fit.add_argument("--steps", type=int, default=d.steps, help=f"full-batch optimizer steps (default: {d.steps})")
+    fit.add_argument("--weight", type=float, default=d.weight, help=f"default guidance weight stored with the tagger; 0 turns it off (default: {d.weight})")
+    fit.add_argument(
+        "--min-val-gain", type=float, default=d.min_val_gain,
+        help="steer only words whose val cross-entropy is at least this share below their prior's, i.e. words "
+        f"the image predicts (default: {d.min_val_gain}; 0 steers every word)",
+    )
+    fit.add_argument(
+        "--plausibility", type=float, default=d.plausibility,
+        help="guidance moves only the tokens that decoding (the LM after the repetition penalty and the temperature) "
+        "gives at least this share of its most likely next token's probability, so a sure read-out cannot force "
+        "a word where the LM would never put one "
+        f"(default: {d.plausibility}: every token)",
+    )
+    fit.add_argument(
+        "--bare-form", choices=BARE_FORMS, default=d.bare_form,
+        help="where to steer each word's form without a leading space ('cat'; ' cat' is steered at every token): "
+        "that form is the caption's first word, but also follows '#' and ends longer words (' bob' + 'cat'); "
+        "'first-word' steers it at the caption's first token only "
+        f"(default: {d.bare_form}; docs/RESULTS.md 1.22, 1.23)",
+    )
+    fit.add_argument("--pmi-cap", type=float, default=d.pmi_cap, help=f"largest |log-ratio| one word gets (default: {d.pmi_cap})")
+    fit.set_defaults(func=_cmd_fit_image_words)
+
+
+def _cmd_fit_image_words(args: argparse.Namespace) -> int:
+    from model.errors import ModelError
+    from model.image_words_config import TaggerFit
+    from model.training.image_words_fit import fit_checkpoint_tagger
+
+    records = load_posts_or_exit("fit-image-words", args.data)
+    try:
+        fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap,
+                       min_val_gain=args.min_val_gain, bands=args.bands, plausibility=args.plausibility,
+                       bare_form=args.bare_form)
+        figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
+    except ModelError as exc:
+        raise SystemExit(f"uapt fit-image-words: {exc}") from None
+    print(json.dumps(figures, indent=1))
+    return 0
+
+
+def _register_fit_scene_reader(subparsers: argparse._SubParsersAction) -> None:
+    from model.scene_reader_config import SceneReaderFit
+
+    d = SceneReaderFit()
+    fit = subparsers.add_parser(
+        "fit-scene-reader",
+        help="fit a checkpoint's scene reader, which makes beam search name the scene it is sure of",
+        description=(
+            "Fits a softmax read-out from the frozen image features to the train split's scene labels "
+            "(the dataset's `labels`, docs/DATASET.md), finds the words the train captions use for each "
+            "scene, and saves both beside the checkpoint's weights (scene_reader.safetensors/.json). Where the "
+            "reader gives an image's scene at least --min-confidence, beam search then ranks first the captions "
+            "that hold one of that scene's words (constrained beam search; uapt evaluate --no-scene-constraint "
+            "turns it off). Takes a minute on a CPU once the image features are cached."
+        ),
+    )
+    add_offline_args(fit, keywords=False)  # the reader reads images, labels and captions, no keywords
+    fit.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder to fit for and write into")
+    fit.add_argument(
+        "--min-confidence", type=float, default=d.min_confidence,
+        help="require a scene's words only where the reader gives that scene at least this probability; the fit "
+        f"prints the val accuracy and coverage at a few thresholds (default: {d.min_confidence})",
+    )
+    fit.add_argument("--bands", type=int, default=d.bands, help=f"horizontal bands of the feature grid read beside the mean (default: {d.bands})")
+    fit.add_argument("--l2", type=float, default=d.l2, help=f"L2 penalty on the read-out weights (default: {d.l2})")
+    fit.add_argument("--steps", type=int, default=d.steps, help=f"full-batch optimizer steps (default: {d.steps})")
+    fit.add_argument("--min-count", type=int, default=d.min_count, help=f"a word can name a scene when this many train captions use it (default: {d.min_count})")
+    fit.add_argument(
+        "--purity", type=float, default=d.purity,
+        help=f"... and at least this share of those captions show that scene (default: {d.purity})",
+    )
+    fit.set_defaults(func=_cmd_fit_scene_reader)
+
+
+def _cmd_fit_scene_reader(args: argparse.Namespace) -> int:
+    from model.errors import ModelError
+    from model.scene_reader_config import SceneReaderFit
+    from model.training.scene_reader_fit import fit_checkpoint_scene_reader
+
+    records = load_posts_or_exit("fit-scene-reader", args.data)
+    try:
+        fit = SceneReaderFit(bands=args.bands, steps=args.steps, l2=args.l2, min_count=args.min_count,
+                             purity=args.purity, min_confidence=args.min_confidence)
+        figures = fit_checkpoint_scene_reader(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
+    except ModelError as exc:
+        raise SystemExit(f"uapt fit-scene-reader: {exc}") from None
+    print(json.dumps(figures, indent=1))
+    return 0
