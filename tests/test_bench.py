@@ -78,3 +78,66 @@ def test_generation_bench_checks_identity_with_the_scene_constraint_on(tmp_path,
     out = capsys.readouterr().out
     assert "scene_constraint=on (3 of 3 images)" in out and "constraint_cost=" in out
     assert "identical=true" in out and "speedup_vs_hf=skipped (image word guidance or scene constraint)" in out
+
+
+def _write_paired_case(tmp_path):
+    """A labelled dataset of five posts and two evaluate reports of them, with flips known by construction."""
+    import json
+
+    posts = [  # post_id, labels
+        ("p1", {"scene": "beach", "objects": ["cat"], "on_topic_user": True}),
+        ("p2", {"scene": "city", "objects": ["coffee"], "on_topic_user": True}),
+        ("p3", {"scene": "forest", "objects": ["rocket"], "on_topic_user": True}),
+        ("p4", {"scene": "beach", "objects": ["coffee"], "on_topic_user": False}),  # off topic: only the wrong-scene check
+        ("p5", None),  # unlabelled: no check
+    ]
+    before = {"p1": "my kitty", "p2": "latte in the forest", "p3": "a rocket in the woods", "p4": "at the beach", "p5": "hi"}
+    after = {"p1": "my kitty on the sand", "p2": "latte downtown", "p3": "a rocket", "p4": "in the city", "p5": "hi"}
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [
+        {"post_id": p, "user_id": "u1", "image": f"images/{p}.png", "text": "t", "split": "test", **({"labels": l} if l else {})}
+        for p, l in posts
+    ]
+    (data / "posts.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    reports = []
+    for name, best in (("before", before), ("after", after)):
+        report = {"captions": [{"post_id": p, "nbest": [{"text": text, "score": -1.0}]} for p, text in best.items()]}
+        (tmp_path / f"{name}.json").write_text(json.dumps(report), encoding="utf-8")
+        reports.append(str(tmp_path / f"{name}.json"))
+    return data, reports, before, after, posts
+
+
+def test_paired_grounding_counts_the_posts_that_flip_each_way(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import paired_grounding
+    from model.evaluation.grounding import content_scores
+
+    data, (before_json, after_json), before, after, posts = _write_paired_case(tmp_path)
+    paired_grounding.main([before_json, after_json, "--data", str(data)])
+    out = capsys.readouterr().out.strip().splitlines()
+    # scene: p1 and p2 gained it, p3 lost it ("woods" is a forest); object: nothing moved;
+    # wrong scene: p2 lost it, p4 (off topic, still counted) gained it
+    assert out[-1] == (
+        "scene_gained=2 scene_lost=1 object_gained=0 object_lost=0 wrong_gained=1 wrong_lost=1 unchanged=1 scene_z=0.58"
+    )
+    rows = {cells[0]: cells for cells in (line.strip("| ").split(" | ") for line in out if line.startswith("| "))}
+    labels = [l for _, l in posts]
+    for side, column in ((before, 2), (after, 3)):  # both sides' shares are uapt evaluate's own figures
+        figures = content_scores([side[p] for p, _ in posts], labels)
+        for figure in ("content_scene", "content_object", "wrong_scene_rate"):
+            assert float(rows[figure][column]) == pytest.approx(figures[figure], abs=5e-4)
+
+
+def test_paired_grounding_refuses_reports_of_different_posts(tmp_path) -> None:
+    import json
+    from pathlib import Path
+
+    from bench import paired_grounding
+
+    data, (before_json, after_json), *_ = _write_paired_case(tmp_path)
+    report = json.loads(Path(after_json).read_text(encoding="utf-8"))
+    report["captions"] = report["captions"][:-1]  # one post fewer than the baseline
+    Path(after_json).write_text(json.dumps(report), encoding="utf-8")
+    with pytest.raises(SystemExit) as refused:
+        paired_grounding.main([before_json, after_json, "--data", str(data)])
+    assert refused.value.code == 2

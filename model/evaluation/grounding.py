@@ -6,7 +6,7 @@ names a scene (or object) when one of its words is one of those synonyms
 (plural "s" or "es" allowed). These checks are what `content_scene`, `content_object`
 and `wrong_scene_rate` in `uapt evaluate` count, and what the trainer's
 periodic probe reports. The drawn shapes and their colour are found the same
-way, for diagnostics (scripts/distinct_bound.py).
+way, for diagnostics.
 """
 
 from __future__ import annotations
