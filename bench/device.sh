@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks in one prepared run, for a machine with a CUDA device (the lent device machine):
+# The GPU checks in one prepared run, for a machine with a CUDA device:
 #   bash bench/device.sh [OUT_DIR]
 # It sets up .venv if needed (scripts/setup.sh), then runs the `gpu` tests, bench.generation on
 # CUDA (tiny, offline, and the paper architecture with RANDOM weights; batch 16 and 64) and

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.train_step --preset offline --batch 16 --steps 5
 
 `uapt train --precision auto` keeps the frozen LM in float32 on an AVX2-only
-CPU, where bfloat16 matmuls are several times slower (DESIGN.md section 7),
+CPU, where bfloat16 matmuls are several times slower,
 casts it to bfloat16 on a CUDA device that supports it, and on a CPU with
 AVX512-BF16 or AMX times both on its first batch and keeps the faster
 (`auto=timed` below). This times the trainer's whole step (`optimizer_step`:

