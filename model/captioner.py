@@ -10,7 +10,7 @@ from torch import Tensor
 
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
 from model.generation import BeamSettings
-from model.image_words_config import check_weight
+from model.guidance.tagger_config import check_weight
 from model.keywords import keywords_to_text
 from model.uapt import UAPT, Caption, InputError
 

@@ -19,12 +19,12 @@ from model.assets import file_sha256
 from model.config import ConfigError, UAPTConfig
 from model.device import dtype_name
 from model.errors import ModelError
-from model.image_words import META_FILE as IMAGE_WORDS_META
-from model.image_words import TENSORS_FILE as IMAGE_WORDS_TENSORS
-from model.image_words import load_tagger
-from model.scene_reader import META_FILE as SCENE_READER_META
-from model.scene_reader import TENSORS_FILE as SCENE_READER_TENSORS
-from model.scene_reader import load_scene_reader
+from model.guidance.tagger import META_FILE as IMAGE_WORDS_META
+from model.guidance.tagger import TENSORS_FILE as IMAGE_WORDS_TENSORS
+from model.guidance.tagger import load_tagger
+from model.guidance.scene_reader import META_FILE as SCENE_READER_META
+from model.guidance.scene_reader import TENSORS_FILE as SCENE_READER_TENSORS
+from model.guidance.scene_reader import load_scene_reader
 
 WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "config.json"

@@ -131,7 +131,7 @@ def _caption(args: argparse.Namespace) -> int:
 
     from model.captioner import Captioner
     from model.generation import GenerationError
-    from model.image_words import ImageWordsError
+    from model.guidance.tagger import ImageWordsError
 
     if args.num_captions < 1:
         raise SystemExit("uapt caption: --num-captions must be at least 1")

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
 from model.errors import ModelError
-from model.image_words_config import ImageWordsError, check_plausibility
+from model.guidance.tagger_config import ImageWordsError, check_plausibility
 
 
 class GenerationError(ModelError):
@@ -99,7 +99,7 @@ class TokenBias(NamedTuple):
     """Per-image logit biases (B, V): `first` for the caption's first token, `later` for every token after it.
 
     They differ when image word guidance steers a word's form without a leading space
-    at the caption's first word only (`model.image_words`, ``--bare-form first-word``):
+    at the caption's first word only (`model.guidance.tagger`, ``--bare-form first-word``):
     elsewhere that form follows "#" or ends a longer word. After a prompt, the first
     generated token continues the prompt, so the decoders give it `later`
     (`_caption_start_bias`).
@@ -277,7 +277,7 @@ def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings, bias
 
     Repetition penalty on the logits of generated tokens (positive ones divided, negative
     ones multiplied), then temperature, then the rows' `bias` (N, V) if any (image word
-    guidance, `model.image_words`) on the tokens that pass the plausibility gate,
+    guidance, `model.guidance.tagger`) on the tokens that pass the plausibility gate,
     log-softmax, and -inf for every token that would complete an n-gram the row has
     already generated.
     """

@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from model import generation
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, UAPTConfig
 from model.errors import ModelError
-from model.image_words import ImageWordTagger
-from model.image_words_config import check_weight
-from model.scene_reader import SceneReader
+from model.guidance.tagger import ImageWordTagger
+from model.guidance.tagger_config import check_weight
+from model.guidance.scene_reader import SceneReader
 
 
 class InputError(ModelError):
@@ -378,9 +378,9 @@ class UAPT(nn.Module):
 
         `prompts` (one text per image, lengths may differ) are fed after the prefix and
         are not part of the returned captions. `image_word_weight` scales the image word
-        guidance (`model.image_words`) when the checkpoint has a tagger: None uses the
+        guidance (`model.guidance.tagger`) when the checkpoint has a tagger: None uses the
         weight stored with it, 0 turns it off. With `scene_constraint` and a checkpoint
-        with a scene reader (`model.scene_reader`), beam search ranks first the captions
+        with a scene reader (`model.guidance.scene_reader`), beam search ranks first the captions
         that name the scene the reader is sure of; greedy decoding has no such constraint.
         """
         settings = generation.BeamSettings(
@@ -433,7 +433,7 @@ class UAPT(nn.Module):
         return requested and self.scene_reader is not None and num_beams > 1
 
     def required_scene_ids(self, image_features: Tensor) -> list[list[int]] | None:
-        """Each image's required scene tokens (`model.scene_reader`); None without a reader or where none is sure."""
+        """Each image's required scene tokens (`model.guidance.scene_reader`); None without a reader or where none is sure."""
         if self.scene_reader is None:
             return None
         required = self.scene_reader.required_ids(image_features)

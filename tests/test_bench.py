@@ -46,7 +46,7 @@ def test_generation_bench_checks_identity_with_image_word_guidance_on(tmp_path, 
     from bench import generation
     from model.checkpoint import save_checkpoint
     from model.factory import load_model
-    from model.image_words import TaggerFit, fit_tagger, save_tagger
+    from model.guidance.tagger import TaggerFit, fit_tagger, save_tagger
 
     model = load_model("tiny", device="cpu")
     path = save_checkpoint(model, tmp_path / "guided")
@@ -65,7 +65,7 @@ def test_generation_bench_checks_identity_with_the_scene_constraint_on(tmp_path,
     from bench import generation
     from model.checkpoint import save_checkpoint
     from model.factory import load_model
-    from model.scene_reader import SceneReaderFit, fit_scene_reader, save_scene_reader
+    from model.guidance.scene_reader import SceneReaderFit, fit_scene_reader, save_scene_reader
 
     model = load_model("tiny", device="cpu")
     path = save_checkpoint(model, tmp_path / "constrained")

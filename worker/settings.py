@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
-from model.image_words_config import ImageWordsError, check_weight
+from model.guidance.tagger_config import ImageWordsError, check_weight
 from worker.errors import ConfigurationError
 
 ENV_PREFIX = "UAPT_"

@@ -50,8 +50,8 @@ class EvalOptions:
     temperature: float = TEMPERATURE
     no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE
     repetition_penalty: float = REPETITION_PENALTY
-    image_word_weight: float | None = None  # None: the checkpoint's tagger's own weight (model.image_words)
-    scene_constraint: bool = True  # with the checkpoint's scene reader, if any (model.scene_reader)
+    image_word_weight: float | None = None  # None: the checkpoint's tagger's own weight (model.guidance.tagger)
+    scene_constraint: bool = True  # with the checkpoint's scene reader, if any (model.guidance.scene_reader)
     limit: int | None = None
     keywords_k: int | None = None  # None: what the checkpoint was trained with (else 5)
     cold_start: bool = False  # caption every post as if its user had no past posts (no keywords)

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
-    from model.image_words_config import BARE_FORMS, TaggerFit
+    from model.guidance.tagger_config import BARE_FORMS, TaggerFit
 
     d = TaggerFit()
     fit = subparsers.add_parser(
@@ -75,8 +75,8 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_fit_image_words(args: argparse.Namespace) -> int:
     from model.errors import ModelError
-    from model.image_words_config import TaggerFit
-    from model.training.image_words_fit import fit_checkpoint_tagger
+    from model.guidance.tagger_config import TaggerFit
+    from model.training.fit_tagger import fit_checkpoint_tagger
 
     records = load_posts_or_exit("fit-image-words", args.data)
     try:
@@ -91,7 +91,7 @@ def _cmd_fit_image_words(args: argparse.Namespace) -> int:
 
 
 def _register_fit_scene_reader(subparsers: argparse._SubParsersAction) -> None:
-    from model.scene_reader_config import SceneReaderFit
+    from model.guidance.scene_reader_config import SceneReaderFit
 
     d = SceneReaderFit()
     fit = subparsers.add_parser(
@@ -126,8 +126,8 @@ def _register_fit_scene_reader(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_fit_scene_reader(args: argparse.Namespace) -> int:
     from model.errors import ModelError
-    from model.scene_reader_config import SceneReaderFit
-    from model.training.scene_reader_fit import fit_checkpoint_scene_reader
+    from model.guidance.scene_reader_config import SceneReaderFit
+    from model.training.fit_scene_reader import fit_checkpoint_scene_reader
 
     records = load_posts_or_exit("fit-scene-reader", args.data)
     try:

@@ -211,7 +211,7 @@ def test_cli_fit_image_words_then_evaluate_records_the_weight(
 ) -> None:
     import shutil
 
-    from model.image_words import META_FILE
+    from model.guidance.tagger import META_FILE
 
     guided = Path(shutil.copytree(trained, tmp_path / "guided", ignore=shutil.ignore_patterns("cache")))
     cache = ["--cache-dir", str(trained / "cache")]

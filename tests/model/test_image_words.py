@@ -11,7 +11,7 @@ import torch
 
 from model.checkpoint import copy_checkpoint, save_checkpoint
 from model.factory import load_model
-from model.image_words import (
+from model.guidance.tagger import (
     META_FILE,
     TENSORS_FILE,
     ImageWordsError,

@@ -10,7 +10,7 @@ import torch
 
 from model.checkpoint import copy_checkpoint, save_checkpoint
 from model.factory import load_model
-from model.scene_reader import (
+from model.guidance.scene_reader import (
     META_FILE,
     TENSORS_FILE,
     SceneReaderError,

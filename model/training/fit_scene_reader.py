@@ -1,4 +1,4 @@
-"""Fit a checkpoint's scene reader (`model.scene_reader`) on its dataset's train split.
+"""Fit a checkpoint's scene reader (`model.guidance.scene_reader`) on its dataset's train split.
 
 Minutes, not hours: the frozen image features come from the feature cache, the reader
 is a softmax read-out of them, and the LM is loaded only for its tokenizer. It needs
@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from model.data.dataset import PostRecord
-from model.scene_reader import fit_scene_reader, save_scene_reader
-from model.scene_reader_config import SceneReaderError, SceneReaderFit
+from model.guidance.scene_reader import fit_scene_reader, save_scene_reader
+from model.guidance.scene_reader_config import SceneReaderError, SceneReaderFit
 from model.training.features import Split
-from model.training.image_words_fit import checkpoint_splits
+from model.training.fit_tagger import checkpoint_splits
 
 logger = logging.getLogger(__name__)
 

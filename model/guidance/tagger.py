@@ -46,8 +46,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from model.generation import TokenBias
-from model.image_words_config import ImageWordsError, TaggerFit, check_bare_form, check_plausibility, check_weight
-from model.readout_files import read_readout, write_readout
+from model.guidance.tagger_config import ImageWordsError, TaggerFit, check_bare_form, check_plausibility, check_weight
+from model.guidance.storage import read_readout, write_readout
 
 TENSORS_FILE = "image_words.safetensors"
 META_FILE = "image_words.json"

@@ -2,7 +2,7 @@
 
 Why: the trained prefix leaves the scene out of about a third of its captions, and in
 most of those no beam names any scene (docs/RESULTS.md 1.30), so a logit bias such as
-image word guidance (`model.image_words`) has nothing to move. A required word does:
+image word guidance (`model.guidance.tagger`) has nothing to move. A required word does:
 where the reader is confident of the scene, beam search keeps a second bank of beams
 that have written one of the scene's words and ranks their captions first
 (`model.generation`, constrained beam search as in Anderson et al. 2017, who
@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from model.image_words import caption_words, pool_features, single_token_ids
-from model.readout_files import read_readout, write_readout
-from model.scene_reader_config import SceneReaderError, SceneReaderFit, check_min_confidence
+from model.guidance.tagger import caption_words, pool_features, single_token_ids
+from model.guidance.storage import read_readout, write_readout
+from model.guidance.scene_reader_config import SceneReaderError, SceneReaderFit, check_min_confidence
 
 __all__ = ["SceneReader", "SceneReaderError", "SceneReaderFit", "fit_scene_reader", "load_scene_reader", "save_scene_reader", "scene_words"]
 

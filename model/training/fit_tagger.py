@@ -1,4 +1,4 @@
-"""Fit a checkpoint's image-word tagger (`model.image_words`) on its dataset's train split.
+"""Fit a checkpoint's image-word tagger (`model.guidance.tagger`) on its dataset's train split.
 
 Minutes, not hours: the frozen image features come from the feature cache, the
 tagger is a logistic read-out, and the LM is loaded only for its tokenizer. The
@@ -16,7 +16,7 @@ from model.checkpoint import read_checkpoint_config
 from model.data.dataset import PostRecord
 from model.data.samples import train_profiles
 from model.factory import load_model
-from model.image_words import TaggerFit, fit_tagger, save_tagger
+from model.guidance.tagger import TaggerFit, fit_tagger, save_tagger
 from model.training.features import FeatureCache, Split, encode_split
 
 if TYPE_CHECKING:

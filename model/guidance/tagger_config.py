@@ -1,6 +1,6 @@
 """How an image-word tagger is fitted, and what a guidance weight may be; free of torch imports.
 
-Kept apart from `model.image_words` (as `model.training.train_config` is from the trainer)
+Kept apart from `model.guidance.tagger` (as `model.training.train_config` is from the trainer)
 so that the CLI can show the defaults in ``--help`` without importing torch.
 """
 

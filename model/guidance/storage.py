@@ -1,6 +1,6 @@
 """A read-out fitted beside a checkpoint's weights: its tensors (safetensors) and a JSON description with their checksum.
 
-The image-word tagger (`model.image_words`) and the scene reader (`model.scene_reader`)
+The image-word tagger (`model.guidance.tagger`) and the scene reader (`model.guidance.scene_reader`)
 are stored this way, so that a damaged or swapped tensor file is refused at load.
 """
 

@@ -1,4 +1,4 @@
-"""How a scene reader (`model.scene_reader`) is fitted; free of torch imports, so ``--help`` can show the defaults."""
+"""How a scene reader (`model.guidance.scene_reader`) is fitted; free of torch imports, so ``--help`` can show the defaults."""
 
 from __future__ import annotations
 
