@@ -46,7 +46,8 @@ def test_generation_bench_checks_identity_with_image_word_guidance_on(tmp_path, 
     from bench import generation
     from model.checkpoint import save_checkpoint
     from model.factory import load_model
-    from model.guidance.tagger import TaggerFit, fit_tagger, save_tagger
+    from model.guidance.tagger import TaggerFit, save_tagger
+    from model.training.fit_tagger import fit_tagger
 
     model = load_model("tiny", device="cpu")
     path = save_checkpoint(model, tmp_path / "guided")
@@ -65,7 +66,8 @@ def test_generation_bench_checks_identity_with_the_scene_constraint_on(tmp_path,
     from bench import generation
     from model.checkpoint import save_checkpoint
     from model.factory import load_model
-    from model.guidance.scene_reader import SceneReaderFit, fit_scene_reader, save_scene_reader
+    from model.guidance.scene_reader import SceneReaderFit, save_scene_reader
+    from model.training.fit_scene_reader import fit_scene_reader
 
     model = load_model("tiny", device="cpu")
     path = save_checkpoint(model, tmp_path / "constrained")

@@ -17,30 +17,27 @@ one-token forms, with and without a leading space, can be required: a user whose
 is longer ("seaside") is pushed to another user's. A required token counts where it
 stands, even inside a longer word (" frost" + "ing"; docs/RESULTS.md 1.33).
 
-A fitted reader lives beside a checkpoint's weights: ``scene_reader.safetensors``
-and ``scene_reader.json`` (scenes, their words and token ids, threshold, checksum).
+A fitted reader lives beside a checkpoint's weights as the read-out ``scene_reader``
+(`model.guidance.storage`): ``scene_reader.safetensors`` and ``scene_reader.json``
+(scenes, their words and token ids, threshold, checksum). Fitting it is offline work
+(`model.training.fit_scene_reader`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from model.guidance.tagger import caption_words, pool_features, single_token_ids
-from model.guidance.storage import read_readout, write_readout
 from model.guidance.scene_reader_config import SceneReaderError, SceneReaderFit, check_min_confidence
+from model.guidance.storage import ReadoutError, load_readout, readout_files, save_readout
+from model.guidance.tagger import pool_features
 
-__all__ = ["SceneReader", "SceneReaderError", "SceneReaderFit", "fit_scene_reader", "load_scene_reader", "save_scene_reader", "scene_words"]
-
-TENSORS_FILE = "scene_reader.safetensors"
-META_FILE = "scene_reader.json"
+NAME = "scene_reader"  # the read-out's name in a checkpoint's folder
+TENSORS_FILE, META_FILE = readout_files(NAME)
 FORMAT = "uapt-scene-reader/1"
 
 
@@ -85,83 +82,6 @@ class SceneReader(nn.Module):
         ]
 
 
-def scene_words(captions: Sequence[str], scenes: Sequence[str], min_count: int, purity: float) -> dict[str, list[str]]:
-    """Scene -> the caption words used by at least `min_count` captions, at least `purity` of them showing that scene."""
-    uses: dict[str, Counter] = {}
-    for text, scene in zip(captions, scenes):
-        for word in caption_words(text):
-            uses.setdefault(word, Counter())[scene] += 1
-    found: dict[str, list[str]] = {scene: [] for scene in sorted(set(scenes))}
-    for word, counts in sorted(uses.items()):
-        total = sum(counts.values())
-        scene, count = counts.most_common(1)[0]
-        if total >= min_count and count >= purity * total:
-            found[scene].append(word)
-    return found
-
-
-def fit_scene_reader(
-    image_features: Tensor,
-    scenes: Sequence[str],
-    captions: Sequence[str],
-    tokenizer,
-    fit: SceneReaderFit = SceneReaderFit(),
-    val: tuple[Tensor, Sequence[str]] | None = None,
-) -> tuple[SceneReader, dict]:
-    """Fit the read-out on train images and their scene labels, the words on their captions; returns it and fit figures."""
-    if not (image_features.size(0) == len(scenes) == len(captions)) or not scenes:
-        raise SceneReaderError(f"{image_features.size(0)} images, {len(scenes)} scene labels and {len(captions)} captions must match")
-    words = scene_words(captions, scenes, fit.min_count, fit.purity)
-    names, kept_words, token_ids = [], [], []
-    for scene, candidates in words.items():
-        forms = {word: single_token_ids(tokenizer, word)[0] for word in candidates}
-        forms = {word: ids for word, ids in forms.items() if ids}
-        if not forms:
-            raise SceneReaderError(f"no one-token word of the train captions names scene {scene!r}: it could not be required")
-        names.append(scene)
-        kept_words.append(sorted(forms))
-        token_ids.append(sorted({i for ids in forms.values() for i in ids}))
-    reader = SceneReader(image_features.size(-1), fit.bands, names, kept_words, token_ids, fit.min_confidence)
-    pooled = pool_features(image_features.float(), fit.bands)
-    reader.feature_mean.copy_(pooled.mean(dim=0))
-    reader.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-6))
-    targets = torch.tensor([names.index(scene) for scene in scenes])
-    reader.linear.requires_grad_(True)
-    optimizer = torch.optim.Adam(reader.linear.parameters(), lr=fit.lr)
-    for _ in tqdm(range(fit.steps), desc="fitting the scene reader", leave=False, mininterval=2):
-        loss = F.cross_entropy(reader.read_out(pooled), targets) + fit.l2 * reader.linear.weight.pow(2).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    reader.linear.requires_grad_(False)
-    figures: dict = {"train_images": len(scenes), "train_accuracy": accuracy(reader, image_features, scenes)}
-    if val is not None:
-        figures.update(val_figures(reader, *val))
-    return reader, figures
-
-
-@torch.no_grad()
-def accuracy(reader: SceneReader, image_features: Tensor, scenes: Sequence[str]) -> float:
-    """Share of images whose most likely scene is their labelled one."""
-    predicted = reader(image_features).argmax(dim=-1).tolist()
-    return sum(reader.scenes[p] == s for p, s in zip(predicted, scenes)) / max(len(scenes), 1)
-
-
-@torch.no_grad()
-def val_figures(reader: SceneReader, image_features: Tensor, scenes: Sequence[str]) -> dict:
-    """Accuracy, and for the threshold and a few others, the share of images above it and the accuracy there."""
-    confidence, predicted = reader(image_features).max(dim=-1)
-    right = torch.tensor([reader.scenes[p] == s for p, s in zip(predicted.tolist(), scenes)])
-    figures: dict = {"val_images": len(scenes), "val_accuracy": float(right.float().mean())}
-    for threshold in sorted({0.5, 0.7, 0.8, 0.9, 0.95, reader.min_confidence}):
-        above = confidence >= threshold
-        figures[f"val_at_{threshold:g}"] = {
-            "coverage": float(above.float().mean()),
-            "accuracy": float(right[above].float().mean()) if above.any() else None,
-        }
-    return figures
-
-
 def save_scene_reader(reader: SceneReader, directory: str | Path, fit: SceneReaderFit, figures: dict) -> None:
     """Write the read-out's tensors and its JSON description (with their checksum) into `directory`."""
     meta = {
@@ -175,17 +95,20 @@ def save_scene_reader(reader: SceneReader, directory: str | Path, fit: SceneRead
         "fit": asdict(fit),
         "figures": figures,
     }
-    write_readout(Path(directory), TENSORS_FILE, META_FILE, reader.state_dict(), meta)
+    save_readout(directory, NAME, reader.state_dict(), meta)
 
 
 def load_scene_reader(directory: str | Path, image_dim: int, vocab_size: int) -> SceneReader | None:
     """The scene reader saved in `directory`, or None when it has none; a damaged or unfitting one raises."""
     directory = Path(directory)
     meta_path, tensors_path = directory / META_FILE, directory / TENSORS_FILE
-    stored = read_readout(directory, TENSORS_FILE, META_FILE, (FORMAT,), SceneReaderError, "scene reader")
+    try:
+        stored = load_readout(directory, NAME, (FORMAT,))
+    except ReadoutError as error:
+        raise SceneReaderError(f"cannot load the scene reader: {error}") from error
     if stored is None:
         return None
-    meta, tensors = stored
+    tensors, meta = stored
     try:
         if meta["image_dim"] != image_dim:
             raise SceneReaderError(f"fitted on {meta['image_dim']}-d image features, the model has {image_dim}")

@@ -37,9 +37,10 @@ from model.device import DTYPES, dtype_name, training_dtypes
 from model.errors import ModelError
 from model.evaluation import grounding
 from model.factory import load_model
-from model.guidance.tagger import ImageWordTagger, keep_predicted_words, load_tagger, single_token_ids
+from model.guidance.tagger import ImageWordTagger, load_tagger, single_token_ids
 from model.keywords import keywords_to_text
 from model.training.features import FeatureCache, Split, encode_split
+from model.training.fit_tagger import keep_predicted_words
 from model.training.stop import signals_deferred
 from model.training.train_config import IMAGE_WORD_MIN_GAIN, METRICS_FILE, TrainConfig
 

@@ -16,16 +16,13 @@ from model.guidance.tagger import (
     TENSORS_FILE,
     ImageWordsError,
     TaggerFit,
-    bce,
-    build_vocabulary,
     caption_words,
-    fit_tagger,
     load_tagger,
-    per_word_bce,
     pool_features,
     save_tagger,
     single_token_ids,
 )
+from model.training.fit_tagger import bce, build_vocabulary, fit_tagger, per_word_bce
 from model_fixtures import SAMPLE_KEYWORDS, sample_images, tiny_model
 
 DIM = 16

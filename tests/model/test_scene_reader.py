@@ -15,11 +15,10 @@ from model.guidance.scene_reader import (
     TENSORS_FILE,
     SceneReaderError,
     SceneReaderFit,
-    fit_scene_reader,
     load_scene_reader,
     save_scene_reader,
-    scene_words,
 )
+from model.training.fit_scene_reader import fit_scene_reader, scene_words
 from model_fixtures import SAMPLE_KEYWORDS, sample_images, tiny_model
 
 DIM = 16

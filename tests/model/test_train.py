@@ -184,7 +184,8 @@ def test_a_second_stage_neither_uses_nor_keeps_the_first_stages_image_word_tagge
     posts, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from model.factory import load_model
-    from model.guidance.tagger import META_FILE, TaggerFit, fit_tagger, save_tagger
+    from model.guidance.tagger import META_FILE, TaggerFit, save_tagger
+    from model.training.fit_tagger import fit_tagger
 
     cache, first = tmp_path / "cache", tmp_path / "first"
     one_step = TrainConfig(epochs=1, batch_size=2, lr=1e-3, max_steps=1, precision="float32", probe_posts=2)
@@ -223,7 +224,8 @@ def test_image_word_loss_weight_weights_the_words_the_tagger_predicts_and_resume
     """The words come from the --init-from (or --image-words-from) checkpoint's tagger; a resumed run keeps them."""
     from model.data.samples import train_profiles
     from model.factory import load_model
-    from model.guidance.tagger import TaggerFit, fit_tagger, save_tagger
+    from model.guidance.tagger import TaggerFit, save_tagger
+    from model.training.fit_tagger import fit_tagger
     from model.training.features import FeatureCache, encode_split
     from model.training.trainer import TrainingError
 
