@@ -19,19 +19,14 @@ from model.assets import file_sha256
 from model.config import ConfigError, UAPTConfig
 from model.device import dtype_name
 from model.errors import ModelError
-from model.guidance.tagger import META_FILE as IMAGE_WORDS_META
-from model.guidance.tagger import TENSORS_FILE as IMAGE_WORDS_TENSORS
-from model.guidance.tagger import load_tagger
-from model.guidance.scene_reader import META_FILE as SCENE_READER_META
-from model.guidance.scene_reader import TENSORS_FILE as SCENE_READER_TENSORS
-from model.guidance.scene_reader import load_scene_reader
+from model.guidance.aids import READOUT_FILES
 
 WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "uapt-checkpoint/1"
 NOT_COMPARED = {"notes", "init_seed"}
 """Config fields a checkpoint may differ in from the model it loads into: they say nothing about its weights."""
-SIDE_FILES = ("metrics.json", "curve.png", IMAGE_WORDS_TENSORS, IMAGE_WORDS_META, SCENE_READER_TENSORS, SCENE_READER_META)
+SIDE_FILES = ("metrics.json", "curve.png", *READOUT_FILES)
 """Written beside the weights (by the trainer, `uapt fit-image-words`, `uapt fit-scene-reader`); they travel with a copied checkpoint."""
 
 
@@ -89,7 +84,10 @@ def read_checkpoint_config(ckpt_dir: str | Path) -> UAPTConfig:
 
 
 def load_checkpoint(model, ckpt_dir: str | Path) -> None:
-    """Load trainable weights into `model` after checking they were made for exactly this model."""
+    """Load trainable weights into `model` after checking they were made for exactly this model.
+
+    Only the weights: the decoding aids fitted beside them are `model.guidance.aids.load_guidance`'s.
+    """
 
     directory = Path(ckpt_dir)
     meta = _read_meta(directory)
@@ -118,13 +116,6 @@ def load_checkpoint(model, ckpt_dir: str | Path) -> None:
             f"checkpoint {directory} does not fit the model: missing {missing}, unexpected {unexpected}, wrong shape {wrong}"
         )
     model.prefix.load_state_dict(tensors)
-    embeddings = model.lm.get_input_embeddings()
-    model.image_words = load_tagger(directory, model.image_encoder.dim, embeddings.num_embeddings)
-    if model.image_words is not None:
-        model.image_words.to(model.device)  # load_model then moves and casts it with the rest
-    model.scene_reader = load_scene_reader(directory, model.image_encoder.dim, embeddings.num_embeddings)
-    if model.scene_reader is not None:
-        model.scene_reader.to(model.device)
     model.checkpoint_id = f"{directory.resolve().name}@{meta['sha256'][:12]}"
 
 

@@ -13,6 +13,7 @@ from model.config import UAPTConfig, get_config
 from model.device import resolve_device, resolve_dtype
 from model.encoders import build_encoders
 from model.errors import ModelError
+from model.guidance.aids import load_guidance
 from model.lm import load_lm
 from model.uapt import UAPT
 
@@ -32,6 +33,11 @@ def load_model(
     dtype: str | torch.dtype | None = None,
 ):
     """Build UAPT for `preset` (a name or a config), optionally load a checkpoint; eval mode, backbones frozen.
+
+    A checkpoint gives the trained prefix weights (`load_checkpoint`) and the decoding aids
+    fitted beside them (`load_guidance`: image-word tagger, scene reader, where it has
+    them), attached here as `model.guidance`. Damaged weights raise CheckpointError, a
+    damaged aid ImageWordsError or SceneReaderError.
 
     preset None means the checkpoint's own preset and ablation (or "offline" without a
     checkpoint). dtype None means the inference default (half precision on CUDA, float32
@@ -55,6 +61,8 @@ def load_model(
     model = UAPT(config, image_encoder, context_encoder, lm, tokenizer)  # prefix weights seeded per part
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
+        vocab_size = model.lm.get_input_embeddings().num_embeddings
+        model.guidance = load_guidance(checkpoint, model.image_encoder.dim, vocab_size)
     model.to(device=target, dtype=resolve_dtype(dtype, target))
     logger.info("loaded UAPT preset=%s ablation=%s on %s", config.preset, config.ablation, target)
     return model.eval()

@@ -32,9 +32,8 @@ from torch import Tensor, nn
 from model import generation
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, UAPTConfig
 from model.errors import ModelError
-from model.guidance.tagger import ImageWordTagger
+from model.guidance.aids import Guidance
 from model.guidance.tagger_config import check_weight
-from model.guidance.scene_reader import SceneReader
 
 
 class InputError(ModelError):
@@ -246,8 +245,8 @@ class UAPT(nn.Module):
             float(lm.get_input_embeddings().weight.float().std()),
         )
         self.checkpoint_id: str | None = None  # set by model.checkpoint.load_checkpoint
-        self.image_words: ImageWordTagger | None = None  # set by load_checkpoint when the checkpoint has one
-        self.scene_reader: SceneReader | None = None  # likewise
+        # decoding aids; model.factory.load_model attaches those a checkpoint holds (model.guidance.aids)
+        self.guidance = Guidance()
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.image_encoder, self.context_encoder, self.lm]
@@ -412,13 +411,13 @@ class UAPT(nn.Module):
     @property
     def guidance_plausibility(self) -> float:
         """The plausibility gate stored with the tagger (`model.generation.BeamSettings`); 0 without a tagger."""
-        return 0.0 if self.image_words is None else self.image_words.plausibility
+        return 0.0 if self.guidance.tagger is None else self.guidance.tagger.plausibility
 
     def image_word_weight(self, override: float | None) -> float:
         """The guidance weight decoding uses: `override`, else the tagger's own; 0 without a tagger."""
-        if self.image_words is None:
+        if self.guidance.tagger is None:
             return 0.0
-        return self.image_words.weight if override is None else check_weight(override)
+        return self.guidance.tagger.weight if override is None else check_weight(override)
 
     def word_bias(self, image_features: Tensor, override: float | None) -> generation.TokenBias | None:
         """The image word guidance's logit biases (B, V), or None when there is no tagger or the weight is 0."""
@@ -426,17 +425,17 @@ class UAPT(nn.Module):
         if weight == 0:
             return None
         vocab_size = self.lm.get_input_embeddings().num_embeddings
-        return self.image_words.token_bias(image_features, vocab_size, weight)
+        return self.guidance.tagger.token_bias(image_features, vocab_size, weight)
 
     def applies_scene_constraint(self, requested: bool, num_beams: int) -> bool:
         """Whether decoding requires the scene reader's words: asked for, a reader present, and beam search (greedy has none)."""
-        return requested and self.scene_reader is not None and num_beams > 1
+        return requested and self.guidance.scene_reader is not None and num_beams > 1
 
     def required_scene_ids(self, image_features: Tensor) -> list[list[int]] | None:
         """Each image's required scene tokens (`model.guidance.scene_reader`); None without a reader or where none is sure."""
-        if self.scene_reader is None:
+        if self.guidance.scene_reader is None:
             return None
-        required = self.scene_reader.required_ids(image_features)
+        required = self.guidance.scene_reader.required_ids(image_features)
         return required if any(required) else None
 
     def _check_features(self, features: Tensor | None, shape: tuple[int, ...], name: str) -> Tensor:

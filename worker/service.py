@@ -26,15 +26,15 @@ log = logging.getLogger(__name__)
 def load_captioner(settings: Settings) -> Captioner:
     """Load the model named by the settings (the CLI imports this module only to run a worker)."""
     model = load_model(settings.preset, checkpoint=settings.checkpoint, device=settings.device)
-    if model.image_words is not None:
+    if model.guidance.tagger is not None:
         weight = model.image_word_weight(settings.image_word_weight)
-        tagger = model.image_words
+        tagger = model.guidance.tagger
         log.info(
             "image word guidance: weight %g over %d words (0 is off), %d band(s), plausibility gate %g (0 is off)",
             weight, len(tagger.words), tagger.bands, tagger.plausibility,
         )
-    if model.scene_reader is not None:
-        reader = model.scene_reader
+    if model.guidance.scene_reader is not None:
+        reader = model.guidance.scene_reader
         log.info(
             "scene constraint: %s, %d scenes, where the reader is at least %g sure",
             "on" if settings.scene_constraint else "off", len(reader.scenes), reader.min_confidence,

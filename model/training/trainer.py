@@ -37,6 +37,7 @@ from model.device import DTYPES, dtype_name, training_dtypes
 from model.errors import ModelError
 from model.evaluation import grounding
 from model.factory import load_model
+from model.guidance.aids import load_guidance
 from model.guidance.tagger import ImageWordTagger, load_tagger, single_token_ids
 from model.keywords import keywords_to_text
 from model.training.features import FeatureCache, Split, encode_split
@@ -406,11 +407,11 @@ def train(
     tagger = None
     if weights is not None:
         load_checkpoint(model, weights)
-        # decoding's aid, not the network: probes must show what training made, and the run does not keep it
-        tagger, model.image_words = model.image_words, None
-        if model.scene_reader is not None:
+        # decoding's aids, not the network: probes must show what training made, and the run does not keep them
+        guidance = load_guidance(weights, model.image_encoder.dim, model.lm.get_input_embeddings().num_embeddings)
+        tagger = guidance.tagger
+        if guidance.scene_reader is not None:
             logger.info("%s has a scene reader: the run does not keep it (uapt fit-scene-reader refits it)", weights)
-            model.scene_reader = None
         if tagger is not None:
             logger.info("%s has an image-word tagger: the run does not keep it (uapt fit-image-words refits it)", weights)
     if image_words_from is not None:

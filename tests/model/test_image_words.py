@@ -148,7 +148,7 @@ def _captions(model, **kwargs) -> list[list[list[int]]]:
 def test_a_checkpoints_tagger_steers_generate_and_travels_with_a_copy(guided_checkpoint: Path, tmp_path: Path) -> None:
     plain = tiny_model()
     guided = load_model("tiny", device="cpu", checkpoint=guided_checkpoint)
-    assert plain.image_words is None and guided.image_words is not None and guided.image_words.weight == 40.0
+    assert plain.guidance.tagger is None and guided.guidance.tagger is not None and guided.guidance.tagger.weight == 40.0
     assert _captions(guided, image_word_weight=0.0) == _captions(plain)  # 0 turns it off
     assert _captions(guided) != _captions(plain)  # the stored weight steers
     assert _captions(guided) == _captions(guided, image_word_weight=40.0)
@@ -178,7 +178,7 @@ def test_generate_applies_the_plausibility_gate_stored_with_the_tagger(guided_ch
     guided = load_model("tiny", device="cpu", checkpoint=guided_checkpoint)
     assert guided.guidance_plausibility == 0.0 and plain.guidance_plausibility == 0.0
     assert _captions(guided, num_beams=1) != _captions(plain, num_beams=1)
-    guided.image_words.plausibility = 0.999  # only each step's top token may move: greedy keeps the LM's choice
+    guided.guidance.tagger.plausibility = 0.999  # only each step's top token may move: greedy keeps the LM's choice
     assert guided.guidance_plausibility == 0.999
     assert _captions(guided, num_beams=1) == _captions(plain, num_beams=1)
 

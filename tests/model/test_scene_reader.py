@@ -146,7 +146,7 @@ def _captions(model, **kwargs) -> list[list[str]]:
 def test_generate_puts_the_sure_scenes_word_in_the_best_caption(reader_checkpoint: Path, tmp_path: Path) -> None:
     plain = tiny_model()
     constrained = load_model("tiny", device="cpu", checkpoint=reader_checkpoint)
-    assert plain.scene_reader is None and constrained.scene_reader is not None
+    assert plain.guidance.scene_reader is None and constrained.guidance.scene_reader is not None
     best = [image[0] for image in _captions(constrained)]
     for caption, scene in zip(best, ["beach", "snow", "city"]):
         assert scene in caption.lower()
