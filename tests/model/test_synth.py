@@ -57,7 +57,7 @@ def test_labels_describe_the_image_and_on_topic_captions_name_them(tmp_path: Pat
     from model.evaluation.grounding import names_main_object, names_scene
     from model.data.synth import PHOTO_OBJECTS, SCENES
 
-    posts = load_posts(write_dataset(tmp_path, users=6, posts_per_user=15, seed=4))
+    posts = load_posts(write_dataset(tmp_path, users=6, posts_per_user=15, seed=6))  # seed 6: one off-topic user
     assert all(p.labels is not None for p in posts)
     for post in posts:
         labels = post.labels
@@ -67,4 +67,12 @@ def test_labels_describe_the_image_and_on_topic_captions_name_them(tmp_path: Pat
     named = [names_scene(p.text, p.labels) and names_main_object(p.text, p.labels) for p in on_topic]
     # on-topic users describe ~95% of their images; every on-topic template names scene and object
     assert sum(named) / len(named) > 0.8
-    assert any(not p.labels["on_topic_user"] for p in posts) or len(on_topic) == len(posts)
+    # the flag is the user's (one value on all of a user's posts), and both kinds of user are here
+    flags: dict[str, set[bool]] = {}
+    for post in posts:
+        flags.setdefault(post.user_id, set()).add(post.labels["on_topic_user"])
+    assert all(len(user_flags) == 1 for user_flags in flags.values())
+    assert set().union(*flags.values()) == {True, False}
+    # off-topic users describe about one image in five
+    off_topic = [p for p in posts if not p.labels["on_topic_user"]]
+    assert sum(names_scene(p.text, p.labels) and names_main_object(p.text, p.labels) for p in off_topic) / len(off_topic) < 0.5

@@ -170,8 +170,8 @@ def test_backbone_id_is_stable_and_names_backbones() -> None:
 def test_untrained_models_are_reproducible() -> None:
     """Random frozen backbones and prefix weights come from the config's seed, so every process agrees."""
     again = load_model("tiny", device="cpu")
-    for (name, a), (_, b) in zip(tiny_model().state_dict().items(), again.state_dict().items()):
-        assert torch.equal(a, b), name
+    for (name, a), (other, b) in zip(tiny_model().state_dict().items(), again.state_dict().items(), strict=True):
+        assert name == other and torch.equal(a, b), name
 
 
 def test_config_validation_and_round_trip() -> None:
