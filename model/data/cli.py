@@ -81,13 +81,21 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Procedurally drawn images (scene, coloured objects, counts, positions) and users with "
             "writing styles of their own (synonyms, templates, emoji/hashtag habits, series, "
-            "sign-offs; some mostly off-topic). Same arguments, same bytes. " + DATA_FORMAT_HELP
+            "sign-offs; some mostly off-topic); the first 12 users from fixed lists, later users from "
+            "a style space of composed phrases, hashtags and rates. Same arguments, same bytes. " + DATA_FORMAT_HELP
         ),
     )
     synth.add_argument("--out", required=True, type=Path, help="folder to write posts.jsonl and images/ into")
     synth.add_argument("--users", type=int, default=12, help="number of users (default: 12, the demo checkpoint's data)")
     synth.add_argument("--posts-per-user", type=int, default=500, help="posts per user (default: 500, the demo checkpoint's data)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synth.add_argument(
+        "--heldout-users",
+        type=int,
+        default=0,
+        help="also draw K users into OUT/heldout, a dataset training never sees, for "
+        "'uapt evaluate --unseen-data OUT/heldout' (personalization_unseen; default: 0)",
+    )
     synth.set_defaults(func=_cmd_synth)
 
     check = sub.add_parser("check", help="validate a dataset and list every bad line", description=DATA_FORMAT_HELP)
@@ -102,14 +110,23 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from model.data.synth import write_dataset
+    from model.data.synth import HELDOUT_DIR, write_dataset
     from model.errors import ModelError
 
     try:
-        out = write_dataset(args.out, users=args.users, posts_per_user=args.posts_per_user, seed=args.seed)
+        out = write_dataset(
+            args.out,
+            users=args.users,
+            posts_per_user=args.posts_per_user,
+            seed=args.seed,
+            heldout_users=args.heldout_users,
+        )
     except ModelError as exc:
         raise SystemExit(f"uapt data synth: {exc}") from None
     print(f"wrote {args.users * args.posts_per_user} posts by {args.users} users to {out}")
+    if args.heldout_users:
+        held = out / HELDOUT_DIR
+        print(f"wrote {args.heldout_users * args.posts_per_user} posts by {args.heldout_users} held-out users to {held}")
     return 0
 
 

@@ -120,6 +120,39 @@ HASHTAGS = (
 SERIES = ("day {n} of 365", "week {n}", "post {n}", "adventure no. {n}")
 SIGN_OFFS = ("xoxo", "peace out", "stay wild", "more soon", "love always", "cheers", "bye for now")
 
+# The first LISTED_STYLE_USERS users of a dataset draw their styles from the lists above
+# (the demo checkpoint's users). Every later user draws from the style space below: phrases,
+# hashtags, topics and sign-offs are composed from word pools, and the habits' rates are
+# drawn per user, so hundreds of users rarely share a vocabulary. No pool word names a
+# scene, an object or a shape (tests/model/test_synth.py checks), so grounding stays exact.
+LISTED_STYLE_USERS = 12
+STYLE_ADJECTIVES = (
+    "lazy", "golden", "quiet", "wild", "cosy", "bright", "salty", "sleepy", "electric", "gentle",
+    "rainy", "spicy", "velvet", "dreamy", "humble", "lucky", "rusty", "silver", "tiny", "brave",
+    "honey", "misty", "neon", "rosy", "sunny", "vintage", "wandering", "zesty", "mellow", "crisp",
+)
+STYLE_NOUNS = (
+    "mornings", "memories", "vibes", "thoughts", "heart", "weekends", "journeys", "stories", "moments",
+    "dreams", "rituals", "escapes", "feelings", "chapters", "mixtapes", "postcards", "notebooks",
+    "afternoons", "habits", "whispers", "echoes", "rhythms", "sketches", "wanders", "daydreams",
+)
+STYLE_TAG_WORDS = (
+    "travelgram", "photodiary", "mylife", "instadaily", "goodvibes", "picoftheday", "moodboard",
+    "weekendvibes", "offline", "homebody", "roadtripping", "filmlook", "shotoniphone", "aesthetic",
+    "wanderer", "dailylife", "outdoors", "slowmornings", "citykid", "bookworm", "coffeeaddict",
+    "foodporn", "fitfam", "petlover", "artsy", "minimal", "throwback", "nomad", "explorer", "cozy",
+)
+STYLE_TOPICS = TOPICS + (
+    "pottery", "chess", "climbing", "podcasts", "urban sketching", "poetry", "tarot", "baking",
+    "cycling", "anime", "houseplants", "board games", "journaling", "surfing lessons", "ceramics",
+    "birdwatching", "woodworking", "calligraphy", "salsa dancing", "thrifting",
+)
+STYLE_EMOJI = EMOJI + (
+    "🌸", "🍂", "🍃", "🌈", "🎶", "🧡", "💜", "🤍", "😎", "🥰", "🤩", "🙏", "👀", "🍦", "🍓", "🌻", "🦋", "🎈",
+)
+STYLE_SIGN_OFF_OPENERS = ("yours", "later", "ciao", "hugs", "cheerio", "onward", "ta", "salut", "kisses")
+STYLE_SIGN_OFF_NAMES = ("friends", "fam", "crew", "darlings", "folks", "team", "pals", "lovelies")
+
 
 @dataclass(frozen=True)
 class ImageContent:
@@ -186,6 +219,55 @@ def draw_style(rng: random.Random, user_id: str) -> UserStyle:
         on_topic_rate=0.2 if off_topic else 0.95,
         topics=tuple(rng.sample(TOPICS, 2)),
     )
+
+
+def draw_style_from_space(rng: random.Random, user_id: str) -> UserStyle:
+    """Draw a writing style from the open style space (see LISTED_STYLE_USERS).
+
+    Per user: 1-3 favourite phrases "adjective noun", 0-5 hashtags (pool words or a
+    joined phrase), 0-4 emoji used at a rate drawn in [0, 1], 2-4 templates, 2-4
+    favourite scenes, 2-3 topics, a series (30%) and a composed sign-off (40%). About
+    one user in five is mostly off-topic, with an on-topic rate drawn in [0.1, 0.35];
+    the rest write about their images at a rate in [0.8, 1.0].
+    """
+    off_topic = rng.random() < 0.2
+
+    def phrase() -> str:
+        return f"{rng.choice(STYLE_ADJECTIVES)} {rng.choice(STYLE_NOUNS)}"
+
+    favourites = tuple(dict.fromkeys(phrase() for _ in range(rng.randint(1, 3))))
+    hashtags = []
+    for _ in range(rng.randint(0, 5)):
+        if rng.random() < 0.7:
+            hashtags.append("#" + rng.choice(STYLE_TAG_WORDS))
+        else:
+            hashtags.append("#" + phrase().replace(" ", ""))
+    sign_off = None
+    if rng.random() < 0.4:
+        sign_off = f"{rng.choice(STYLE_SIGN_OFF_OPENERS)} {rng.choice(STYLE_SIGN_OFF_NAMES)}"
+    return UserStyle(
+        user_id=user_id,
+        scene_words={scene: rng.choice(words) for scene, (_, _, words) in SCENES.items()},
+        object_words={obj: rng.choice(words) for obj, (_, words) in PHOTO_OBJECTS.items()},
+        thing_words={shape: rng.choice(words) for shape, words in SHAPES.items()},
+        templates=tuple(rng.sample(TEMPLATES, rng.randint(2, 4))),
+        favourites=favourites,
+        favourite_scenes=tuple(rng.sample(sorted(SCENES), rng.randint(2, 4))),
+        emoji=tuple(rng.sample(STYLE_EMOJI, rng.randint(0, 4))),
+        emoji_rate=rng.random(),
+        hashtags=tuple(dict.fromkeys(hashtags)),
+        series=rng.choice(SERIES) if rng.random() < 0.3 else None,
+        sign_off=sign_off,
+        on_topic_rate=rng.uniform(0.1, 0.35) if off_topic else rng.uniform(0.8, 1.0),
+        topics=tuple(rng.sample(STYLE_TOPICS, rng.randint(2, 3))),
+    )
+
+
+def draw_user_style(rng: random.Random, index: int, user_id: str) -> UserStyle:
+    """The index-th user's style: from the lists for the first LISTED_STYLE_USERS, then from the space."""
+    if index < LISTED_STYLE_USERS:
+        return draw_style(rng, user_id)
+    return draw_style_from_space(rng, user_id)
 
 
 def draw_content(rng: random.Random, style: UserStyle) -> ImageContent:
@@ -351,27 +433,63 @@ def split_for(index: int, posts_per_user: int) -> str:
     return "train"
 
 
+HELDOUT_DIR = "heldout"  # write_dataset's dataset of held-out users, inside its out_dir
+
+
 def write_dataset(
-    out_dir: Path, *, users: int, posts_per_user: int, seed: int, image_splits: Collection[str] | None = None
+    out_dir: Path,
+    *,
+    users: int,
+    posts_per_user: int,
+    seed: int,
+    image_splits: Collection[str] | None = None,
+    heldout_users: int = 0,
 ) -> Path:
     """Write ``posts.jsonl``, ``images/*.png`` and ``synth.json`` under `out_dir`; return `out_dir`.
 
-    Deterministic by (users, posts_per_user, seed). `image_splits` draws only the
+    Deterministic by (users, posts_per_user, seed, heldout_users). `image_splits` draws only the
     images of posts in those splits (drawing is most of the time): the demo needs
     its new posts' pictures, not the history's. Every post and every image drawn
     is still byte for byte what a full write gives.
+
+    `heldout_users` more users are drawn after the others, from the same stream, into a dataset
+    of their own in ``out_dir/heldout`` (same splits per user). Training never sees them;
+    `uapt evaluate --unseen-data` scores personalization on them (``personalization_unseen``).
+    With 0 (the default) the output is what it was before held-out users existed.
     """
     if users < 1:
         raise DatasetError(f"users must be >= 1, got {users}")
     if posts_per_user < 1:
         raise DatasetError(f"posts_per_user must be >= 1, got {posts_per_user}")
+    if heldout_users < 0:
+        raise DatasetError(f"heldout_users must be >= 0, got {heldout_users}")
     out_dir = Path(out_dir)
-    (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    width = len(str(users - 1))
+    width = len(str(users + heldout_users - 1))
+    _write_users(out_dir, rng, range(users), width, posts_per_user, image_splits)
+    if heldout_users:
+        _write_users(out_dir / HELDOUT_DIR, rng, range(users, users + heldout_users), width, posts_per_user, image_splits)
+    # the trainer copies these into metrics.json as "data": a checkpoint says which users it knows
+    arguments = {"users": users, "posts_per_user": posts_per_user, "seed": seed}
+    if heldout_users:
+        arguments["heldout_users"] = heldout_users
+    (out_dir / SYNTH_FILE).write_text(json.dumps(arguments) + "\n", encoding="utf-8")
+    return out_dir
+
+
+def _write_users(
+    out_dir: Path,
+    rng: random.Random,
+    indices: range,
+    width: int,
+    posts_per_user: int,
+    image_splits: Collection[str] | None,
+) -> None:
+    """Draw the users of `indices` and their posts from `rng`; write posts.jsonl and the images."""
+    (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     lines = []
-    for u in range(users):
-        style = draw_style(rng, f"user{u:0{width}d}")
+    for u in indices:
+        style = draw_user_style(rng, u, f"user{u:0{width}d}")
         for i in range(posts_per_user):
             content = draw_content(rng, style)
             post_id = f"{style.user_id}-p{i:04d}"
@@ -390,7 +508,3 @@ def write_dataset(
             }
             lines.append(json.dumps(record, ensure_ascii=False))
     (out_dir / POSTS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    # the trainer copies these into metrics.json as "data": a checkpoint says which users it knows
-    arguments = {"users": users, "posts_per_user": posts_per_user, "seed": seed}
-    (out_dir / SYNTH_FILE).write_text(json.dumps(arguments) + "\n", encoding="utf-8")
-    return out_dir

@@ -76,3 +76,63 @@ def test_labels_describe_the_image_and_on_topic_captions_name_them(tmp_path: Pat
     # off-topic users describe about one image in five
     off_topic = [p for p in posts if not p.labels["on_topic_user"]]
     assert sum(names_scene(p.text, p.labels) and names_main_object(p.text, p.labels) for p in off_topic) / len(off_topic) < 0.5
+
+
+@pytest.mark.parametrize(
+    ("users", "posts_per_user", "digest"),
+    [
+        # what the generator wrote before the style space and held-out users existed
+        (12, 5, "b8afd564cb69a08bca48296e1ee0ae63132b052edf42b0f565bc423f5a1759ff"),
+        (3, 4, "93ba1c7c64acc29ad02eb05060de39aca435fad82bdb66dd5d661666e2ed5c02"),
+    ],
+)
+def test_listed_users_keep_their_bytes(tmp_path: Path, users: int, posts_per_user: int, digest: str) -> None:
+    data = write_dataset(tmp_path, users=users, posts_per_user=posts_per_user, seed=0, image_splits=())
+    assert hashlib.sha256((data / "posts.jsonl").read_bytes()).hexdigest() == digest
+    with_heldout = write_dataset(tmp_path / "h", users=users, posts_per_user=posts_per_user, seed=0,
+                                 image_splits=(), heldout_users=4)
+    assert hashlib.sha256((with_heldout / "posts.jsonl").read_bytes()).hexdigest() == digest
+
+
+def test_heldout_users_are_a_dataset_of_their_own(tmp_path: Path) -> None:
+    from model.data.synth import HELDOUT_DIR
+
+    data = write_dataset(tmp_path, users=4, posts_per_user=7, seed=5, heldout_users=3)
+    trained = load_posts(data)
+    heldout = load_posts(data / HELDOUT_DIR)
+    assert len({p.user_id for p in heldout}) == 3 and len(heldout) == 21
+    assert not {p.user_id for p in heldout} & {p.user_id for p in trained}
+    for user in {p.user_id for p in heldout}:  # their own history gives their keywords
+        assert {p.split for p in heldout if p.user_id == user} == {"train", "val", "test"}
+    with pytest.raises(DatasetError, match="heldout_users"):
+        write_dataset(tmp_path / "bad", users=2, posts_per_user=3, seed=0, heldout_users=-1)
+
+
+def test_many_users_draw_styles_of_their_own_from_the_space(tmp_path: Path) -> None:
+    """Past the listed users, styles come from the space: hundreds of users rarely share one."""
+    from model.data.synth import draw_user_style
+
+    import random
+
+    rng = random.Random(1)
+    styles = [draw_user_style(rng, i, f"u{i}") for i in range(312)]
+    drawn = styles[12:]
+    assert len({(s.favourites, s.hashtags, s.sign_off) for s in drawn}) > 0.95 * len(drawn)
+    assert len({f for s in drawn for f in s.favourites}) > 250
+    stats = compute_stats(load_posts(write_dataset(tmp_path, users=60, posts_per_user=6, seed=2, image_splits=()),
+                                     require_images=False))
+    assert stats.users == 60 and stats.intra_user_similarity > 2 * stats.inter_user_similarity
+
+
+def test_style_space_words_name_no_scene_object_or_shape() -> None:
+    """Grounding reads scenes and objects from a caption's words; the space must not add any."""
+    from model.data import synth
+    from profiles import analyze
+
+    grounded = {w for _, _, words in synth.SCENES.values() for w in words}
+    grounded |= {w for _, words in synth.PHOTO_OBJECTS.values() for w in words}
+    grounded |= {w for words in synth.SHAPES.values() for w in words} | set(synth.SCENES) | set(synth.PHOTO_OBJECTS)
+    pools = (synth.STYLE_ADJECTIVES, synth.STYLE_NOUNS, synth.STYLE_TAG_WORDS, synth.STYLE_TOPICS,
+             synth.STYLE_SIGN_OFF_OPENERS, synth.STYLE_SIGN_OFF_NAMES)
+    words = {term for pool in pools for entry in pool for term in analyze(entry)}
+    assert words and not words & grounded, words & grounded
