@@ -20,6 +20,7 @@ from typing import Any
 
 from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
 from model.guidance.tagger_config import ImageWordsError, check_weight
+from model.image_guards import ImagePolicy
 from worker.errors import ConfigurationError
 
 ENV_PREFIX = "UAPT_"
@@ -27,20 +28,6 @@ ENV_PREFIX = "UAPT_"
 
 class SettingsError(ConfigurationError):
     """A configuration value (flag or environment variable) cannot be used."""
-
-
-@dataclass(frozen=True)
-class ImagePolicy:
-    """The image guards' limits (enforced in worker/images.py); tests build one directly."""
-
-    root: Path | None = None
-    allow: tuple[str, ...] = ()
-    max_bytes: int = 10_000_000
-    max_bytes_per_s: int = 4_000_000  # per download: a fast server cannot flood the worker's network
-    max_pixels: int = 40_000_000
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 10.0
-    max_redirects: int = 3
 
 
 def _opt(default: Any, help: str, *, parse=None) -> Any:
