@@ -103,6 +103,8 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--no-verify-images", action="store_true", help="only check that image files exist")
     check.set_defaults(func=_cmd_check)
 
+    _register_import(sub)
+
     stats = sub.add_parser("stats", help="Table 1 statistics of a dataset", description=STATS_HELP)
     stats.add_argument("dir", type=Path, help="dataset folder")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
@@ -141,3 +143,67 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(problem)
     print(f"{len(records)} good posts, {len(problems)} problems")
     return 1 if problems else 0
+
+
+IMPORT_FORMATS = ("table", "yfcc100m", "csmn-instagram", "csmn-yfcc")
+
+
+def _register_import(sub: argparse._SubParsersAction) -> None:
+    from model.image_guards import ImagePolicy  # stdlib and Pillow only: cheap
+
+    imp = sub.add_parser(
+        "import",
+        help="turn a table of posts, a YFCC100M metadata file or a CSMN dataset into a dataset folder",
+        description=(
+            "FORMAT: table (CSV, JSONL or Parquet with post_id, user_id, time, image, text[, split]), "
+            "yfcc100m (the YFCC100M metadata TSV), csmn-instagram / csmn-yfcc (the folder of "
+            "github.com/cesc-park/attend2u's json/ and images/). Image URLs are fetched into tar shards "
+            "(webdataset layout) under the worker's image guards; a rerun resumes. Every row not imported "
+            "is in OUT/import/bad_rows.jsonl with its reason; OUT/import/summary.json has the counts. "
+            "docs/DATASET.md describes each format."
+        ),
+    )
+    imp.add_argument("format", choices=IMPORT_FORMATS, help="input format")
+    imp.add_argument("input", type=Path, help="the table or TSV file, or the CSMN folder")
+    imp.add_argument("--out", required=True, type=Path, help="dataset folder to write (posts.jsonl, images/, shards/, import/)")
+    imp.add_argument("--split-rule", choices=("time", "hash"), default="time",
+                     help="where rows give no split: time (per user, newest ~15%% test, ~15%% before val) "
+                     "or hash (of the post id: 70/15/15) (default: time)")
+    imp.add_argument("--shard-size", type=int, default=1000, help="images per tar shard (default: 1000)")
+    imp.add_argument("--workers", type=int, default=16, help="parallel downloads (default: 16)")
+    imp.add_argument("--allow-hosts", default="", help="comma-separated hosts or networks the address guard lets through "
+                     "(e.g. 127.0.0.1 for a local mirror; default: public addresses only)")
+    imp.add_argument("--max-bytes", type=int, default=ImagePolicy.max_bytes, help=f"per image (default: {ImagePolicy.max_bytes})")
+    imp.add_argument("--max-pixels", type=int, default=ImagePolicy.max_pixels, help=f"per image (default: {ImagePolicy.max_pixels})")
+    imp.add_argument("--timeout", type=float, default=ImagePolicy.read_timeout_s,
+                     help=f"wall-clock seconds per image, connect to last byte (default: {ImagePolicy.read_timeout_s})")
+    imp.set_defaults(func=_cmd_import)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from model.data.importers.build import ImportOptions, build_dataset
+    from model.data.importers.csmn import read_csmn_instagram, read_csmn_yfcc
+    from model.data.importers.table import read_table
+    from model.data.importers.yfcc100m import read_yfcc100m
+    from model.image_guards import ImagePolicy
+
+    readers = {"table": read_table, "yfcc100m": read_yfcc100m, "csmn-instagram": read_csmn_instagram, "csmn-yfcc": read_csmn_yfcc}
+    is_folder = args.format.startswith("csmn")
+    if not (args.input.is_dir() if is_folder else args.input.is_file()):
+        raise SystemExit(f"uapt data import: input {args.input} is not a {'folder' if is_folder else 'file'}")
+    allow = tuple(part.strip() for part in args.allow_hosts.split(",") if part.strip())
+    try:
+        options = ImportOptions(
+            split_rule=args.split_rule,
+            shard_size=args.shard_size,
+            workers=args.workers,
+            policy=ImagePolicy(allow=allow, max_bytes=args.max_bytes, max_pixels=args.max_pixels, read_timeout_s=args.timeout),
+        )
+        base = args.input if is_folder else args.input.parent
+        summary = build_dataset(readers[args.format](args.input), args.out, base=base, options=options)
+    except ValueError as exc:
+        raise SystemExit(f"uapt data import: {exc}") from None
+    print(json.dumps(summary.to_dict(), indent=2))
+    print(f"imported {summary.imported} of {summary.rows_read} rows into {args.out}; "
+          f"{summary.bad} bad rows listed in {args.out / 'import' / 'bad_rows.jsonl'}")
+    return 0

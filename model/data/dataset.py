@@ -177,6 +177,22 @@ def load_posts(data_dir: str | Path, *, require_images: bool = True) -> list[Pos
     return records
 
 
+def split_for(index: int, posts_per_user: int) -> str:
+    """Per-user chronological split of a user's index-th oldest post: the last ~15% test, the ~15% before it val.
+
+    Used by the synthetic generator and by `uapt data import` where the input gives no split.
+
+    Users with fewer than 3 posts keep everything in train, since a user with no
+    train posts has no profile.
+    """
+    n_eval = max(1, round(posts_per_user * 0.15)) if posts_per_user >= 3 else 0
+    if index >= posts_per_user - n_eval:
+        return "test"
+    if index >= posts_per_user - 2 * n_eval:
+        return "val"
+    return "train"
+
+
 def synth_arguments(data_dir: str | Path) -> dict[str, int] | None:
     """The `uapt data synth` arguments that made this dataset (its synth.json), or None for other data."""
     path = Path(data_dir) / SYNTH_FILE

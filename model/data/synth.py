@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 from skimage import data as skimage_data
 
-from model.data.dataset import POSTS_FILE, SYNTH_FILE, DatasetError
+from model.data.dataset import POSTS_FILE, SYNTH_FILE, DatasetError, split_for
 
 IMAGE_SIZE = 224
 IMAGES_DIR = "images"
@@ -417,20 +417,6 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int,
             for i in range(10)
         ]
         draw.polygon(points, fill=fill, outline=(0, 0, 0))
-
-
-def split_for(index: int, posts_per_user: int) -> str:
-    """Per-user chronological split: the last ~15% test, the ~15% before it val.
-
-    Users with fewer than 3 posts keep everything in train, since a user with no
-    train posts has no profile.
-    """
-    n_eval = max(1, round(posts_per_user * 0.15)) if posts_per_user >= 3 else 0
-    if index >= posts_per_user - n_eval:
-        return "test"
-    if index >= posts_per_user - 2 * n_eval:
-        return "val"
-    return "train"
 
 
 HELDOUT_DIR = "heldout"  # write_dataset's dataset of held-out users, inside its out_dir
