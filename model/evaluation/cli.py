@@ -62,6 +62,13 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     add_offline_args(evaluate)
     add_eval_args(evaluate)
     evaluate.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder from 'uapt train'")
+    evaluate.add_argument(
+        "--unseen-data",
+        type=Path,
+        default=None,
+        help="a dataset of users the checkpoint never trained on (e.g. 'uapt data synth --heldout-users' "
+        "OUT/heldout): also report personalization_unseen on its split (chance: 1 / unseen_users)",
+    )
     evaluate.add_argument("--out", type=Path, default=None, help="write the JSON report here (default: CHECKPOINT/eval-SPLIT.json)")
     evaluate.add_argument(
         "--report",
@@ -77,10 +84,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from model.evaluation.evaluate import evaluate_checkpoint
 
     records = load_posts_or_exit("evaluate", args.data)
+    unseen = None if args.unseen_data is None else load_posts_or_exit("evaluate", args.unseen_data)
     try:
         options = eval_options(args)
         report = evaluate_checkpoint(
-            records, args.checkpoint, options=options, cache_dir=args.cache_dir, device=args.device, report_path=args.report
+            records, args.checkpoint, options=options, cache_dir=args.cache_dir, device=args.device,
+            report_path=args.report, unseen_records=unseen,
         )
     except ModelError as exc:
         raise SystemExit(f"uapt evaluate: {exc}") from None

@@ -13,6 +13,12 @@ Personalization: the share of generated captions whose nearest user by TF-IDF
 writing style (cosine to each user's train-split profile, `model.data.style`) is
 the poster. The same figure for the real captions is the ceiling: how often a
 user's own words already identify them.
+
+personalization_unseen: the same score on users the checkpoint never trained on (a
+second dataset, e.g. `uapt data synth --heldout-users`' ``heldout`` folder): their keywords
+come from their own train-split history, and the nearest user is sought among them only,
+so chance is 1 / unseen_users. It says whether the model reads a style from keywords or
+only recognises the users it knows.
 """
 
 from __future__ import annotations
@@ -82,6 +88,8 @@ class EvalReport:
     distinct_per_user: float
     wall_s: float
     cold_start: bool = False
+    personalization_unseen: float | None = None  # None: no unseen users were given
+    unseen_users: int | None = None
     decoding: dict = field(default_factory=dict)
     captions: list[dict] = field(default_factory=list)  # every post: ids, keywords, reference, n-best (best first)
 
@@ -94,6 +102,7 @@ class EvalReport:
             **self.metrics,
             "personalization": self.personalization,
             "ceiling": self.personalization_ceiling,
+            "personalization_unseen": self.personalization_unseen,
             "content_scene": self.content_scene,
             "content_object": self.content_object,
             "wrong_scene_rate": self.wrong_scene_rate,
@@ -153,8 +162,13 @@ def evaluate_checkpoint(
     cache_dir: str | Path = "runs/feature-cache",
     device: str = "auto",
     report_path: str | Path | None = None,
+    unseen_records: Sequence[PostRecord] | None = None,
 ) -> EvalReport:
-    """Caption every post of `options.split` and score the captions; optionally write an HTML page of them."""
+    """Caption every post of `options.split` and score the captions; optionally write an HTML page of them.
+
+    `unseen_records`: a dataset of users the checkpoint never saw; their `options.split` posts
+    (up to `options.limit`) are captioned too, for ``personalization_unseen``.
+    """
 
     started = time.perf_counter()
     checkpoint = Path(checkpoint)
@@ -178,12 +192,9 @@ def evaluate_checkpoint(
     references = {s.post_id: s.text for s in samples}
     candidates = {s.post_id: g for s, g in zip(samples, generated)}
     metrics = caption_metrics(references, candidates)
-    texts_by_user: dict[str, list[str]] = defaultdict(list)
-    for r in records:
-        if r.split == "train":
-            texts_by_user[r.user_id].append(r.text)
-    style = StyleProfiles(texts_by_user)
+    style = StyleProfiles(_train_texts(records))
     users = [s.user_id for s in samples]
+    unseen = None if unseen_records is None else _personalization_unseen(model, cache, records, unseen_records, k, options)
     content = grounding.content_scores(generated, [s.labels for s in samples])
     report = EvalReport(
         checkpoint=str(checkpoint),
@@ -201,6 +212,8 @@ def evaluate_checkpoint(
         distinct_per_user=distinct_per_user(generated, users),
         wall_s=time.perf_counter() - started,
         cold_start=options.cold_start,
+        personalization_unseen=None if unseen is None else unseen[0],
+        unseen_users=None if unseen is None else unseen[1],
         decoding={
             "num_beams": options.num_beams,
             "temperature": options.temperature,
@@ -223,6 +236,32 @@ def evaluate_checkpoint(
     if report_path is not None:
         write_html_report(report_path, report, samples, nbest)
     return report
+
+
+def _train_texts(records: Sequence[PostRecord]) -> dict[str, list[str]]:
+    texts_by_user: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        if r.split == "train":
+            texts_by_user[r.user_id].append(r.text)
+    return texts_by_user
+
+
+def _personalization_unseen(
+    model, cache: FeatureCache, records: Sequence[PostRecord], unseen: Sequence[PostRecord], k: int, options: EvalOptions
+) -> tuple[float, int]:
+    """(hit rate, users) on the unseen users' split posts, keywords and style profiles from their own train posts."""
+    shared = {r.user_id for r in unseen} & {r.user_id for r in records}
+    if shared:
+        raise DatasetError(f"unseen_records: {len(shared)} users are also in the evaluated dataset (e.g. {min(shared)!r})")
+    split = encode_split(unseen, options.split, k, cache, train_profiles(unseen))
+    n = len(split.samples) if options.limit is None else min(options.limit, len(split.samples))
+    if n == 0:
+        raise DatasetError(f"unseen_records: no '{options.split}' posts")
+    logger.info("captioning %d %s posts of unseen users", n, options.split)
+    nbest = generate_captions(model, split.image_features[:n], split.context_features[:n], options)
+    users = [s.user_id for s in split.samples[:n]]
+    score = StyleProfiles(_train_texts(unseen)).hit_rate([hyps[0].text if hyps else "" for hyps in nbest], users)
+    return score, len(set(users))
 
 
 def read_best_captions(eval_json: Path) -> dict[str, str]:

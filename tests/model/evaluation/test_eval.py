@@ -228,3 +228,24 @@ def test_cli_fit_image_words_then_evaluate_records_the_weight(
         assert json.loads(out.read_text())["decoding"]["image_word_weight"] == weight
     with pytest.raises(SystemExit, match=r"^uapt fit-image-words: no caption word is used by 100000 captions"):
         main(["fit-image-words", "--data", str(small_dataset), "--checkpoint", str(guided), "--min-count", "100000", *cache])
+
+
+def test_personalization_unseen_scores_users_the_checkpoint_never_saw(
+    trained: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    from model.data.dataset import DatasetError
+    from model.data.synth import HELDOUT_DIR, write_dataset
+
+    posts = load_posts(small_dataset)
+    # same arguments as small_dataset, plus 3 users drawn after its 6: a dataset of users it never trained on
+    unseen = load_posts(write_dataset(tmp_path, users=6, posts_per_user=10, seed=7, heldout_users=3) / HELDOUT_DIR)
+    options = EvalOptions(num_beams=1, limit=6)
+    plain = evaluate_checkpoint(posts, trained, options=options, cache_dir=trained / "cache")
+    assert plain.personalization_unseen is None and plain.unseen_users is None
+    report = evaluate_checkpoint(posts, trained, options=options, cache_dir=trained / "cache", unseen_records=unseen)
+    assert report.unseen_users == 3  # 6 test posts: the first 3 users' 2 each
+    assert report.personalization_unseen is not None and 0.0 <= report.personalization_unseen <= 1.0
+    assert report.personalization_unseen * 6 == round(report.personalization_unseen * 6)  # a share of 6 captions
+    assert "personalization_unseen" in report.to_dict() and "personalization_unseen" in report.markdown()
+    with pytest.raises(DatasetError, match="also in the evaluated dataset"):
+        evaluate_checkpoint(posts, trained, options=options, cache_dir=trained / "cache", unseen_records=posts)
