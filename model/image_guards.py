@@ -12,8 +12,8 @@ Image references come from strangers (events, or rows of a dataset someone expor
 - Sizes: a byte limit and a bytes-per-second cap while streaming, and a pixel
   limit read from the header before any decoding, so decompression bombs are
   refused cheaply.
-The limits are an `ImagePolicy`, the one owner of their defaults. The code lives in
-``model`` because the worker already depends on ``model`` and ``model`` must not depend
+The limits are an `ImagePolicy` (model/image_policy.py, the one owner of their
+defaults). The code lives in ``model`` because the worker already depends on ``model`` and ``model`` must not depend
 on the worker (pyproject.toml's import contracts); the worker raises its own event
 errors through `GuardErrors` (worker/images.py).
 """
@@ -29,32 +29,18 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
+
+from model.image_policy import ImagePolicy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 # Raster formats only: Pillow's EPS plugin, for one, would hand the bytes to Ghostscript.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 CHUNK_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class ImagePolicy:
-    """The image guards' limits; the worker's settings and `uapt data import` fill them; tests build one directly."""
-
-    root: Path | None = None  # the worker's image.path root (worker/images.py)
-    allow: tuple[str, ...] = ()
-    max_bytes: int = 10_000_000
-    max_bytes_per_s: int = 4_000_000  # per download: a fast server cannot flood the network
-    max_pixels: int = 40_000_000
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 10.0
-    max_redirects: int = 3
 
 
 class ImageGuardError(Exception):

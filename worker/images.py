@@ -7,7 +7,7 @@ Image references come from strangers, so each source is fenced:
 - Base64: the byte limit before decoding.
 - Paths: resolved with realpath and required to stay under the configured
   root, so neither ``..`` nor a symlink can escape it.
-The limits are an `ImagePolicy` (model/image_guards.py, the one owner of their defaults).
+The limits are an `ImagePolicy` (model/image_policy.py, the one owner of their defaults).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from model import image_guards
-from model.image_guards import ImagePolicy
+from model.image_policy import ImagePolicy
 from worker.reasons import Reason
 from worker.schemas import EventError, ImageRef
 

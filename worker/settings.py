@@ -20,7 +20,7 @@ from typing import Any
 
 from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
 from model.guidance.tagger_config import ImageWordsError, check_weight
-from model.image_guards import ImagePolicy
+from model.image_policy import ImagePolicy
 from worker.errors import ConfigurationError
 
 ENV_PREFIX = "UAPT_"

@@ -149,7 +149,7 @@ IMPORT_FORMATS = ("table", "yfcc100m", "csmn-instagram", "csmn-yfcc")
 
 
 def _register_import(sub: argparse._SubParsersAction) -> None:
-    from model.image_guards import ImagePolicy  # stdlib and Pillow only: cheap
+    from model.image_policy import ImagePolicy  # a dataclass, no Pillow: --help stays quick
 
     imp = sub.add_parser(
         "import",
@@ -185,7 +185,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from model.data.importers.csmn import read_csmn_instagram, read_csmn_yfcc
     from model.data.importers.table import read_table
     from model.data.importers.yfcc100m import read_yfcc100m
-    from model.image_guards import ImagePolicy
+    from model.image_policy import ImagePolicy
 
     readers = {"table": read_table, "yfcc100m": read_yfcc100m, "csmn-instagram": read_csmn_instagram, "csmn-yfcc": read_csmn_yfcc}
     is_folder = args.format.startswith("csmn")

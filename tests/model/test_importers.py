@@ -18,7 +18,7 @@ from model.data.importers.build import ImportOptions, build_dataset
 from model.data.importers.csmn import read_csmn_instagram, read_csmn_yfcc
 from model.data.importers.table import read_table
 from model.data.importers.yfcc100m import COLUMNS, read_yfcc100m
-from model.image_guards import ImagePolicy
+from model.image_policy import ImagePolicy
 
 
 def png(colour=(200, 30, 30), size=(8, 6)) -> bytes:

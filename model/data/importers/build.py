@@ -32,7 +32,8 @@ from model.data.dataset import POSTS_FILE, SPLITS, split_for
 from model.data.importers.csmn import hashed_share
 from model.data.importers.fetch import FetchItem, fetch_to_shards
 from model.data.importers.rows import BadRow, Candidate, is_url
-from model.image_guards import ALLOWED_FORMATS, ImagePolicy
+from model.image_guards import ALLOWED_FORMATS
+from model.image_policy import ImagePolicy
 
 REPORT_DIR = "import"
 SPLIT_RULES = ("time", "hash")

@@ -32,9 +32,9 @@ from model.image_guards import (
     GuardedFetcher,
     ImageDecodeError,
     ImageFetchError,
-    ImagePolicy,
     ImageRefused,
 )
+from model.image_policy import ImagePolicy
 
 SHARDS_DIR = "shards"
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
