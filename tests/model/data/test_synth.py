@@ -136,3 +136,13 @@ def test_style_space_words_name_no_scene_object_or_shape() -> None:
              synth.STYLE_SIGN_OFF_OPENERS, synth.STYLE_SIGN_OFF_NAMES)
     words = {term for pool in pools for entry in pool for term in analyze(entry)}
     assert words and not words & grounded, words & grounded
+
+
+def test_cli_synth_writes_heldout_users(tmp_path: Path, capsys) -> None:
+    from cli.main import main
+
+    with pytest.raises(SystemExit) as finished:
+        main(["data", "synth", "--out", str(tmp_path), "--users", "2", "--posts-per-user", "3", "--heldout-users", "1"])
+    assert finished.value.code == 0
+    assert "3 posts by 1 held-out users" in capsys.readouterr().out
+    assert {p.user_id for p in load_posts(tmp_path / "heldout")} == {"user2"}
