@@ -58,11 +58,11 @@ def first_caption_s(bootstrap: str, preset: str, checkpoint: str | None, workdir
     settings = fresh_settings(bootstrap, "startup", workdir)
     ensure_worker_topics(settings)
     post_id, user_id, png, text = sample_posts(1, users=1, seed=0)[0]
-    producer = make_producer(bootstrap)
+    producer = make_producer(bootstrap, security=settings.kafka_security)
     producer.send(settings.input_topic, key=user_id.encode(), value=post_event(post_id, user_id, image_bytes=png, text=text))
     producer.flush()
     producer.close()
-    reader = make_consumer(bootstrap, None)
+    reader = make_consumer(bootstrap, None, security=settings.kafka_security)
     reader.subscribe([settings.output_topic])
 
     command = [

@@ -44,6 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from worker.broker import EmbeddedBroker
 from worker.events import post_event
 from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
+from worker.kafka_security import KafkaSecurity
 from worker.service import load_captioner, run_worker
 from worker.settings import Settings, default_of
 
@@ -182,7 +183,7 @@ def run_once(
 
     thread = threading.Thread(target=worker, name=f"bench-worker-{batch_size}")
     thread.start()
-    reader = make_consumer(bootstrap, None)
+    reader = make_consumer(bootstrap, None, security=settings.kafka_security)
     reader.subscribe([settings.output_topic])
     try:
         if not ready.wait(120):
@@ -228,7 +229,7 @@ def run_once(
 def _publish(bootstrap: str, topic: str, posts, rate: float, sent_at: dict[str, float], image_base: str | None) -> None:
     """Send every post, paced at ``rate`` posts/s (0: as fast as possible), noting each send time;
     its image inline, or as a URL under ``image_base``."""
-    producer = make_producer(bootstrap)
+    producer = make_producer(bootstrap, security=KafkaSecurity())  # the embedded broker
     start = time.perf_counter()
     for i, (post_id, user_id, png, text) in enumerate(posts):
         if rate > 0:  # post i leaves at start + i / rate

@@ -123,7 +123,7 @@ def run_demo(
         worker = threading.Thread(target=run_worker, args=(settings,), kwargs={"captioner": captioner, "stop": stop}, name="uapt-worker")
         worker.start()
         try:
-            producer = make_producer(settings.bootstrap_servers)
+            producer = make_producer(settings.bootstrap_servers, security=settings.kafka_security)
             for r in new_posts:
                 relative = str(r.image.relative_to(settings.image_root))
                 value = post_event(r.post_id, r.user_id, image_path=relative, text=r.text)
@@ -148,7 +148,7 @@ def _pick_new_posts(records, per_user: int) -> list:
 
 
 def _collect(settings, wanted: set[str], timeout_s: float, make_consumer) -> dict[str, dict]:
-    consumer = make_consumer(settings.bootstrap_servers, None)
+    consumer = make_consumer(settings.bootstrap_servers, None, security=settings.kafka_security)
     consumer.subscribe([settings.output_topic])
     results: dict[str, dict] = {}
     deadline = time.monotonic() + timeout_s

@@ -18,7 +18,14 @@ import time
 import uuid
 
 from worker.broker import BrokerError, EmbeddedBroker
-from worker.settings import add_settings_arguments, default_of, env_var, settings_from_args
+from worker.settings import (
+    KAFKA_SECURITY_FIELDS,
+    add_settings_arguments,
+    default_of,
+    env_var,
+    kafka_security_from_args,
+    settings_from_args,
+)
 
 CONFIGURATION_EXIT = 2  # as argparse's own usage errors
 
@@ -44,7 +51,24 @@ def _setting_flag(parser: argparse.ArgumentParser, flag: str, name: str, help: s
 
 
 def _bootstrap_flag(parser: argparse.ArgumentParser) -> None:
+    """The broker address and the worker's Kafka security flags: a client command reaches the cluster as a worker does."""
     _setting_flag(parser, "--bootstrap-servers", "bootstrap_servers", "Kafka bootstrap servers")
+    add_settings_arguments(
+        parser, KAFKA_SECURITY_FIELDS, title=f"Kafka security (each flag also reads UAPT_<NAME>; password: {env_var('sasl_password')})"
+    )
+
+
+def _checked_security(command: str, args: argparse.Namespace):
+    """The Kafka security settings, tried once against the broker; a mistake exits with one line."""
+    from worker.errors import ConfigurationError
+    from worker.kafka_io import check_broker
+
+    try:
+        security = kafka_security_from_args(args)
+        check_broker(args.bootstrap_servers, security)
+    except ConfigurationError as exc:
+        raise SystemExit(f"{command}: {exc}") from None
+    return security
 
 
 def quiet_kafka() -> None:
@@ -180,8 +204,9 @@ def _run_publish(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"uapt publish: {exc}") from None
     quiet_kafka()
+    security = _checked_security("uapt publish", args)
     try:
-        producer = make_producer(args.bootstrap_servers)
+        producer = make_producer(args.bootstrap_servers, security=security)
         for post_id, image in events:
             value = post_event(post_id, args.user, text=args.text, num_captions=args.num_captions, **image)
             producer.send(args.topic, key=args.user.encode(), value=value).get(timeout=30)
@@ -221,8 +246,9 @@ def _run_publish_forget(args: argparse.Namespace) -> int:
     except InvalidId as exc:
         raise SystemExit(f"uapt publish-forget: {exc}") from None
     quiet_kafka()
+    security = _checked_security("uapt publish-forget", args)
     try:
-        producer = make_producer(args.bootstrap_servers)
+        producer = make_producer(args.bootstrap_servers, security=security)
         landed = producer.send(args.topic, key=args.user.encode(), value=forget_event(args.user)).get(timeout=30)
         producer.close(timeout=10)
     except KafkaError as exc:
@@ -255,9 +281,13 @@ def _run_tail(args: argparse.Namespace) -> int:
     from worker.kafka_io import make_consumer
 
     quiet_kafka()
+    security = _checked_security("uapt tail", args)
     try:
         consumer = make_consumer(
-            args.bootstrap_servers, None, auto_offset_reset="earliest" if args.from_beginning else "latest"
+            args.bootstrap_servers,
+            None,
+            security=security,
+            auto_offset_reset="earliest" if args.from_beginning else "latest",
         )
         consumer.subscribe([args.topic])
         seen, last = 0, time.monotonic()

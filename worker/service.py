@@ -13,7 +13,7 @@ from profiles.errors import DatabaseUnavailable
 from profiles.store import ProfileStore
 from worker.http import Readiness, StatusServer
 from worker.images import ImageLoader
-from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
+from worker.kafka_io import check_broker, ensure_worker_topics, make_consumer, make_producer
 from worker.loop import StopFlag, WorkerLoop
 from worker.metrics import WorkerMetrics
 from worker.outages import DatabaseWatch
@@ -72,8 +72,10 @@ def run_worker(
     if settings.metrics_port >= 0:
         server = StatusServer(metrics, readiness, settings.metrics_host, settings.metrics_port).start()
     store: ProfileStore | None = None
+    security = settings.kafka_security
     try:
         store = ProfileStore(settings.database_url, on_outage=DatabaseWatch(readiness, metrics, stop_flag))
+        check_broker(settings.bootstrap_servers, security)  # a refused login or certificate: one line, before the model loads
         if captioner is None:
             log.info("loading model preset %r (checkpoint %s)", settings.preset, settings.checkpoint or "none")
             captioner = load_captioner(settings)
@@ -96,8 +98,10 @@ def run_worker(
             settings,
             processor,
             store,
-            make_consumer(settings.bootstrap_servers, settings.group_id, max_poll_records=settings.batch_size),
-            make_producer(settings.bootstrap_servers, max_request_size=settings.max_message_bytes),
+            make_consumer(
+                settings.bootstrap_servers, settings.group_id, security=security, max_poll_records=settings.batch_size
+            ),
+            make_producer(settings.bootstrap_servers, security=security, max_request_size=settings.max_message_bytes),
             metrics,
             readiness,
             stop_flag,

@@ -22,6 +22,7 @@ from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
 from model.guidance.tagger_config import ImageWordsError, check_weight
 from model.image_policy import ImagePolicy
 from worker.errors import ConfigurationError
+from worker.kafka_security import KafkaSecurity, KafkaSecurityError, Secret
 
 ENV_PREFIX = "UAPT_"
 
@@ -40,6 +41,12 @@ def _image_opt(policy_field: str, help: str, *, parse=None) -> Any:
     return field(default=default, metadata={"help": help, "parse": parse, "image_policy": policy_field})
 
 
+def _kafka_opt(default: Any, help: str, *, parse=None, env_only: bool = False) -> Any:
+    """A setting that fills ``KafkaSecurity.<name>``; an env-only one (the password) has no flag and no repr."""
+    metadata = {"help": help, "parse": parse, "kafka_security": True, "env_only": env_only}
+    return field(default=default, repr=not env_only, metadata=metadata)
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -50,6 +57,18 @@ def _optional_path(text: str) -> Path | None:
 
 def _optional_str(text: str) -> str | None:
     return text or None
+
+
+def _upper(text: str) -> str:
+    return text.strip().upper()
+
+
+def _optional_upper(text: str) -> str | None:
+    return _upper(text) or None
+
+
+def _optional_secret(text: str) -> Secret | None:
+    return Secret(text) if text else None
 
 
 def _optional_float(text: str) -> float | None:
@@ -70,6 +89,26 @@ class Settings:
     replication_factor: int = _opt(
         1, "replication factor for topics the worker creates (1 suits one broker; 3 on a production cluster)"
     )
+    security_protocol: str = _kafka_opt(
+        "PLAINTEXT", "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", parse=_upper
+    )
+    sasl_mechanism: str | None = _kafka_opt(
+        None, "SASL mechanism for the SASL_* protocols: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", parse=_optional_upper
+    )
+    sasl_username: str | None = _kafka_opt(None, "SASL user name", parse=_optional_str)
+    sasl_password_file: Path | None = _kafka_opt(
+        None,
+        "file whose first line is the SASL password (or set the UAPT_SASL_PASSWORD variable; never a flag)",
+        parse=_optional_path,
+    )
+    sasl_password: Secret | None = _kafka_opt(
+        None, "SASL password (environment only, never shown)", parse=_optional_secret, env_only=True
+    )
+    ssl_cafile: Path | None = _kafka_opt(
+        None, "PEM file of the CAs that sign the brokers' certificates (default: the system's CAs)", parse=_optional_path
+    )
+    ssl_certfile: Path | None = _kafka_opt(None, "PEM client certificate, for brokers that require one", parse=_optional_path)
+    ssl_keyfile: Path | None = _kafka_opt(None, "PEM private key of that client certificate", parse=_optional_path)
     database_url: str = _opt(
         "sqlite:///uapt-profiles.db",
         "profile store URL: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB",
@@ -154,6 +193,18 @@ class Settings:
                 raise SettingsError(str(error)) from None
         if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise SettingsError("connect_timeout_s and read_timeout_s must be positive")
+        try:
+            KafkaSecurity(**self._kafka_security_values())  # checks the combination and the files it names
+        except KafkaSecurityError as error:
+            raise SettingsError(str(error)) from None
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka clients' SASL and TLS settings (checked when these settings were built)."""
+        return KafkaSecurity(**self._kafka_security_values())
+
+    def _kafka_security_values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in KAFKA_SECURITY_FIELDS}
 
     @property
     def image_policy(self) -> ImagePolicy:
@@ -184,6 +235,10 @@ class Settings:
         return cls(**values)
 
 
+KAFKA_SECURITY_FIELDS = tuple(f.name for f in dataclasses.fields(Settings) if f.metadata.get("kafka_security"))
+"""The settings every command that talks to Kafka takes (worker, publish, publish-forget, tail)."""
+
+
 def env_var(name: str) -> str:
     """The environment variable of setting ``name``, e.g. UAPT_BATCH_SIZE."""
     return ENV_PREFIX + name.upper()
@@ -212,11 +267,32 @@ def _convert(f: dataclasses.Field, raw: Any, origin: str) -> Any:
         raise SettingsError(f"{origin}: cannot use {raw!r} for {f.name}") from None
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per Settings field; defaults stay None so the environment can fill in."""
-    group = parser.add_argument_group("worker settings (each flag also reads UAPT_<NAME>, e.g. UAPT_BATCH_SIZE)")
+class _RefusedFlag(argparse.Action):
+    """The flag of an environment-only setting: using it is an error that does not repeat the value."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} is not accepted: {self.help}")
+
+
+def add_settings_arguments(
+    parser: argparse.ArgumentParser,
+    names: tuple[str, ...] | None = None,
+    title: str = "worker settings (each flag also reads UAPT_<NAME>, e.g. UAPT_BATCH_SIZE)",
+) -> None:
+    """Add one flag per Settings field (or per field in ``names``); defaults stay None so the environment
+    can fill in. An environment-only field (the SASL password) gets a flag that only refuses, so that
+    neither argparse's prefix matching nor its "unrecognized arguments" line can take or echo the value."""
+    group = parser.add_argument_group(title)
     for f in dataclasses.fields(Settings):
+        if names is not None and f.name not in names:
+            continue
         flag = "--" + f.name.replace("_", "-")
+        if f.metadata.get("env_only"):
+            group.add_argument(flag, action=_RefusedFlag, help=f"never a flag (a command line shows in ps): set {env_var(f.name)}")
+            continue
         default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
         help_text = f"{f.metadata['help']} [env {env_var(f.name)}; default: {default}]"
         if f.type in ("bool", bool):
@@ -230,3 +306,10 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
     flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Settings)}
     flags.update({k: v for k, v in overrides.items() if v is not None})
     return Settings.from_sources(flags)
+
+
+def kafka_security_from_args(args: argparse.Namespace) -> KafkaSecurity:
+    """The Kafka security settings alone, from their flags and ``UAPT_*`` variables (for publish and tail)."""
+    flags = {name: getattr(args, name, None) for name in KAFKA_SECURITY_FIELDS}
+    wanted = {env_var(name) for name in KAFKA_SECURITY_FIELDS}
+    return Settings.from_sources(flags, env={k: v for k, v in os.environ.items() if k in wanted}).kafka_security

@@ -36,10 +36,11 @@ def broker() -> Iterator[str]:
 def topics(broker) -> dict[str, str]:
     """Unique input/output/DLQ topic names, created with 4 partitions each."""
     from worker.kafka_io import ensure_topics
+    from worker.kafka_security import KafkaSecurity
 
     tag = uuid.uuid4().hex[:8]
     names = {"input": f"posts-{tag}", "output": f"captions-{tag}", "dlq": f"dlq-{tag}"}
-    ensure_topics(broker, names.values(), partitions=4)
+    ensure_topics(broker, names.values(), partitions=4, security=KafkaSecurity())
     return names
 
 

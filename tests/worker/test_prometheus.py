@@ -145,7 +145,7 @@ def live(broker: str, captioner, tmp_path_factory: pytest.TempPathFactory) -> It
         linger_ms=100,
         num_captions=1,
     )
-    ensure_topics(broker, [settings.input_topic, settings.output_topic, settings.dlq_topic], partitions=4)
+    ensure_topics(broker, [settings.input_topic, settings.output_topic, settings.dlq_topic], partitions=4, security=settings.kafka_security)
     with running_worker(settings, captioner) as worker, prometheus_server(binary, f"127.0.0.1:{worker['port']}", tmp_path) as api:
         # a first scrape before any post, so every rate() below sees its counters rise
         api.wait_for('uapt_ready{job="uapt-worker"}', lambda r: r != [] and value(r) == 1)

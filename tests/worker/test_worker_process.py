@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 
 def committed_offsets(settings) -> dict[int, int]:
-    consumer = make_consumer(settings.bootstrap_servers, settings.group_id)
+    consumer = make_consumer(settings.bootstrap_servers, settings.group_id, security=settings.kafka_security)
     try:
         return {p: consumer.committed(TopicPartition(settings.input_topic, p)) or 0 for p in range(4)}
     finally:

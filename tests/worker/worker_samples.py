@@ -22,6 +22,9 @@ from PIL import Image
 
 from worker.events import post_event
 from worker.kafka_io import make_producer
+from worker.kafka_security import KafkaSecurity
+
+PLAINTEXT = KafkaSecurity()  # the embedded broker's; tests of a secured broker pass their own
 
 
 def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (32, 32)) -> bytes:
@@ -81,11 +84,18 @@ class FakeCaptioner:
         ]
 
 
-def read_topic(bootstrap: str, topic: str, *, until: Callable[[list], bool], timeout_s: float = 60.0) -> list:
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: Callable[[list], bool],
+    timeout_s: float = 60.0,
+    security: KafkaSecurity = PLAINTEXT,
+) -> list:
     """All records of ``topic`` from the beginning, read until ``until(records)`` holds (or timeout)."""
     from worker.kafka_io import make_consumer
 
-    consumer = make_consumer(bootstrap, None)
+    consumer = make_consumer(bootstrap, None, security=security)
     consumer.subscribe([topic])
     records: list = []
     deadline = time.monotonic() + timeout_s
@@ -166,9 +176,14 @@ def wait_ready(port: int, timeout_s: float = 90.0, process: subprocess.Popen | N
     raise AssertionError(f"worker on port {port} never became ready")
 
 
-def publish(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> list:
+def publish(
+    bootstrap: str,
+    topic: str,
+    messages: list[tuple[bytes | None, bytes | None]],
+    security: KafkaSecurity = PLAINTEXT,
+) -> list:
     """Send (key, value) pairs; returns each one's RecordMetadata (partition, offset)."""
-    producer = make_producer(bootstrap)
+    producer = make_producer(bootstrap, security=security)
     futures = [producer.send(topic, key=key, value=value) for key, value in messages]
     producer.flush()
     metadata = [future.get(timeout=30) for future in futures]
