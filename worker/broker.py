@@ -43,23 +43,36 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """A Tansu process listening on host:port; use as a context manager or start()/stop()."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        *,
+        authentication: bool = False,
+        advertised_port: int | None = None,
+    ) -> None:
+        """``authentication``: refuse clients that do not log in with SASL (SCRAM only in this build).
+        ``advertised_port``: the port clients are told to use, when a TLS terminator listens there."""
         self.host = host
         self.port = port or free_port(host)
+        self.authentication = authentication
+        self.advertised_port = advertised_port or self.port
         self.process: subprocess.Popen | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.advertised_port}"
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
-        url = f"tcp://{self.host}:{self.port}"
-        command = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        listen, advertised = f"tcp://{self.host}:{self.port}", f"tcp://{self.host}:{self.advertised_port}"
+        command = [str(tansu_binary()), "broker", "--listener-url", listen, "--advertised-listener-url", advertised]
+        if self.authentication:
+            command.append("--authentication")
         # Logs go to a file, not a pipe: an unread pipe would fill up and stall the broker.
         self._log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_until_ready(timeout_s)
-        log.info("embedded broker listening on %s", self.bootstrap_servers)
+        log.info("embedded broker listening on %s:%d", self.host, self.port)
         return self
 
     def _wait_until_ready(self, timeout_s: float) -> None:
@@ -75,7 +88,7 @@ class EmbeddedBroker:
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise BrokerError(f"tansu did not accept connections on {self.bootstrap_servers} within {timeout_s} s")
+        raise BrokerError(f"tansu did not accept connections on {self.host}:{self.port} within {timeout_s} s")
 
     def stop(self) -> None:
         if self.process is None:

@@ -67,7 +67,8 @@ def _checked_security(command: str, args: argparse.Namespace):
         security = kafka_security_from_args(args)
         check_broker(args.bootstrap_servers, security)
     except ConfigurationError as exc:
-        raise SystemExit(f"{command}: {exc}") from None
+        print(f"{command}: {exc}", file=sys.stderr)
+        raise SystemExit(CONFIGURATION_EXIT) from None
     return security
 
 

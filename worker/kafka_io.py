@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
+import uuid
 from collections.abc import Iterable
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -26,20 +28,36 @@ from kafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
+from worker import kafka_scram
 from worker.errors import ConfigurationError
-from worker.kafka_security import KafkaSecurity, KafkaSecurityError
+from worker.kafka_security import MASK, KafkaSecurity, KafkaSecurityError
 from worker.settings import Settings, default_of
 
 log = logging.getLogger(__name__)
+kafka_scram.install()
 
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 1000
 CHECK_TIMEOUT_S = 15.0  # the start-up check's whole budget: an operator waits at most this long for the verdict
+ATTEMPT_MS = 3000  # one try of the check: long enough for a SCRAM login over a slow link, short enough to end soon
 REFUSED_LOGIN = (SaslAuthenticationFailedError, UnsupportedSaslMechanismError, IllegalSaslStateError, AuthorizationError)
 
 
 class BrokerUnreachable(ConfigurationError):
     """No broker answered at the bootstrap servers at start-up."""
+
+
+class _MaskedPassword(logging.Filter):
+    """kafka-python's admin client logs its whole configuration at DEBUG, the SASL password included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args  # a lone dict argument is kept as the dict itself
+        if isinstance(args, dict) and args.get("sasl_plain_password"):
+            record.args = {**args, "sasl_plain_password": MASK}
+        return True
+
+
+logging.getLogger("kafka.admin.client").addFilter(_MaskedPassword())
 
 
 def make_consumer(
@@ -79,31 +97,68 @@ def make_producer(bootstrap_servers: str, *, security: KafkaSecurity, **extra):
 
 def make_admin(bootstrap_servers: str, *, security: KafkaSecurity, **extra) -> KafkaAdminClient:
     """An admin client (topic creation, the start-up check)."""
-    return KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers.split(","), client_id="uapt-admin", **security.client_config(), **extra
-    )
+    config = dict(bootstrap_servers=bootstrap_servers.split(","), client_id="uapt-admin", **security.client_config())
+    config.update(extra)
+    return KafkaAdminClient(**config)
 
 
 def check_broker(bootstrap_servers: str, security: KafkaSecurity, timeout_s: float = CHECK_TIMEOUT_S) -> None:
     """Connect once as the clients will; raise a ConfigurationError that says what is wrong, in one line.
 
-    kafka-python retries a failed TLS handshake until its bootstrap times out and then says only
-    "Unable to bootstrap", so the certificate is checked here first, with the clients' own TLS context.
+    kafka-python 3.0.12 retries a failed TLS handshake and a refused login until its bootstrap times
+    out, then says only "Unable to bootstrap". So the certificate is checked here first, with the
+    clients' own TLS context, and the login is tried in short attempts, each of which ends the check
+    if a connection of it was refused.
     """
     if security.uses_tls:
         _check_certificate(bootstrap_servers, security.ssl_context(), timeout_s)
-    try:
-        admin = make_admin(bootstrap_servers, security=security, bootstrap_timeout_ms=int(timeout_s * 1000))
-    except REFUSED_LOGIN as error:
+    client_id = f"uapt-check-{uuid.uuid4().hex[:8]}"  # names the IO thread of this check's connections
+    deadline = time.monotonic() + timeout_s
+    with _RefusedLoginWatch(client_id) as watch:
+        while watch.refusal is None:
+            try:
+                make_admin(
+                    bootstrap_servers, security=security, client_id=client_id, bootstrap_timeout_ms=ATTEMPT_MS
+                ).close()
+                return
+            except REFUSED_LOGIN as error:
+                watch.refusal = error
+            except KafkaTimeoutError:
+                if time.monotonic() >= deadline:
+                    break
+    if watch.refusal is not None:
         raise KafkaSecurityError(
             f"Kafka at {bootstrap_servers} refused the {security.sasl_mechanism} login of user "
-            f"{security.sasl_username!r} ({type(error).__name__})"
-        ) from None
-    except KafkaTimeoutError:
-        raise BrokerUnreachable(
-            f"no Kafka broker answered at {bootstrap_servers} over {security.security_protocol} within {timeout_s:g} s"
-        ) from None
-    admin.close()
+            f"{security.sasl_username!r} ({watch.refusal})"
+        )
+    raise BrokerUnreachable(
+        f"no Kafka broker answered at {bootstrap_servers} over {security.security_protocol} within {timeout_s:g} s"
+    )
+
+
+class _RefusedLoginWatch(logging.Handler):
+    """Notes the first connection of client ``client_id`` that kafka-python reports lost to a refused
+    login: told by the error's class and the client's IO thread, not by the log text."""
+
+    LOGGER = "kafka.net.connection"
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(logging.ERROR)
+        self.thread_name = f"kafka-io-{client_id}"  # kafka-python's name for a client's IO thread
+        self.refusal: Exception | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.threadName != self.thread_name or self.refusal is not None:
+            return
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.refusal = next((arg for arg in args if isinstance(arg, REFUSED_LOGIN)), None)
+
+    def __enter__(self) -> _RefusedLoginWatch:
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
 
 
 def _check_certificate(bootstrap_servers: str, context: ssl.SSLContext, timeout_s: float) -> None:
