@@ -21,10 +21,11 @@ class Readiness:
     model_loaded: bool = False
     consumer_assigned: bool = False
     database_reachable: bool = True  # false while the profile store waits out an outage
+    broker_reachable: bool = True  # false while Kafka does not answer (worker/broker_watch.py)
 
     @property
     def ready(self) -> bool:
-        return self.model_loaded and self.consumer_assigned and self.database_reachable
+        return self.model_loaded and self.consumer_assigned and self.database_reachable and self.broker_reachable
 
 
 class StatusServer:
@@ -64,7 +65,7 @@ def _handler_for(metrics: WorkerMetrics, readiness: Readiness) -> type[BaseHTTPR
                 else:
                     detail = (
                         f"model_loaded={readiness.model_loaded} consumer_assigned={readiness.consumer_assigned} "
-                        f"database_reachable={readiness.database_reachable}\n"
+                        f"database_reachable={readiness.database_reachable} broker_reachable={readiness.broker_reachable}\n"
                     )
                     self._send(503, detail.encode())
             else:

@@ -54,6 +54,9 @@ class WorkerMetrics:
         self.db_wait_seconds = Counter(
             "uapt_db_wait_seconds", "Time spent waiting for an unreachable profile database", registry=r
         )
+        self.broker_outages = Counter(
+            "uapt_broker_outages", "Times Kafka stopped answering the worker's probe (worker/broker_watch.py)", registry=r
+        )
         for operation in DB_OPERATIONS:
             self.db_retries.labels(operation=operation)
         for stage in Stage:  # every stage's and reason's series exists from the start, at zero,

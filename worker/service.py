@@ -13,7 +13,8 @@ from profiles.errors import DatabaseUnavailable
 from profiles.store import ProfileStore
 from worker.http import Readiness, StatusServer
 from worker.images import ImageLoader
-from worker.kafka_io import check_broker, ensure_worker_topics, make_consumer, make_producer
+from worker.broker_watch import PROBE_TIMEOUT_MS, BrokerWatch
+from worker.kafka_io import check_broker, ensure_worker_topics, make_admin, make_consumer, make_producer
 from worker.loop import StopFlag, WorkerLoop
 from worker.metrics import WorkerMetrics
 from worker.outages import DatabaseWatch
@@ -72,6 +73,7 @@ def run_worker(
     if settings.metrics_port >= 0:
         server = StatusServer(metrics, readiness, settings.metrics_host, settings.metrics_port).start()
     store: ProfileStore | None = None
+    watch: BrokerWatch | None = None
     security = settings.kafka_security
     try:
         store = ProfileStore(settings.database_url, on_outage=DatabaseWatch(readiness, metrics, stop_flag))
@@ -106,6 +108,11 @@ def run_worker(
             readiness,
             stop_flag,
         )
+        watch = BrokerWatch(
+            make_admin(settings.bootstrap_servers, security=security, request_timeout_ms=PROBE_TIMEOUT_MS),
+            readiness,
+            metrics,
+        ).start()
         if on_ready is not None:
             on_ready(server)
         loop.run()  # returns at once, closing the clients, if a stop came during start-up
@@ -117,6 +124,8 @@ def run_worker(
         return 0
     finally:
         stop_flag.set()  # lets the relay thread end
+        if watch is not None:
+            watch.stop()
         if store is not None:
             store.close()
         if server is not None:
