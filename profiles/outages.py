@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -33,9 +32,14 @@ _T = TypeVar("_T")
 
 
 class OutageListener(Protocol):
-    """Told about each wait of an outage; ``waiting`` returns False to stop waiting (DatabaseUnavailable)."""
+    """Told about each wait of an outage; ``waiting`` returns False to stop waiting (DatabaseUnavailable).
+
+    ``sleep`` is the wait itself, so that its owner can keep other duties going meanwhile (the
+    worker keeps polling its Kafka consumer, so that it stays in its group)."""
 
     def waiting(self, operation: str, error: DBAPIError, delay_s: float) -> bool: ...
+
+    def sleep(self, seconds: float) -> None: ...
 
     def recovered(self, operation: str) -> None: ...
 
@@ -80,7 +84,7 @@ def waiting_out_outages(
             if listener is None or not listener.waiting(operation, error, pause):
                 raise DatabaseUnavailable(f"database {describe} is unavailable ({operation}): {reason}") from error
             logger.warning("database %s unavailable during %s (%s); retrying in %.1fs", describe, operation, reason, pause)
-            time.sleep(pause)
+            listener.sleep(pause)
             delay, waited = min(delay * 2, MAX_DELAY_S), True
             continue
         if waited and listener is not None:

@@ -11,6 +11,12 @@ here, and only then does batch n+1 finish: its profile read follows batch n's
 fold and commits go in batch order, exactly as one batch at a time. Only this
 thread touches the consumer (kafka-python's is not thread-safe).
 
+Database outages: the profile store waits one out (worker/outages.py), on this
+thread (the fold) or on the generate thread (the keyword read). Either way this
+thread keeps polling, with every assigned partition paused, so kafka-python's
+max_poll_interval_ms never lapses and the worker keeps its partitions; the
+partitions are resumed at the next gathering of a batch.
+
 Rebalances: kafka-python calls the listener on its own IO thread, inside
 `poll`, where no commit may block; so the listener only notes the revoked
 partitions and the loop acts after the poll. Records gathered for the next
@@ -25,9 +31,11 @@ every batch is committed before the next poll and nothing is in flight then.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as StillRunning
 from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener
@@ -45,6 +53,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_MS = 500
 BUSY_POLL_MS = 50  # polls while a batch is in flight stay short, so its commit is not held up by an idle topic
 LAG_REFRESH_S = 1.0
+HOLD_POLL_S = 0.5  # while the database is away: the longest the consumer goes without a poll
 
 
 class StopFlag:
@@ -105,12 +114,14 @@ class WorkerLoop:
         self._ahead: _Batch | None = None  # prepared, waiting for the running batch's commit
         self._revoked: set[TopicPartition] = set()  # noted by the listener, acted on after the poll
         self._lag_refreshed = 0.0
+        self._thread_id: int | None = None  # the thread that runs the loop: the only one to touch the consumer
 
     def stop(self) -> None:
         """Ask the loop to finish the batches in hand, commit them and return."""
         self._stopping.set()
 
     def run(self) -> None:
+        self._thread_id = threading.get_ident()
         self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
         try:
             while True:
@@ -154,6 +165,9 @@ class WorkerLoop:
         batch in flight is done, so that batch's commit never waits for new input.
         """
         size, linger_s = self.settings.batch_size, self.settings.linger_ms / 1000
+        paused = self.consumer.paused()
+        if paused:  # held through a database outage that is over now
+            self.consumer.resume(*paused)
         pending: list[Record] = []
         deadline: float | None = None
         while len(pending) < size and not self._stopping.is_set():
@@ -198,7 +212,7 @@ class WorkerLoop:
         """Wait for the running batch, then send, fold and commit it (the batch commit's order)."""
         batch = self._running
         try:
-            result = batch.result.result()
+            result = self._finished(batch.result)
             commit = BatchCommit(self.consumer, self.producer, self.store, self.settings, result.stage_seconds)
             commit.send(batch.records, result)
             produced_at_ms = commit.commit()
@@ -209,6 +223,35 @@ class WorkerLoop:
         log.debug(
             "batch of %d: %d captions, %d dead letters", len(batch.records), len(result.outputs), len(result.dead_letters)
         )
+
+    def _finished(self, result: Future[BatchResult]) -> BatchResult:
+        """The batch's result; while the generate thread waits out a database outage, this thread holds the partitions."""
+        while True:
+            try:
+                return result.result(timeout=HOLD_POLL_S)
+            except StillRunning:
+                if not self.readiness.database_reachable:
+                    self._poll_paused(0.0)
+
+    def wait_in_group(self, seconds: float) -> None:
+        """The profile store's wait during an outage (`DatabaseWatch.sleep`): on this thread, polling with
+        every partition paused, so the consumer stays in its group; on any other thread, a plain sleep
+        (this thread polls meanwhile, in `_finished`)."""
+        if threading.get_ident() != self._thread_id:
+            time.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._poll_paused(min(left, HOLD_POLL_S))
+
+    def _poll_paused(self, seconds: float) -> None:
+        """Poll for ``seconds`` with every assigned partition paused: the group sees a live member, no record is taken."""
+        assigned = self.consumer.assignment()
+        if assigned - self.consumer.paused():
+            self.consumer.pause(*assigned)
+        polled = self.consumer.poll(timeout_ms=int(seconds * 1000))
+        for tp, records in polled.items():  # a partition assigned during this poll was not paused yet
+            self.consumer.seek(tp, min(r.offset for r in records))
 
     def _in_hand(self) -> list[Record]:
         return [r for batch in (self._running, self._ahead) if batch is not None for r in batch.records]

@@ -2,12 +2,16 @@
 
 The profile store retries while its database is unreachable (profiles/outages.py)
 and asks this listener before each wait. Nothing is committed meanwhile: the
-checkpoint commits offsets only after the profile write succeeded.
+batch commit commits offsets only after the profile write succeeded. The waits
+themselves go through the loop (`WorkerLoop.wait_in_group`), which keeps
+polling its consumer with every partition paused, so that an outage longer than
+the consumer's max_poll_interval_ms does not cost the worker its partitions.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from sqlalchemy.exc import DBAPIError
 
@@ -24,6 +28,7 @@ class DatabaseWatch:
         self._metrics = metrics
         self._stop = stop_flag
         self._last: float | None = None  # when the outage's time was last added to the counter
+        self.wait_in_group: Callable[[float], None] = time.sleep  # the loop puts in one that keeps polling Kafka
 
     def waiting(self, operation: str, error: DBAPIError, delay_s: float) -> bool:
         """Mark the worker not ready and count the retry; False (stop waiting) once a stop is asked for."""
@@ -33,6 +38,9 @@ class DatabaseWatch:
             return False
         self._metrics.db_retries.labels(operation=operation).inc()
         return True
+
+    def sleep(self, seconds: float) -> None:
+        self.wait_in_group(seconds)
 
     def recovered(self, operation: str) -> None:
         self._add_waited()

@@ -76,7 +76,8 @@ def run_worker(
     watch: BrokerWatch | None = None
     security = settings.kafka_security
     try:
-        store = ProfileStore(settings.database_url, on_outage=DatabaseWatch(readiness, metrics, stop_flag))
+        database_watch = DatabaseWatch(readiness, metrics, stop_flag)
+        store = ProfileStore(settings.database_url, on_outage=database_watch)
         check_broker(settings.bootstrap_servers, security)  # a refused login or certificate: one line, before the model loads
         if captioner is None:
             log.info("loading model preset %r (checkpoint %s)", settings.preset, settings.checkpoint or "none")
@@ -101,13 +102,18 @@ def run_worker(
             processor,
             store,
             make_consumer(
-                settings.bootstrap_servers, settings.group_id, security=security, max_poll_records=settings.batch_size
+                settings.bootstrap_servers,
+                settings.group_id,
+                security=security,
+                max_poll_records=settings.batch_size,
+                max_poll_interval_ms=settings.max_poll_interval_ms,
             ),
             make_producer(settings.bootstrap_servers, security=security, max_request_size=settings.max_message_bytes),
             metrics,
             readiness,
             stop_flag,
         )
+        database_watch.wait_in_group = loop.wait_in_group
         watch = BrokerWatch(
             make_admin(settings.bootstrap_servers, security=security, request_timeout_ms=PROBE_TIMEOUT_MS),
             readiness,

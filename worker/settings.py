@@ -109,6 +109,11 @@ class Settings:
     )
     ssl_certfile: Path | None = _kafka_opt(None, "PEM client certificate, for brokers that require one", parse=_optional_path)
     ssl_keyfile: Path | None = _kafka_opt(None, "PEM private key of that client certificate", parse=_optional_path)
+    max_poll_interval_ms: int = _opt(
+        300_000,
+        "longest the worker may go between consumer polls before the group gives its partitions away "
+        "(Kafka's max.poll.interval.ms; a database outage does not count: the worker keeps polling through it)",
+    )
     database_url: str = _opt(
         "sqlite:///uapt-profiles.db",
         "profile store URL: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB",
@@ -172,7 +177,7 @@ class Settings:
     max_redirects: int = _image_opt("max_redirects", "most HTTP redirects followed for one image URL")
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "max_message_bytes", "num_captions", "max_captions", "top_k", "max_record_attempts", "partitions", "replication_factor", "max_image_bytes", "max_image_bytes_per_s", "max_image_pixels")
+        positive = ("batch_size", "max_message_bytes", "num_captions", "max_captions", "top_k", "max_record_attempts", "partitions", "replication_factor", "max_poll_interval_ms", "max_image_bytes", "max_image_bytes_per_s", "max_image_pixels")
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -55,12 +55,15 @@ class FakeConsumer:
         self.committed: dict = {}
         self.listener = None
         self.closed_with_autocommit: bool | None = None
+        self.held: set = set()  # paused partitions
 
     def subscribe(self, topics, listener=None):
         self.listener = listener
         listener.on_partitions_assigned({TopicPartition("posts", 0)})
 
     def poll(self, timeout_ms=0, max_records=None):
+        if self.held:  # the one partition is paused
+            return {}
         if not self.records:
             self.stop.set()
             return {}
@@ -78,6 +81,15 @@ class FakeConsumer:
 
     def highwater(self, tp):
         return None
+
+    def pause(self, *partitions):
+        self.held.update(partitions)
+
+    def resume(self, *partitions):
+        self.held.difference_update(partitions)
+
+    def paused(self):
+        return set(self.held)
 
     def close(self, autocommit=True):
         self.journal.append("consumer.close")

@@ -160,3 +160,35 @@ def assert_profiles_equal_a_rebuild(url: str, tmp_path: Path) -> None:
 
 def keywords(store: ProfileStore, users: list[str]) -> dict[str, list[tuple[str, float]]]:
     return {user: [(k.term, round(k.score, 9)) for k in found] for user, found in store.top_keywords(users, 5).items()}
+
+
+@pytest.mark.slow  # about 40 s; CI runs it
+def test_a_database_outage_longer_than_the_poll_interval_keeps_the_partitions(worker_settings, postgres_url, fake_captioner, tmp_path):
+    """The outage lasts four max_poll_interval_ms: the worker holds its partitions (paused, still polling),
+    so it never leaves the group, and no post is captioned twice or lost."""
+    poll_interval_ms = 3000
+    url = make_url(postgres_url)
+    with CuttableProxy((url.host, url.port or 5432)) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        settings = dataclasses.replace(worker_settings, database_url=proxied, max_poll_interval_ms=poll_interval_ms)
+        with running_worker(settings, fake_captioner) as info:
+            port = info["port"]
+            wait_ready(port)
+            publish(settings.bootstrap_servers, settings.input_topic, BEFORE)
+            read_topic(settings.bootstrap_servers, settings.output_topic, until=lambda r: len(captions_by_post(r)) >= 6)
+
+            proxy.cut()
+            publish(settings.bootstrap_servers, settings.input_topic, DURING)
+            assert "database_reachable=False" in wait_not_ready(port)
+            time.sleep(4 * poll_interval_ms / 1000)
+            proxy.restore()
+
+            wait_ready(port, timeout_s=60)
+            read_topic(settings.bootstrap_servers, settings.output_topic, until=lambda r: len(captions_by_post(r)) >= 12)
+            time.sleep(2.0)  # a replay, had there been one, would add its copies by now
+            outputs = read_topic(settings.bootstrap_servers, settings.output_topic, until=lambda r: False, timeout_s=3)
+
+    captioned = captions_by_post(outputs)
+    assert set(captioned) == {f"a{i}" for i in range(6)} | {f"b{i}" for i in range(6)}
+    assert {post: len(messages) for post, messages in captioned.items() if len(messages) > 1} == {}
+    assert_profiles_equal_a_rebuild(postgres_url, tmp_path)
