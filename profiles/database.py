@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from pathlib import Path
 
 from alembic import command
@@ -18,7 +19,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 import migrations
-from profiles.errors import ProfilesError
+from profiles.errors import DatabaseMisconfigured, ProfilesError
 from profiles.urls import normalize_url
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,19 @@ def sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
+
+
+def check_host_resolves(url: str) -> None:
+    """Raise DatabaseMisconfigured if the url's host name does not exist (the resolver says so: EAI_NONAME);
+    a resolver that cannot answer now (EAI_AGAIN) is an outage, left to the connection's own retries."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or not parsed.host:
+        return
+    try:
+        socket.getaddrinfo(parsed.host, parsed.port or 5432, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        if error.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+            raise DatabaseMisconfigured(f"database host {parsed.host!r} does not resolve ({error.strerror})") from None
 
 
 def open_engine(url: str) -> Engine:

@@ -13,3 +13,7 @@ class ProfilesError(Exception):
 
 class DatabaseUnavailable(ProfilesError):
     """The database could not be reached, and the caller chose to stop waiting for it."""
+
+
+class DatabaseMisconfigured(ProfilesError):
+    """The database url can never work as written (its host name does not resolve); not an outage."""

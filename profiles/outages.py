@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+import psycopg.errors
 from sqlalchemy.exc import DBAPIError
 
 from profiles.errors import DatabaseUnavailable
@@ -25,7 +26,16 @@ FIRST_DELAY_S = 0.1
 MAX_DELAY_S = 5.0
 # SQLSTATEs of a server going away or not yet there: class 08 (connection exception) is checked by prefix
 UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})  # admin/crash shutdown, starting, too many clients
-# What libpq says, with no SQLSTATE, when a connection is refused for good: these never heal by waiting
+# Refusals that waiting cannot fix, by psycopg class (SQLSTATE): unknown database (3D000), login refused
+# (28000, and its 28P01 wrong password), no right to connect (42501)
+MISCONFIGURED_ERRORS = (
+    psycopg.errors.InvalidCatalogName,
+    psycopg.errors.InvalidAuthorizationSpecification,
+    psycopg.errors.InvalidPassword,
+    psycopg.errors.InsufficientPrivilege,
+)
+# libpq gives no SQLSTATE for a connection the server refuses while it starts (psycopg 3.3 raises a bare
+# OperationalError), so for those the server's words are all there is: these never heal by waiting
 MISCONFIGURED_MESSAGES = ("does not exist", "authentication failed", "pg_hba.conf", "permission denied")
 
 _T = TypeVar("_T")
@@ -45,7 +55,15 @@ class OutageListener(Protocol):
 
 
 def is_misconfigured(error: DBAPIError) -> bool:
-    """A connection refused for a reason waiting cannot fix: wrong database, role or password."""
+    """A connection refused for a reason waiting cannot fix: wrong database, role or password.
+
+    By the error's class where the driver gives one (a SQLSTATE); a refusal at connection start
+    has none, and is told by libpq's FATAL message.
+    """
+    if isinstance(error.orig, MISCONFIGURED_ERRORS):
+        return True
+    if getattr(error.orig, "sqlstate", None) is not None:
+        return False
     message = str(error.orig).lower()
     return "fatal" in message and any(words in message for words in MISCONFIGURED_MESSAGES)
 

@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from profiles.analyzer import analyze
 from profiles.database import (
+    check_host_resolves,
     current_revision,
     head_revision,
     open_engine,
@@ -115,6 +116,7 @@ class ProfileStore:
         path = sqlite_path(self.url)
         if not create and path is not None and not path.exists():
             raise FileNotFoundError(f"no profile database at {path}; create it with 'uapt db upgrade'")
+        check_host_resolves(self.url)  # a mistyped host is a mistake at start-up, not an outage to wait out
         self._engine = open_engine(self.url)
         self._dialect = self._engine.dialect.name
         if self._dialect not in ("sqlite", "postgresql"):

@@ -42,10 +42,29 @@ def test_outages_are_worth_waiting_for(orig):
     [
         psycopg.OperationalError('connection failed: connection to server at "h", port 5432 failed: FATAL:  database "nodb" does not exist'),
         psycopg.OperationalError('connection failed: connection to server at "h", port 5432 failed: FATAL:  password authentication failed for user "u"'),
+        psycopg.errors.InvalidPassword("any words: the class (SQLSTATE 28P01) decides"),
+        psycopg.errors.InvalidCatalogName("3D000"),
+        psycopg.errors.InvalidAuthorizationSpecification("28000"),
+        psycopg.errors.InsufficientPrivilege("42501"),
     ],
 )
 def test_configurations_that_can_never_work_are_not_outages(orig):
     assert is_misconfigured(wrapped(orig)) and not is_unavailable(wrapped(orig))
+
+
+def test_an_error_with_another_sqlstate_is_not_taken_for_a_refusal_by_its_words():
+    admin_shutdown = psycopg.errors.AdminShutdown("FATAL:  terminating connection: database does not exist any more")
+    assert not is_misconfigured(wrapped(admin_shutdown)) and is_unavailable(wrapped(admin_shutdown))
+
+
+def test_a_host_name_that_does_not_resolve_is_a_mistake_not_an_outage():
+    from profiles.database import check_host_resolves
+    from profiles.errors import DatabaseMisconfigured
+
+    with pytest.raises(DatabaseMisconfigured, match="database host 'no-such-host.invalid' does not resolve"):
+        check_host_resolves("postgresql+psycopg://u@no-such-host.invalid:5432/db")
+    check_host_resolves("postgresql+psycopg://u@127.0.0.1:5432/db")  # an address, and SQLite, need no name service
+    check_host_resolves("sqlite:///profiles.db")
 
 
 def test_faults_are_neither():

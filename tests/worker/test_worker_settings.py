@@ -133,6 +133,10 @@ def test_user_errors_are_one_clear_line():
         (("--linger-ms", "-5"), "uapt worker: linger_ms"),
         (("--preset", "tiny", "--database-url", "foo://x"), "uapt worker: Can't load plugin: sqlalchemy.dialects:foo"),
         (("--preset", "tiny", "--database-url", "postgresql://postgres@127.0.0.1:5432/no_such_db_uapt"), "uapt worker: database error: connection failed"),
+        (("--preset", "tiny", "--database-url", "postgresql://no_such_role_uapt@127.0.0.1:5432/test"), "uapt worker: database error: connection failed"),
+        (("--preset", "tiny", "--database-url", "postgresql://postgres@no-such-host.invalid:5432/test"), "uapt worker: database host 'no-such-host.invalid' does not resolve"),
+        (("--security-protocol", "SASL_SSL", "--sasl-mechanism", "PLAIN"), "uapt worker: security_protocol SASL_SSL needs sasl_username"),
+        (("--security-protocol", "SSL", "--ssl-cafile", "/no/such/ca.pem"), "uapt worker: ssl_cafile /no/such/ca.pem is not a file"),
     ],
 )
 def test_worker_configuration_errors_are_one_line_and_exit_2(args, message, capsys):
