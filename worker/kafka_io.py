@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import (
-    AuthorizationError,
     IllegalSaslStateError,
     KafkaTimeoutError,
     SaslAuthenticationFailedError,
@@ -40,7 +39,7 @@ SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 1000
 CHECK_TIMEOUT_S = 15.0  # the start-up check's whole budget: an operator waits at most this long for the verdict
 ATTEMPT_MS = 3000  # one try of the check: long enough for a SCRAM login over a slow link, short enough to end soon
-REFUSED_LOGIN = (SaslAuthenticationFailedError, UnsupportedSaslMechanismError, IllegalSaslStateError, AuthorizationError)
+REFUSED_LOGIN = (SaslAuthenticationFailedError, UnsupportedSaslMechanismError, IllegalSaslStateError)
 
 
 class BrokerUnreachable(ConfigurationError):

@@ -276,7 +276,7 @@ class _RefusedFlag(argparse.Action):
     """The flag of an environment-only setting: using it is an error that does not repeat the value."""
 
     def __init__(self, option_strings, dest, **kwargs) -> None:
-        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS, **kwargs)
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS, metavar="REFUSED", **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         parser.error(f"{option_string} is not accepted: {self.help}")
