@@ -1,12 +1,20 @@
-"""Device and dtype choice: CUDA with half-precision inference when there is a GPU, else CPU float32."""
+"""Device and dtype choice: CUDA with half-precision inference when there is a GPU, else CPU float32;
+for training, the frozen LM's dtype that runs faster here."""
 
 from __future__ import annotations
 
+import copy
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from model.errors import ModelError
+
+logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -68,3 +76,49 @@ def training_dtypes(precision: str, device: torch.device) -> tuple[torch.dtype, 
     if precision not in ("float32", "bfloat16"):
         raise DeviceError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
     return (DTYPES[precision],)
+
+
+def choose_lm_dtype(model, precision: str, device: torch.device, one_pass: Callable[[], torch.Tensor]) -> torch.dtype:
+    """The frozen LM's dtype for training: the one `training_dtypes` allows, else the faster of its two here.
+
+    `one_pass` computes a training loss on one batch with the model as it stands; it is
+    timed, with its backward, once per candidate dtype.
+    """
+    candidates = training_dtypes(precision, device)
+    if len(candidates) == 1:
+        return candidates[0]
+    seconds = time_lm_dtypes(model, candidates, one_pass)
+    chosen = min(seconds, key=seconds.__getitem__)
+    logger.info(
+        "precision auto: a forward and backward pass on one batch takes %s on this CPU; the frozen LM trains in %s",
+        ", ".join(f"{seconds[d]:.2f} s in {dtype_name(d)}" for d in candidates),
+        dtype_name(chosen),
+    )
+    return chosen
+
+
+def time_lm_dtypes(
+    model, dtypes: Sequence[torch.dtype], one_pass: Callable[[], torch.Tensor], repeats: int = 2
+) -> dict[torch.dtype, float]:
+    """Median seconds of `one_pass` and its backward with the frozen LM in each dtype.
+
+    One warm-up pass each, then `repeats` rounds alternating the dtypes, so that a noisy
+    machine weighs on all alike. Each dtype runs on its own cast copy of the LM (a cast
+    down and back would round the frozen weights) and no optimizer step follows, so the
+    timing changes nothing that training then does.
+    """
+    original = model.lm
+    lms = {dtype: original if original.dtype == dtype else copy.deepcopy(original).to(dtype) for dtype in dtypes}
+    times: dict[torch.dtype, list[float]] = {dtype: [] for dtype in dtypes}
+    try:
+        for round_ in range(repeats + 1):
+            for dtype in dtypes:
+                model.lm = lms[dtype]
+                started = time.perf_counter()
+                one_pass().backward()
+                if round_:
+                    times[dtype].append(time.perf_counter() - started)
+    finally:
+        model.lm = original
+        model.zero_grad(set_to_none=True)
+    return {dtype: statistics.median(values) for dtype, values in times.items()}

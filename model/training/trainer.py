@@ -13,11 +13,9 @@ stopped at step s and resumed ends where an unbroken run ends.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
-import statistics
 import threading
 import time
 from collections.abc import Sequence
@@ -33,15 +31,17 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import UAPTConfig, get_config
 from model.data.dataset import PostRecord
 from model.data.samples import train_profiles
-from model.device import DTYPES, dtype_name, training_dtypes
+from model.device import DTYPES, choose_lm_dtype, dtype_name
 from model.errors import ModelError
-from model.evaluation import grounding
+from model.evaluation.probes import evaluate_loss, grounding_probe, image_reliance
 from model.factory import load_model
 from model.guidance.aids import load_guidance
 from model.guidance.tagger import ImageWordTagger, load_tagger, single_token_ids
 from model.keywords import keywords_to_text
+from model.uapt import UAPT
 from model.training.features import FeatureCache, Split, encode_split
 from model.training.fit_tagger import keep_predicted_words
+from model.training.loss import LossWeights, batch_loss
 from model.training.stop import signals_deferred
 from model.training.train_config import IMAGE_WORD_MIN_GAIN, METRICS_FILE, TrainConfig
 
@@ -80,23 +80,6 @@ def cosine_with_warmup(warmup: int, total: int):
     return factor
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    """Caption tokens that count `weight` times in the training loss: the image's words (docs/RESULTS.md 1.24).
-
-    Most caption tokens are the user's style, which the user tokens predict; the few
-    that only the image can predict would otherwise carry a small share of the gradient.
-    """
-
-    token_ids: torch.Tensor  # (K,)
-    weight: float
-
-    def of(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) weights: `weight` on the listed tokens, 1 elsewhere."""
-        listed = torch.isin(input_ids, self.token_ids.to(input_ids.device))
-        return torch.where(listed, self.weight, 1.0)
-
-
 def tagger_from(directory: str | Path, model) -> ImageWordTagger:
     """The image-word tagger in `directory`: a checkpoint, or any folder holding the tagger's two files."""
     if not Path(directory).is_dir():
@@ -117,97 +100,6 @@ def image_word_tokens(tagger: ImageWordTagger, val: Split, tokenizer) -> tuple[l
     kept = keep_predicted_words(tagger.cpu(), val.image_features, [s.text for s in val.samples], IMAGE_WORD_MIN_GAIN)
     ids = sorted({token for word in kept.words for token in single_token_ids(tokenizer, word)[0]})
     return kept.words, ids
-
-
-def lm_autocast(model, device: torch.device) -> torch.autocast:
-    """Autocast to bfloat16 when the frozen LM was cast to it (the trained weights stay float32)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=model.lm.dtype == torch.bfloat16)
-
-
-def batch_loss(
-    model,
-    split: Split,
-    index: torch.Tensor,
-    device: torch.device,
-    image_index: torch.Tensor | None = None,
-    contexts: torch.Tensor | None = None,
-    loss_weights: LossWeights | None = None,
-) -> tuple[torch.Tensor, int]:
-    """Mean caption-token NLL of the samples at `index`, and their caption-token count.
-
-    `image_index` pairs each caption with another sample's image (see `image_reliance`);
-    `contexts` replaces the samples' own context features (see `cold_start_contexts`);
-    `loss_weights` makes the mean a weighted one.
-    """
-    input_ids, attention_mask = model.tokenize_captions([split.samples[i].text for i in index.tolist()])
-    with lm_autocast(model, device):
-        out = model(
-            split.image_features[index if image_index is None else image_index].to(device),
-            (split.context_features[index] if contexts is None else contexts).to(device),
-            input_ids.to(device),
-            attention_mask.to(device),
-            None if loss_weights is None else loss_weights.of(input_ids).to(device),
-        )
-    return out.loss, int(attention_mask.sum())
-
-
-@torch.no_grad()
-def evaluate_loss(model, split: Split, batch_size: int, device: torch.device, shuffle_images: bool = False) -> float:
-    """Token-weighted mean NLL over a whole split.
-
-    With `shuffle_images`, every caption is scored with the image of the next sample of
-    its own user (same context, different picture).
-    """
-    count = len(split.samples)
-    images = same_user_shift(split) if shuffle_images else torch.arange(count)
-    total, tokens = 0.0, 0
-    for start in range(0, count, batch_size):
-        index = torch.arange(start, min(start + batch_size, count))
-        loss, n = batch_loss(model, split, index, device, image_index=images[index])
-        total += float(loss) * n
-        tokens += n
-    return total / max(tokens, 1)
-
-
-def same_user_shift(split: Split) -> torch.Tensor:
-    """For each sample, the index of the next sample of the same user (cyclically)."""
-    by_user: dict[str, list[int]] = {}
-    for i, sample in enumerate(split.samples):
-        by_user.setdefault(sample.user_id, []).append(i)
-    target = torch.arange(len(split.samples))
-    for rows in by_user.values():
-        target[rows] = torch.tensor(rows[1:] + rows[:1])
-    return target
-
-
-def image_reliance(model, split: Split, batch_size: int, device: torch.device, val_loss: float) -> float:
-    """How much worse (relative NLL) captions score with another image of the same user.
-
-    0 means the prefix ignores the image; the demo's captions name scene and object,
-    so a model that reads the image should lose a clear share here.
-    """
-    shuffled = evaluate_loss(model, split, batch_size, device, shuffle_images=True)
-    return (shuffled - val_loss) / val_loss
-
-
-@torch.no_grad()
-def grounding_probe(model, split: Split, limit: int, device: torch.device) -> dict[str, float] | None:
-    """Greedy captions of the first `limit` gradable val posts: how often they name the scene and object.
-
-    A cheap view of whether captions follow the image while training; `uapt evaluate`
-    gives the full beam-search figures. None when the split has no labels.
-    """
-    rows = [i for i, s in enumerate(split.samples) if grounding.is_gradable(s.labels)][:limit]
-    if not rows:
-        return None
-    index = torch.tensor(rows)
-    with lm_autocast(model, device):
-        nbest = model.generate(
-            split.image_features[index].to(device), split.context_features[index].to(device), num_beams=1
-        )
-    captions = [hyps[0].text for hyps in nbest]
-    scores = grounding.content_scores(captions, [split.samples[i].labels for i in rows])
-    return {"scene": scores["content_scene"], "object": scores["content_object"], "example": captions[0]}
 
 
 def cold_start_contexts(
@@ -279,50 +171,6 @@ def optimizer_step(
     return loss
 
 
-def choose_lm_dtype(model, config: TrainConfig, split: Split, device: torch.device) -> torch.dtype:
-    """The frozen LM's dtype for training: the one `training_dtypes` allows, else the faster of its two here."""
-    candidates = training_dtypes(config.precision, device)
-    if len(candidates) == 1:
-        return candidates[0]
-    index = torch.arange(min(config.batch_size, len(split.samples)))
-    seconds = time_lm_dtypes(model, candidates, split, index, device)
-    chosen = min(seconds, key=seconds.__getitem__)
-    logger.info(
-        "precision auto: a forward and backward pass on one batch takes %s on this CPU; the frozen LM trains in %s",
-        ", ".join(f"{seconds[d]:.2f} s in {dtype_name(d)}" for d in candidates),
-        dtype_name(chosen),
-    )
-    return chosen
-
-
-def time_lm_dtypes(
-    model, dtypes: Sequence[torch.dtype], split: Split, index: torch.Tensor, device: torch.device, repeats: int = 2
-) -> dict[torch.dtype, float]:
-    """Median seconds of a forward and backward pass on `index` with the frozen LM in each dtype.
-
-    One warm-up pass each, then `repeats` rounds alternating the dtypes, so that a noisy
-    machine weighs on all alike. Each dtype runs on its own cast copy of the LM (a cast
-    down and back would round the frozen weights) and no optimizer step follows, so the
-    timing changes nothing that training then does.
-    """
-    original = model.lm
-    lms = {dtype: original if original.dtype == dtype else copy.deepcopy(original).to(dtype) for dtype in dtypes}
-    times: dict[torch.dtype, list[float]] = {dtype: [] for dtype in dtypes}
-    try:
-        for round_ in range(repeats + 1):
-            for dtype in dtypes:
-                model.lm = lms[dtype]
-                started = time.perf_counter()
-                loss, _ = batch_loss(model, split, index, device)
-                loss.backward()
-                if round_:
-                    times[dtype].append(time.perf_counter() - started)
-    finally:
-        model.lm = original
-        model.zero_grad(set_to_none=True)
-    return {dtype: statistics.median(values) for dtype, values in times.items()}
-
-
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffle of one epoch; depends only on (seed, epoch), which makes resume exact."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
@@ -364,6 +212,38 @@ def load_train_state(ckpt_dir: Path, optimizer, scheduler) -> tuple[int, dict]:
     return int(meta["step"]), meta["history"]
 
 
+@dataclass
+class TrainingRun:
+    """One call of `train`: the model, its data and optimizer, and where the run stands.
+
+    The named steps below read and advance it; `train` is the loop that calls them in order.
+    """
+
+    model: UAPT
+    config: TrainConfig
+    out_dir: Path
+    ablation: str | None
+    train_split: Split
+    val_split: Split
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    history: dict  # losses, probes and the run's choices; saved with each checkpoint
+    step: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
+    stop_at: int  # total_steps, or config.max_steps when that is sooner
+    started: float  # time.perf_counter() when this call began
+    earlier_wall_s: float  # wall time of the calls before a resume
+    saved_at: int  # the step whose state is on disk (a fresh run: none, and none is needed)
+    new_user_context: torch.Tensor | None = None  # what a user with no past posts gets (context dropout)
+    loss_weights: LossWeights | None = None
+
+    @property
+    def eval_every(self) -> int:
+        return self.config.eval_every or self.steps_per_epoch
+
+
 def train(
     records: Sequence[PostRecord],
     *,
@@ -395,51 +275,122 @@ def train(
     """
     if resume is not None and init_from is not None:
         raise TrainingError("resume and init_from exclude each other: a resumed run already has its weights")
-
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_config = get_config(preset, ablation) if isinstance(preset, str) else preset
-    if init_seed is not None:
-        model_config = replace(model_config, init_seed=init_seed)
-    model = load_model(model_config, device=device, dtype="float32")
-    weights = resume if resume is not None else init_from  # None: the seeded initial weights
-    tagger = None
-    if weights is not None:
-        load_checkpoint(model, weights)
-        # decoding's aids, not the network: probes must show what training made, and the run does not keep them
-        guidance = load_guidance(weights, model.image_encoder.dim, model.lm.get_input_embeddings().num_embeddings)
-        tagger = guidance.tagger
-        if guidance.scene_reader is not None:
-            logger.info("%s has a scene reader: the run does not keep it (uapt fit-scene-reader refits it)", weights)
-        if tagger is not None:
-            logger.info("%s has an image-word tagger: the run does not keep it (uapt fit-image-words refits it)", weights)
-    if image_words_from is not None:
-        if config.image_word_loss_weight == 1.0:
-            raise TrainingError("image_words_from picks the words image_word_loss_weight weighs: give that weight too")
-        if resume is None:  # a resumed run keeps the words it started with
-            tagger = tagger_from(image_words_from, model)
-    if config.image_word_loss_weight != 1.0 and resume is None and tagger is None:
-        raise TrainingError(
-            "image_word_loss_weight needs an image-word tagger to tell the image's words: "
-            "--init-from or --image-words-from a checkpoint that has one (uapt fit-image-words)"
-        )
-    dev = model.device
-
+    model, tagger = build_model(preset, ablation, init_seed, device, weights=resume if resume is not None else init_from)
+    tagger = image_words_tagger(model, config, tagger, image_words_from, resumed=resume is not None)
     cache = FeatureCache(cache_dir, model)
     profiles = train_profiles(records)
     train_split = encode_split(records, "train", config.keywords_k, cache, profiles)
     val_split = encode_split(records, "val", config.keywords_k, cache, profiles)
     if not train_split.samples:
         raise TrainingError("records: the dataset has no train posts")
-    # what a user with no past posts gets; encoded only when context dropout needs it
-    new_user_context = cache.context_features([keywords_to_text([])])[0] if config.context_dropout else None
-    n = len(train_split.samples)
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    run = start_run(model, config, out_dir, ablation, train_split, val_split, started,
+                    resume=resume, init_from=init_from, image_words_from=image_words_from)
+    if config.context_dropout:  # encoded only when context dropout needs it
+        run.new_user_context = cache.context_features([keywords_to_text([])])[0]
+    run.loss_weights = image_word_weights(run, tagger)
+    set_lm_dtype(run)
+    logger.info(
+        "training %s%s on %d posts (%d val): %d steps, warm-up %d, LM in %s, encoded %d images + %d contexts",
+        model.config.preset, f"/{ablation}" if ablation else "", len(train_split.samples), len(val_split.samples),
+        run.total_steps, run.warmup, run.history["lm_dtype"], cache.encoded_images, cache.encoded_contexts,
+    )
+    if run.step >= run.stop_at:
+        logger.info("nothing left to train: the run is already at step %d of %d", run.step, run.stop_at)
+
+    model.train()
+    while run.step < run.stop_at and not stop_requested(stop):
+        train_epoch(run, stop)
+
+    stopped_early = run.step < run.stop_at  # only a stop request leaves the loop early
+    if stopped_early:
+        save_stopped_run(run, init_from)
+    result = TrainResult(
+        steps=run.step,
+        wall_s=run.history.get("wall_s", 0.0),
+        final_val_loss=run.history["val_losses"][-1][1] if run.history["val_losses"] else float("nan"),
+        encoded_images=cache.encoded_images,
+        encoded_contexts=cache.encoded_contexts,
+        train_losses=run.history["train_losses"],
+        val_losses=[tuple(v) for v in run.history["val_losses"]],
+        stopped_early=stopped_early,
+    )
+    if not stopped_early:  # metrics.json marks a finished run
+        history = run.history
+        write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation,
+                     n_train=len(train_split.samples), n_val=len(val_split.samples), warmup=run.warmup,
+                     total_steps=run.total_steps, lm_dtype=history["lm_dtype"], probes=history.get("probes", []),
+                     image_reliance=history.get("image_reliance", []), data=data_info,
+                     init_from=history.get("init_from"), image_words_from=history.get("image_words_from"),
+                     image_words=history.get("image_words"))
+    return result
+
+
+def stop_requested(stop: threading.Event | None) -> bool:
+    return stop is not None and stop.is_set()
+
+
+def build_model(
+    preset: str | UAPTConfig, ablation: str | None, init_seed: int | None, device: str, weights: str | Path | None
+) -> tuple[UAPT, ImageWordTagger | None]:
+    """The model to train, from its seeded initial weights or a checkpoint's; and that checkpoint's tagger.
+
+    A checkpoint's image-word tagger and scene reader are decoding's aids, not the network:
+    the probes must show what training made, and the run does not keep them (load_checkpoint
+    reads the prefix weights only).
+    """
+    model_config = get_config(preset, ablation) if isinstance(preset, str) else preset
+    if init_seed is not None:
+        model_config = replace(model_config, init_seed=init_seed)
+    model = load_model(model_config, device=device, dtype="float32")
+    if weights is None:
+        return model, None
+    load_checkpoint(model, weights)
+    guidance = load_guidance(weights, model.image_encoder.dim, model.lm.get_input_embeddings().num_embeddings)
+    tagger = guidance.tagger
+    if guidance.scene_reader is not None:
+        logger.info("%s has a scene reader: the run does not keep it (uapt fit-scene-reader refits it)", weights)
+    if tagger is not None:
+        logger.info("%s has an image-word tagger: the run does not keep it (uapt fit-image-words refits it)", weights)
+    return model, tagger
+
+
+def image_words_tagger(
+    model: UAPT, config: TrainConfig, tagger: ImageWordTagger | None, image_words_from: str | Path | None, resumed: bool
+) -> ImageWordTagger | None:
+    """The tagger whose words `image_word_loss_weight` weighs: `image_words_from`'s, else the starting checkpoint's."""
+    if image_words_from is not None:
+        if config.image_word_loss_weight == 1.0:
+            raise TrainingError("image_words_from picks the words image_word_loss_weight weighs: give that weight too")
+        if not resumed:  # a resumed run keeps the words it started with
+            tagger = tagger_from(image_words_from, model)
+    if config.image_word_loss_weight != 1.0 and not resumed and tagger is None:
+        raise TrainingError(
+            "image_word_loss_weight needs an image-word tagger to tell the image's words: "
+            "--init-from or --image-words-from a checkpoint that has one (uapt fit-image-words)"
+        )
+    return tagger
+
+
+def start_run(
+    model: UAPT,
+    config: TrainConfig,
+    out_dir: Path,
+    ablation: str | None,
+    train_split: Split,
+    val_split: Split,
+    started: float,
+    *,
+    resume: str | Path | None,
+    init_from: str | Path | None,
+    image_words_from: str | Path | None,
+) -> TrainingRun:
+    """The schedule, a fresh optimizer and history, or those of the run `resume` names."""
+    steps_per_epoch = math.ceil(len(train_split.samples) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     warmup = config.resolved_warmup(total_steps)
-    eval_every = config.eval_every or steps_per_epoch
-
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup, total_steps))
     # init_from and image_words_from live in the history, so a resumed run still names them
@@ -452,142 +403,150 @@ def train(
     if resume is not None:
         step, history = load_train_state(Path(resume), optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume, step)
-        if image_words_from is not None and str(image_words_from) != history.get("image_words_from"):
-            raise TrainingError(
-                f"resume: the run took its image words from {history.get('image_words_from')}; "
-                f"resume it with the same, not {image_words_from}"
-            )
-        started_with = history.get("image_word_loss_weight", 1.0)  # runs from before the option had none
-        if started_with != config.image_word_loss_weight:
-            raise TrainingError(
-                f"resume: the run started with image_word_loss_weight {started_with}; "
-                f"resume it with the same, not {config.image_word_loss_weight}"
-            )
+        check_resumed_choices(history, config, image_words_from)
     history["image_word_loss_weight"] = config.image_word_loss_weight
-    loss_weights = None
-    if config.image_word_loss_weight != 1.0:
-        if "image_word_token_ids" not in history:  # chosen when the run starts: a resumed run keeps them
-            history["image_words"], history["image_word_token_ids"] = image_word_tokens(tagger, val_split, model.tokenizer)
-        loss_weights = LossWeights(torch.tensor(history["image_word_token_ids"]), config.image_word_loss_weight)
-        logger.info(
-            "the loss counts %d tokens of %d image words %g times: %s", len(history["image_word_token_ids"]),
-            len(history["image_words"]), config.image_word_loss_weight, " ".join(history["image_words"]),
+    return TrainingRun(
+        model=model, config=config, out_dir=out_dir, ablation=ablation, train_split=train_split, val_split=val_split,
+        optimizer=optimizer, scheduler=scheduler, history=history, step=step, steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps, warmup=warmup, stop_at=min(total_steps, config.max_steps or total_steps),
+        started=started, earlier_wall_s=history.get("wall_s", 0.0), saved_at=step,
+    )
+
+
+def check_resumed_choices(history: dict, config: TrainConfig, image_words_from: str | Path | None) -> None:
+    """A resumed run must weigh the same image words as it started with."""
+    if image_words_from is not None and str(image_words_from) != history.get("image_words_from"):
+        raise TrainingError(
+            f"resume: the run took its image words from {history.get('image_words_from')}; "
+            f"resume it with the same, not {image_words_from}"
         )
-    # a resumed run keeps the dtype auto chose when it started: timing again could pick the other
-    kept = history.get("lm_dtype") if config.precision == "auto" else None
-    lm_dtype = DTYPES[kept] if kept else choose_lm_dtype(model, config, train_split, dev)
-    history["lm_dtype"] = dtype_name(lm_dtype)
-    model.lm.to(lm_dtype)  # frozen: bfloat16 only speeds it up; the trained weights stay float32
+    started_with = history.get("image_word_loss_weight", 1.0)  # runs from before the option had none
+    if started_with != config.image_word_loss_weight:
+        raise TrainingError(
+            f"resume: the run started with image_word_loss_weight {started_with}; "
+            f"resume it with the same, not {config.image_word_loss_weight}"
+        )
+
+
+def image_word_weights(run: TrainingRun, tagger: ImageWordTagger | None) -> LossWeights | None:
+    """The loss weights of the image's words, chosen when the run starts: a resumed run keeps them."""
+    config, history = run.config, run.history
+    if config.image_word_loss_weight == 1.0:
+        return None
+    if "image_word_token_ids" not in history:
+        history["image_words"], history["image_word_token_ids"] = image_word_tokens(
+            tagger, run.val_split, run.model.tokenizer
+        )
     logger.info(
-        "training %s%s on %d posts (%d val): %d steps, warm-up %d, LM in %s, encoded %d images + %d contexts",
-        model.config.preset,
-        f"/{ablation}" if ablation else "",
-        n,
-        len(val_split.samples),
-        total_steps,
-        warmup,
-        history["lm_dtype"],
-        cache.encoded_images,
-        cache.encoded_contexts,
+        "the loss counts %d tokens of %d image words %g times: %s", len(history["image_word_token_ids"]),
+        len(history["image_words"]), config.image_word_loss_weight, " ".join(history["image_words"]),
     )
+    return LossWeights(torch.tensor(history["image_word_token_ids"]), config.image_word_loss_weight)
 
-    stop_at = min(total_steps, config.max_steps or total_steps)
-    # wall time adds up over resumed calls, kept in the history at each checkpoint; the last
-    # step always checkpoints, so a call that trains nothing leaves the stored total as it is
-    earlier_wall_s = history.get("wall_s", 0.0)
-    if step >= stop_at:
-        logger.info("nothing left to train: the run is already at step %d of %d", step, stop_at)
 
-    def validate(at_step: int) -> None:
-        """Val loss, and the grounding probe, into history and the log."""
-        if not val_split.samples:
-            return
-        model.eval()
-        val_loss = evaluate_loss(model, val_split, config.batch_size, dev)
-        reliance = image_reliance(model, val_split, config.batch_size, dev, val_loss)
-        probe = grounding_probe(model, val_split, config.probe_posts, dev) if config.probe_posts else None
-        model.train()
-        history["val_losses"].append([at_step, val_loss])
-        history.setdefault("image_reliance", []).append([at_step, reliance])
-        if probe is not None:
-            history.setdefault("probes", []).append([at_step, probe["scene"], probe["object"]])
-        logger.info(
-            "step %d/%d: train loss%s %.4f, val loss %.4f, image reliance %.1f%%%s",
-            at_step,
-            total_steps,
-            " (image words weighted)" if loss_weights else "",
-            history["train_losses"][-1],
-            val_loss,
-            100 * reliance,
-            f", probe scene {probe['scene']:.2f} object {probe['object']:.2f}: {probe['example']!r}" if probe else "",
+def set_lm_dtype(run: TrainingRun) -> None:
+    """Cast the frozen LM to the dtype it trains in; a resumed run keeps the one auto chose when it started.
+
+    Timing again could pick the other. bfloat16 only speeds the frozen LM up; the trained weights stay float32.
+    """
+    model, config = run.model, run.config
+    kept = run.history.get("lm_dtype") if config.precision == "auto" else None
+    if kept:
+        lm_dtype = DTYPES[kept]
+    else:
+        index = torch.arange(min(config.batch_size, len(run.train_split.samples)))
+        lm_dtype = choose_lm_dtype(
+            model, config.precision, model.device, lambda: batch_loss(model, run.train_split, index, model.device)[0]
         )
+    run.history["lm_dtype"] = dtype_name(lm_dtype)
+    model.lm.to(lm_dtype)
 
-    saved_at = step  # the step whose state is on disk (a fresh run: none, and none is needed)
 
-    def checkpoint() -> None:
-        nonlocal saved_at
-        extra = {"train": config.to_dict(), "step": step, "total_steps": total_steps, "ablation": ablation,
-                 "init_from": history.get("init_from"), "image_words_from": history.get("image_words_from")}
-        history["wall_s"] = earlier_wall_s + time.perf_counter() - started
-        with signals_deferred():  # a second Ctrl-C must not leave weights and state from different steps
-            save_checkpoint(model, out_dir, extra=extra)
-            save_train_state(out_dir, optimizer, scheduler, step, history)
-        saved_at = step
+def train_epoch(run: TrainingRun, stop: threading.Event | None) -> None:
+    """The rest of the epoch the run stands in: its batches in the epoch's seeded order, with val checks."""
+    epoch, skip = divmod(run.step, run.steps_per_epoch)
+    n, batch_size = len(run.train_split.samples), run.config.batch_size
+    order = epoch_order(n, run.config.seed, epoch)
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)][skip:]
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{run.config.epochs}", leave=False, mininterval=5)
+    for index in bar:
+        loss = train_step(run, index)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+        if run.step == run.stop_at or (run.step % run.eval_every == 0 and not stop_requested(stop)):
+            validate(run)
+            checkpoint(run)
+        if run.step >= run.stop_at or stop_requested(stop):
+            break
+    bar.close()
 
-    def stop_requested() -> bool:
-        return stop is not None and stop.is_set()
 
+def train_step(run: TrainingRun, index: torch.Tensor) -> float:
+    """One optimizer step on the samples at `index`; advances the run's step and schedule. Returns the loss."""
+    config = run.config
+    contexts = None
+    if config.context_dropout:
+        contexts = cold_start_contexts(
+            run.train_split, index, run.new_user_context, config.context_dropout, config.seed, run.step
+        )
+    torch.manual_seed(dropout_seed(config.seed, run.step))
+    loss = optimizer_step(
+        run.model, run.optimizer, config, run.train_split, index, run.model.device, contexts, run.loss_weights
+    ).item()
+    run.scheduler.step()
+    run.step += 1
+    run.history["train_losses"].append(loss)
+    return loss
+
+
+def validate(run: TrainingRun) -> None:
+    """Val loss, image reliance and the grounding probe, into the history and the log."""
+    if not run.val_split.samples:
+        return
+    model, config, history, device = run.model, run.config, run.history, run.model.device
+    model.eval()
+    val_loss = evaluate_loss(model, run.val_split, config.batch_size, device)
+    reliance = image_reliance(model, run.val_split, config.batch_size, device, val_loss)
+    probe = grounding_probe(model, run.val_split, config.probe_posts, device) if config.probe_posts else None
     model.train()
-    while step < stop_at and not stop_requested():
-        epoch, skip = divmod(step, steps_per_epoch)
-        order = epoch_order(n, config.seed, epoch)
-        batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)][skip:]
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, mininterval=5)
-        for index in bar:
-            contexts = None
-            if config.context_dropout:
-                contexts = cold_start_contexts(
-                    train_split, index, new_user_context, config.context_dropout, config.seed, step
-                )
-            torch.manual_seed(dropout_seed(config.seed, step))
-            loss = optimizer_step(model, optimizer, config, train_split, index, dev, contexts, loss_weights)
-            scheduler.step()
-            step += 1
-            history["train_losses"].append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if step == stop_at or (step % eval_every == 0 and not stop_requested()):
-                validate(step)
-                checkpoint()
-            if step >= stop_at or stop_requested():
-                break
-        bar.close()
-
-    stopped_early = step < stop_at  # only a stop request leaves the loop early
-    if stopped_early and step == 0:
-        logger.warning("stopped before the first step: nothing to save, start the run again")
-    elif stopped_early:
-        if step != saved_at or not (out_dir / STATE_JSON).is_file():  # resumed into a new --out: save there too
-            checkpoint()
-        logger.warning("stopped at step %d of %d; the exact state is in %s: --resume %s%s continues it",
-                       step, stop_at, out_dir, out_dir, " (in place of --init-from)" if init_from is not None else "")
-    result = TrainResult(
-        steps=step,
-        wall_s=history.get("wall_s", 0.0),
-        final_val_loss=history["val_losses"][-1][1] if history["val_losses"] else float("nan"),
-        encoded_images=cache.encoded_images,
-        encoded_contexts=cache.encoded_contexts,
-        train_losses=history["train_losses"],
-        val_losses=[tuple(v) for v in history["val_losses"]],
-        stopped_early=stopped_early,
+    history["val_losses"].append([run.step, val_loss])
+    history.setdefault("image_reliance", []).append([run.step, reliance])
+    if probe is not None:
+        history.setdefault("probes", []).append([run.step, probe["scene"], probe["object"]])
+    logger.info(
+        "step %d/%d: train loss%s %.4f, val loss %.4f, image reliance %.1f%%%s",
+        run.step,
+        run.total_steps,
+        " (image words weighted)" if run.loss_weights else "",
+        history["train_losses"][-1],
+        val_loss,
+        100 * reliance,
+        f", probe scene {probe['scene']:.2f} object {probe['object']:.2f}: {probe['example']!r}" if probe else "",
     )
-    if stopped_early:
-        return result  # metrics.json marks a finished run
-    write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation, n_train=n, n_val=len(val_split.samples),
-                 warmup=warmup, total_steps=total_steps, lm_dtype=history["lm_dtype"],
-                 probes=history.get("probes", []), image_reliance=history.get("image_reliance", []), data=data_info,
-                 init_from=history.get("init_from"), image_words_from=history.get("image_words_from"),
-                 image_words=history.get("image_words"))
-    return result
+
+
+def checkpoint(run: TrainingRun) -> None:
+    """Weights and the exact training state at the run's step; wall time adds up over resumed calls."""
+    history = run.history
+    extra = {"train": run.config.to_dict(), "step": run.step, "total_steps": run.total_steps,
+             "ablation": run.ablation, "init_from": history.get("init_from"),
+             "image_words_from": history.get("image_words_from")}
+    history["wall_s"] = run.earlier_wall_s + time.perf_counter() - run.started
+    with signals_deferred():  # a second Ctrl-C must not leave weights and state from different steps
+        save_checkpoint(run.model, run.out_dir, extra=extra)
+        save_train_state(run.out_dir, run.optimizer, run.scheduler, run.step, history)
+    run.saved_at = run.step
+
+
+def save_stopped_run(run: TrainingRun, init_from: str | Path | None) -> None:
+    """After a stop request: make sure the exact state is on disk and say how to continue."""
+    if run.step == 0:
+        logger.warning("stopped before the first step: nothing to save, start the run again")
+        return
+    if run.step != run.saved_at or not (run.out_dir / STATE_JSON).is_file():  # resumed into a new --out: save there too
+        checkpoint(run)
+    logger.warning("stopped at step %d of %d; the exact state is in %s: --resume %s%s continues it",
+                   run.step, run.stop_at, run.out_dir, run.out_dir,
+                   " (in place of --init-from)" if init_from is not None else "")
 
 
 def write_report(out_dir: Path, result: TrainResult, config: TrainConfig, **info) -> None:

@@ -46,7 +46,7 @@ SAMPLE_KEYWORDS = [["beach", "sunset"], [], ["coffee", "latte", "morning"], ["do
 
 
 class FakeDtypeTimings:
-    """Stands in for `trainer.time_lm_dtypes`: its n-th call finds `winners[n]` the faster dtype."""
+    """Stands in for `model.device.time_lm_dtypes`: its n-th call finds `winners[n]` the faster dtype."""
 
     def __init__(self, *winners: torch.dtype) -> None:
         self.winners = list(winners)
@@ -60,8 +60,8 @@ class FakeDtypeTimings:
 
 def pretend_auto_times_both_dtypes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the trainer see a CPU with native bfloat16 on any machine: 'auto' leaves it both dtypes to time."""
-    from model.training import trainer
+    from model import device
 
-    real = trainer.training_dtypes
-    monkeypatch.setattr(trainer, "training_dtypes", lambda precision, device: (
+    real = device.training_dtypes
+    monkeypatch.setattr(device, "training_dtypes", lambda precision, device: (
         (torch.float32, torch.bfloat16) if precision == "auto" else real(precision, device)))

@@ -118,11 +118,12 @@ def test_ablate_trains_every_run_in_the_dtype_the_first_one_timed(
     tmp_path: Path, small_dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a CPU with native bfloat16, auto times both dtypes; variants that trained in different ones would not compare."""
-    from model.training import ablate, trainer
+    from model import device
+    from model.training import ablate
 
     pretend_auto_times_both_dtypes(monkeypatch)
     timings = FakeDtypeTimings(torch.bfloat16, torch.float32, torch.float32, torch.float32)  # it flips after the first
-    monkeypatch.setattr(trainer, "time_lm_dtypes", timings)
+    monkeypatch.setattr(device, "time_lm_dtypes", timings)
     out = tmp_path / "ablate"
     ablate.run_ablation(load_posts(small_dataset), preset="tiny", out_dir=out, config=TrainConfig(epochs=1, batch_size=20),
                         options=EvalOptions(num_beams=1, limit=1), cache_dir=tmp_path / "cache",

@@ -23,8 +23,10 @@ from model.training.train_config import TrainConfig
 from model.data.samples import Sample
 from model.training.features import Split
 from model.config import ConfigError
+from model import device
 from model.training import trainer
-from model.training.trainer import cold_start_contexts, cosine_with_warmup, same_user_shift, train
+from model.evaluation.probes import same_user_shift
+from model.training.trainer import cold_start_contexts, cosine_with_warmup, train
 
 TINY = PRESETS["tiny"]  # its random GPT-2 is initialised wide enough for a prefix to steer it
 
@@ -202,7 +204,7 @@ def test_a_second_stage_neither_uses_nor_keeps_the_first_stages_image_word_tagge
 
 def test_loss_weights_make_the_loss_a_weighted_mean_over_caption_tokens() -> None:
     from model.factory import load_model
-    from model.training.trainer import LossWeights
+    from model.training.loss import LossWeights
 
     model = load_model(TINY, device="cpu")
     input_ids, mask = model.tokenize_captions(["a red cat on a mat", "blue"])
@@ -325,10 +327,9 @@ def test_training_records_image_reliance(tmp_path: Path) -> None:
 
 def test_auto_precision_keeps_the_dtype_that_timed_faster(monkeypatch: pytest.MonkeyPatch) -> None:
     pretend_auto_times_both_dtypes(monkeypatch)
-    monkeypatch.setattr(trainer, "time_lm_dtypes", FakeDtypeTimings(torch.bfloat16, torch.float32))
-    split = Split([], torch.zeros(0), torch.zeros(0))
+    monkeypatch.setattr(device, "time_lm_dtypes", FakeDtypeTimings(torch.bfloat16, torch.float32))
     for faster in (torch.bfloat16, torch.float32):
-        assert trainer.choose_lm_dtype(None, TrainConfig(), split, torch.device("cpu")) == faster
+        assert device.choose_lm_dtype(None, TrainConfig().precision, torch.device("cpu"), torch.zeros) == faster
 
 
 def test_timing_both_precisions_changes_nothing_that_is_trained(
@@ -341,7 +342,7 @@ def test_timing_both_precisions_changes_nothing_that_is_trained(
     """
     pretend_auto_times_both_dtypes(monkeypatch)
     config = TrainConfig(epochs=2, batch_size=2, lr=3e-3, warmup_steps=1)
-    with caplog.at_level(logging.INFO, logger=trainer.__name__):
+    with caplog.at_level(logging.INFO, logger=device.__name__):
         auto = train(posts, preset=TINY, out_dir=tmp_path / "auto", config=config, cache_dir=tmp_path / "cache")
     assert "precision auto:" in caplog.text and "in float32" in caplog.text and "in bfloat16" in caplog.text
     picked = json.loads((tmp_path / "auto" / "metrics.json").read_text())["lm_dtype"]
@@ -356,7 +357,7 @@ def test_timing_both_precisions_changes_nothing_that_is_trained(
 def test_a_resumed_run_keeps_the_dtype_auto_timed_when_it_started(posts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pretend_auto_times_both_dtypes(monkeypatch)
     timings = FakeDtypeTimings(torch.bfloat16, torch.float32)  # a second timing would pick the other
-    monkeypatch.setattr(trainer, "time_lm_dtypes", timings)
+    monkeypatch.setattr(device, "time_lm_dtypes", timings)
     config = TrainConfig(epochs=2, batch_size=2, warmup_steps=1)
     train(posts, preset=TINY, out_dir=tmp_path / "run", config=dataclasses.replace(config, max_steps=1),
           cache_dir=tmp_path / "cache")
