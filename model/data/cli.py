@@ -28,6 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_data(subparsers)
 
 
+def add_feature_store_arg(parser: argparse.ArgumentParser) -> None:
+    """--feature-store, for the commands that train or caption from the posts' image features."""
+    parser.add_argument(
+        "--feature-store",
+        type=Path,
+        default=None,
+        help="sharded store of the posts' image features, made for one backbone and refused by another "
+        "(default: one per backbone inside --cache-dir)",
+    )
+
+
 def add_offline_args(parser: argparse.ArgumentParser, *, keywords: bool = True) -> None:
     """--data, --device, --cache-dir, and (for the commands that feed users' keywords to the model) --keywords."""
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (see 'uapt data --help')")

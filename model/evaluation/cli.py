@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from model.cli import add_decoding_args
-from model.data.cli import add_offline_args, load_posts_or_exit
+from model.data.cli import add_feature_store_arg, add_offline_args, load_posts_or_exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +60,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_offline_args(evaluate)
+    add_feature_store_arg(evaluate)
     add_eval_args(evaluate)
     evaluate.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder from 'uapt train'")
     evaluate.add_argument(
@@ -88,8 +89,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         options = eval_options(args)
         report = evaluate_checkpoint(
-            records, args.checkpoint, options=options, cache_dir=args.cache_dir, device=args.device,
-            report_path=args.report, unseen_records=unseen,
+            records, args.checkpoint, options=options, cache_dir=args.cache_dir,
+            feature_store=args.feature_store, device=args.device, report_path=args.report, unseen_records=unseen,
         )
     except ModelError as exc:
         raise SystemExit(f"uapt evaluate: {exc}") from None

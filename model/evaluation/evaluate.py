@@ -44,7 +44,8 @@ from model.evaluation.metrics import caption_metrics, distinct_per_user, repeat_
 from model.evaluation.report import write_html_report
 from model.factory import load_model
 from model.keywords import keywords_to_text
-from model.training.features import FeatureCache, encode_split
+from model.training.feature_store import FeatureStore
+from model.training.features import FeatureCache, Features, default_store, encode_split
 from model.uapt import Caption
 
 logger = logging.getLogger(__name__)
@@ -125,9 +126,9 @@ class EvalReport:
 
 
 def generate_captions(
-    model, image_features: torch.Tensor, context_features: torch.Tensor, options: EvalOptions
+    model, image_features: Features, context_features: Features, options: EvalOptions
 ) -> list[list[Caption]]:
-    """The n-best beam-search captions (best first) for each row of features, in batches."""
+    """The n-best beam-search captions (best first) for each row of features, in batches (read batch by batch)."""
     captions: list[list[Caption]] = []
     starts = range(0, image_features.size(0), options.batch_size)
     for start in tqdm(starts, desc="captioning", unit="batch", leave=False, mininterval=5):
@@ -160,6 +161,7 @@ def evaluate_checkpoint(
     *,
     options: EvalOptions = EvalOptions(),
     cache_dir: str | Path = "runs/feature-cache",
+    feature_store: str | Path | None = None,
     device: str = "auto",
     report_path: str | Path | None = None,
     unseen_records: Sequence[PostRecord] | None = None,
@@ -168,6 +170,7 @@ def evaluate_checkpoint(
 
     `unseen_records`: a dataset of users the checkpoint never saw; their `options.split` posts
     (up to `options.limit`) are captioned too, for ``personalization_unseen``.
+    Image features come from `feature_store` (default: the one inside `cache_dir`), as in training.
     """
 
     started = time.perf_counter()
@@ -177,7 +180,8 @@ def evaluate_checkpoint(
     model = load_model(config, checkpoint=checkpoint, device=device)
     cache = FeatureCache(cache_dir, model)
     profiles = train_profiles(records)
-    split = encode_split(records, options.split, k, cache, profiles)
+    store = default_store(cache) if feature_store is None else FeatureStore(feature_store, model.backbone_id())
+    split = encode_split(records, options.split, k, cache, profiles, store)
     n = len(split.samples) if options.limit is None else min(options.limit, len(split.samples))
     if n == 0:
         raise DatasetError(f"split: the dataset has no '{options.split}' posts")
@@ -186,7 +190,8 @@ def evaluate_checkpoint(
         samples = [replace(s, keywords=(), context_text=keywords_to_text([])) for s in samples]
         contexts = cache.context_features([s.context_text for s in samples])
     logger.info("captioning %d %s posts with %s", n, options.split, checkpoint)
-    nbest = generate_captions(model, split.image_features[:n], contexts, options)
+    images = split.image_features if n == len(split.samples) else split.image_features[:n]  # read batch by batch
+    nbest = generate_captions(model, images, contexts, options)
     generated = [hyps[0].text if hyps else "" for hyps in nbest]
 
     references = {s.post_id: s.text for s in samples}

@@ -2,7 +2,7 @@
 
 Every variant trains on the same samples and shuffles (the trainer's
 per-epoch generators), with the same schedule, and shares one frozen-feature
-cache. Each part of the prefix network draws its initial weights from a
+cache and feature store. Each part of the prefix network draws its initial weights from a
 stream of its own (`model.uapt.part_seed`), so for one init seed the parts a
 variant keeps start exactly as in the full model. On small data the result
 still depends on that seed, so the table can repeat every variant over
@@ -82,6 +82,7 @@ def run_ablation(
     config: TrainConfig = TrainConfig(),
     options: EvalOptions = EvalOptions(),
     cache_dir: str | Path = "runs/feature-cache",
+    feature_store: str | Path | None = None,
     device: str = "auto",
     variants: Sequence[str] | None = None,
     init_seeds: Sequence[int] = (0,),
@@ -116,7 +117,8 @@ def run_ablation(
                 report, entry = finished
             else:
                 done = _train_and_evaluate(
-                    records, preset, variant, seed, ckpt, config, options, cache_dir, device, resume=resume, stop=stop
+                    records, preset, variant, seed, ckpt, config, options, cache_dir, device, resume=resume, stop=stop,
+                    feature_store=feature_store,
                 )
                 if done is None:
                     return None
@@ -137,6 +139,7 @@ def run_ablation(
 
 def _train_and_evaluate(
     records, preset, variant, seed, ckpt: Path, config, options, cache_dir, device, *, resume: bool,
+    feature_store: str | Path | None,
     stop: threading.Event | None,
 ) -> tuple[EvalReport, dict] | None:
     """One run: train (resuming a stopped one when asked), evaluate, write its entry beside the checkpoint.
@@ -152,6 +155,7 @@ def _train_and_evaluate(
         out_dir=ckpt,
         config=config,
         cache_dir=cache_dir,
+        feature_store=feature_store,
         device=device,
         init_seed=seed,
         resume=ckpt if partial else None,
@@ -159,7 +163,8 @@ def _train_and_evaluate(
     )
     if result.stopped_early:
         return None
-    report = evaluate_checkpoint(records, ckpt, options=options, cache_dir=cache_dir, device=device)
+    report = evaluate_checkpoint(records, ckpt, options=options, cache_dir=cache_dir, feature_store=feature_store,
+                                 device=device)
     entry = {
         "init_seed": seed,
         **report.to_dict(),

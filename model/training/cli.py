@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from model.data.cli import add_offline_args, load_posts_or_exit
+from model.data.cli import add_feature_store_arg, add_offline_args, load_posts_or_exit
 from model.evaluation.cli import add_eval_args, eval_options
 from model.training.stop import EXIT_STOPPED
 
@@ -128,6 +128,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_offline_args(train)
+    add_feature_store_arg(train)
     _add_training_args(train)
     train.add_argument("--ablation", default=None, help="no_context, no_mapping, no_fusion or no_query")
     train.add_argument(
@@ -180,6 +181,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 out_dir=args.out,
                 config=_train_config(args, image_word_loss_weight=args.image_word_loss_weight),
                 cache_dir=args.cache_dir,
+                feature_store=args.feature_store,
                 device=args.device,
                 resume=args.resume,
                 init_from=args.init_from,
@@ -212,6 +214,7 @@ def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_offline_args(ablate)
+    add_feature_store_arg(ablate)
     _add_training_args(ablate)
     add_eval_args(ablate)
     ablate.add_argument("--out", type=Path, default=Path("runs/ablate"), help="folder for the checkpoints (VARIANT-initSEED) and the table")
@@ -250,6 +253,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
                 config=_train_config(args),
                 options=options,
                 cache_dir=args.cache_dir,
+                feature_store=args.feature_store,
                 device=args.device,
                 variants=args.only,
                 init_seeds=args.init_seeds,

@@ -1,4 +1,7 @@
-"""On-disk cache of frozen features, so each image and context is encoded once.
+"""On-disk cache of frozen features, so each image and context is encoded once; a split's features.
+
+A split's image features come from the sharded `model.training.feature_store`
+(memory-mapped, keyed by post); the small context embeddings from this cache.
 
 The backbones are frozen, so an image's features (and a keyword text's context
 embedding) never change while the backbone stays the same. Entries live under
@@ -28,6 +31,7 @@ from tqdm import tqdm
 from model.config import ConfigError
 from model.data.dataset import PostRecord
 from model.data.samples import Sample, build_samples, train_profiles
+from model.training.feature_store import FeatureStore, ImageKey, StoredFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -117,25 +121,71 @@ class FeatureCache:
         os.replace(tmp, final)
 
 
+STORE_DIR = "store"  # the default feature store, inside the cache's folder of the model's backbones
+
+
+def default_store(cache: FeatureCache) -> FeatureStore:
+    """The feature store beside the cache's entries: one per backbone, so it never meets another."""
+    return FeatureStore(cache.dir / STORE_DIR, cache.model.backbone_id())
+
+
+class IndexedRows:
+    """Per-sample rows of a small table: a split's posts share few distinct context texts (about one per user).
+
+    Indexed like the (N, d) tensor it stands for, by an int, a slice or an index tensor.
+    """
+
+    def __init__(self, table: torch.Tensor, rows: torch.Tensor) -> None:
+        self.table = table  # (distinct, d)
+        self.rows = rows  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def size(self, dim: int) -> int:
+        return (len(self.rows), *self.table.shape[1:])[dim]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return self.table[self.rows[index]]
+
+
+Features = torch.Tensor | StoredFeatures | IndexedRows  # indexed alike: rows in, a float32 tensor out
+
+
 @dataclass(frozen=True)
 class Split:
-    """One split's samples with their cached frozen features (CPU tensors)."""
+    """One split's samples with their frozen features, row i belonging to sample i.
+
+    Features are a tensor, or views (`StoredFeatures`, `IndexedRows`) that read only the
+    rows asked for; `[:]` gives any of them whole as a tensor.
+    """
 
     samples: list[Sample]
-    image_features: torch.Tensor  # (N, *feat_shape)
-    context_features: torch.Tensor  # (N, d_ctx)
+    image_features: Features  # (N, *feat_shape)
+    context_features: Features  # (N, d_ctx)
 
 
 def encode_split(
-    records: Sequence[PostRecord], split: str, k: int, cache: FeatureCache, profiles=None
+    records: Sequence[PostRecord],
+    split: str,
+    k: int,
+    cache: FeatureCache,
+    profiles=None,
+    store: FeatureStore | None = None,
+    workers: int | None = None,
 ) -> Split:
-    """Samples of `split` plus their frozen features, from the cache where possible."""
+    """Samples of `split` plus their frozen features: images through `store` (default: `default_store`),
+    contexts through the cache; each extracted or encoded only when missing.
+
+    `workers` are the processes that decode images for the extraction (default: `default_workers`).
+    """
     profiles = profiles if profiles is not None else train_profiles(records)
     samples = build_samples(records, split, k, profiles)
     if not samples:
         return Split(samples, torch.empty(0), torch.empty(0))
-    return Split(
-        samples,
-        cache.image_features([s.image for s in samples]),
-        cache.context_features([s.context_text for s in samples]),
-    )
+    store = store if store is not None else default_store(cache)
+    store.extract(cache.model.image_encoder, [ImageKey.of(s.post_id, s.image) for s in samples], workers=workers)
+    texts = sorted({s.context_text for s in samples})
+    row_of = {text: row for row, text in enumerate(texts)}
+    contexts = IndexedRows(cache.context_features(texts), torch.tensor([row_of[s.context_text] for s in samples]))
+    return Split(samples, store.features([s.post_id for s in samples]), contexts)

@@ -124,12 +124,12 @@ def fit_checkpoint_scene_reader(
     model, train, val = checkpoint_splits(records, checkpoint, cache_dir, device)
     train_scenes = _scene_labels(train, "train")
     reader, figures = fit_scene_reader(
-        train.image_features,
+        train.image_features[:],
         train_scenes,
         [s.text for s in train.samples],
         model.tokenizer,
         fit,
-        val=(val.image_features, _scene_labels(val, "val")) if val.samples else None,
+        val=(val.image_features[:], _scene_labels(val, "val")) if val.samples else None,
     )
     save_scene_reader(reader, checkpoint, fit, figures)
     logger.info("scene reader: %d scenes fitted on %d train images, saved in %s", len(reader.scenes), len(train_scenes), checkpoint)

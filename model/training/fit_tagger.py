@@ -193,11 +193,11 @@ def fit_checkpoint_tagger(
     """Fit the tagger on the train split's images and captions, save it into `checkpoint`; returns its fit figures."""
     model, train, val = checkpoint_splits(records, checkpoint, cache_dir, device)
     tagger, figures = fit_tagger(
-        train.image_features,
+        train.image_features[:],
         [s.text for s in train.samples],
         model.tokenizer,
         fit,
-        val=(val.image_features, [s.text for s in val.samples]) if val.samples else None,
+        val=(val.image_features[:], [s.text for s in val.samples]) if val.samples else None,
     )
     save_tagger(tagger, checkpoint, fit, figures)
     logger.info("image words: %d words fitted on %d train captions, saved in %s", len(tagger.words), len(train.samples), checkpoint)

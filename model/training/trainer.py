@@ -1,6 +1,7 @@
 """Offline training of the prefix networks (paper eq. 1), backbones frozen.
 
-Frozen features are computed once through `model.training.features.FeatureCache`; each
+Frozen image features are extracted once into a sharded store and read through memory
+maps (`model.training.feature_store`), contexts through `model.training.features`; each
 step only runs the trainable mapping/fusion networks and the frozen LM.
 Optimizer and schedule follow the paper (see `model.training.train_config`).
 
@@ -31,7 +32,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import UAPTConfig, get_config
 from model.data.dataset import PostRecord
 from model.data.samples import train_profiles
-from model.device import DTYPES, choose_lm_dtype, dtype_name
+from model.device import DTYPES, choose_lm_dtype, dtype_name, resolve_device
 from model.errors import ModelError
 from model.evaluation.probes import evaluate_loss, grounding_probe, image_reliance
 from model.factory import load_model
@@ -39,7 +40,9 @@ from model.guidance.aids import load_guidance
 from model.guidance.tagger import ImageWordTagger, load_tagger, single_token_ids
 from model.keywords import keywords_to_text
 from model.uapt import UAPT
-from model.training.features import FeatureCache, Split, encode_split
+from model.training.distributed import World, joined, rank_device, world_from_env
+from model.training.feature_store import FeatureStore
+from model.training.features import FeatureCache, Split, default_store, encode_split
 from model.training.fit_tagger import keep_predicted_words
 from model.training.loss import LossWeights, batch_loss
 from model.training.stop import signals_deferred
@@ -97,7 +100,7 @@ def image_word_tokens(tagger: ImageWordTagger, val: Split, tokenizer) -> tuple[l
     """
     if not val.samples:
         raise TrainingError("image_word_loss_weight needs val posts to tell which words the image predicts")
-    kept = keep_predicted_words(tagger.cpu(), val.image_features, [s.text for s in val.samples], IMAGE_WORD_MIN_GAIN)
+    kept = keep_predicted_words(tagger.cpu(), val.image_features[:], [s.text for s in val.samples], IMAGE_WORD_MIN_GAIN)
     ids = sorted({token for word in kept.words for token in single_token_ids(tokenizer, word)[0]})
     return kept.words, ids
 
@@ -160,15 +163,30 @@ def optimizer_step(
     device: torch.device,
     contexts: torch.Tensor | None = None,
     loss_weights: LossWeights | None = None,
-) -> torch.Tensor:
-    """One training step on the samples at `index`: loss, backward, clipping, AdamW. Returns the loss."""
-    loss, _ = batch_loss(model, split, index, device, contexts=contexts, loss_weights=loss_weights)
+    world: World = World(),
+) -> float:
+    """One training step on the global batch at `index`: loss, backward, clipping, AdamW. Returns the batch's loss.
+
+    With several ranks, `model` is the DistributedDataParallel wrapper and each rank runs
+    its share of the batch (`World.part`, of `contexts` too). DDP averages the ranks'
+    gradients; each rank's loss is scaled by its share of the batch's (weighted) caption
+    tokens, so that the average is the gradient of the whole batch's mean, as one process
+    computes it.
+    """
+    loss, weight = batch_loss(model, split, world.part(index), device,
+                              contexts=None if contexts is None else world.part(contexts), loss_weights=loss_weights)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if world.size == 1:
+        loss.backward()
+        batch_mean = loss.item()
+    else:
+        total = world.sum(weight)
+        (loss * (weight * world.size / total)).backward()
+        batch_mean = world.sum(loss.item() * weight) / total
     if config.max_grad_norm is not None:  # one bad batch must not throw the prefix off the LM's manifold
-        torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(getattr(model, "module", model).trainable_parameters(), config.max_grad_norm)
     optimizer.step()
-    return loss
+    return batch_mean
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -236,6 +254,8 @@ class TrainingRun:
     started: float  # time.perf_counter() when this call began
     earlier_wall_s: float  # wall time of the calls before a resume
     saved_at: int  # the step whose state is on disk (a fresh run: none, and none is needed)
+    world: World = World()
+    network: torch.nn.Module | None = None  # what steps call: the model, or its DistributedDataParallel wrapper
     new_user_context: torch.Tensor | None = None  # what a user with no past posts gets (context dropout)
     loss_weights: LossWeights | None = None
 
@@ -252,6 +272,7 @@ def train(
     config: TrainConfig = TrainConfig(),
     ablation: str | None = None,
     cache_dir: str | Path = "runs/feature-cache",
+    feature_store: str | Path | None = None,
     device: str = "auto",
     resume: str | Path | None = None,
     init_from: str | Path | None = None,
@@ -267,69 +288,109 @@ def train(
     checkpoint's weights instead, with a new optimizer and schedule (a second stage);
     `resume` continues an interrupted run exactly. `image_words_from` names the checkpoint
     whose image-word tagger picks the words `image_word_loss_weight` weighs (default: the
-    `init_from` checkpoint's), so a run from scratch can weigh them too. `data_info` (e.g. the synthetic
-    generator's arguments) is recorded in metrics.json as "data". When `stop` is set (see
+    `init_from` checkpoint's), so a run from scratch can weigh them too. Image features come
+    from `feature_store` (default: one inside `cache_dir`, see `model.training.features`).
+    `data_info` (e.g. the synthetic generator's arguments) is recorded in metrics.json as
+    "data". Under torchrun, each process calls this and trains its share of each batch
+    (`model.training.distributed`). When `stop` is set (see
     `model.training.stop`), the run saves its exact state at the next step boundary, skipping
     a val check that falls due there, and returns early, without metrics.json: only a
     finished run has one.
     """
     if resume is not None and init_from is not None:
         raise TrainingError("resume and init_from exclude each other: a resumed run already has its weights")
+    world = world_from_env()
+    device = rank_device(device, world)
+    with joined(world, resolve_device(device)):
+        return _train(records, preset=preset, out_dir=Path(out_dir), config=config, ablation=ablation,
+                      cache_dir=cache_dir, feature_store=feature_store, device=device, resume=resume,
+                      init_from=init_from, init_seed=init_seed, image_words_from=image_words_from,
+                      data_info=data_info, stop=stop, world=world)
+
+
+def _train(
+    records: Sequence[PostRecord],
+    *,
+    preset: str | UAPTConfig,
+    out_dir: Path,
+    config: TrainConfig,
+    ablation: str | None,
+    cache_dir: str | Path,
+    feature_store: str | Path | None,
+    device: str,
+    resume: str | Path | None,
+    init_from: str | Path | None,
+    init_seed: int | None,
+    image_words_from: str | Path | None,
+    data_info: dict | None,
+    stop: threading.Event | None,
+    world: World,
+) -> TrainResult:
+    """`train` in one process of the `world`: a short loop over the named steps below."""
     started = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     model, tagger = build_model(preset, ablation, init_seed, device, weights=resume if resume is not None else init_from)
     tagger = image_words_tagger(model, config, tagger, image_words_from, resumed=resume is not None)
-    cache = FeatureCache(cache_dir, model)
-    profiles = train_profiles(records)
-    train_split = encode_split(records, "train", config.keywords_k, cache, profiles)
-    val_split = encode_split(records, "val", config.keywords_k, cache, profiles)
+    with world.main_first():  # rank 0 extracts what is missing; the others then find it all in the store
+        cache = FeatureCache(cache_dir, model)
+        store = default_store(cache) if feature_store is None else FeatureStore(feature_store, model.backbone_id())
+        profiles = train_profiles(records)
+        train_split = encode_split(records, "train", config.keywords_k, cache, profiles, store)
+        val_split = encode_split(records, "val", config.keywords_k, cache, profiles, store)
+        new_user_context = cache.context_features([keywords_to_text([])])[0] if config.context_dropout else None
     if not train_split.samples:
         raise TrainingError("records: the dataset has no train posts")
+    check_every_rank_has_rows(len(train_split.samples), config.batch_size, world)
     run = start_run(model, config, out_dir, ablation, train_split, val_split, started,
                     resume=resume, init_from=init_from, image_words_from=image_words_from)
-    if config.context_dropout:  # encoded only when context dropout needs it
-        run.new_user_context = cache.context_features([keywords_to_text([])])[0]
+    run.world, run.new_user_context = world, new_user_context
     run.loss_weights = image_word_weights(run, tagger)
     set_lm_dtype(run)
+    run.network = wrap_for_ranks(model, world)
     logger.info(
-        "training %s%s on %d posts (%d val): %d steps, warm-up %d, LM in %s, encoded %d images + %d contexts",
+        "training %s%s on %d posts (%d val)%s: %d steps, warm-up %d, LM in %s, extracted %d images, encoded %d contexts",
         model.config.preset, f"/{ablation}" if ablation else "", len(train_split.samples), len(val_split.samples),
-        run.total_steps, run.warmup, run.history["lm_dtype"], cache.encoded_images, cache.encoded_contexts,
+        f" on {world.size} ranks" if world.size > 1 else "", run.total_steps, run.warmup, run.history["lm_dtype"],
+        store.encoded_images, cache.encoded_contexts,
     )
     if run.step >= run.stop_at:
         logger.info("nothing left to train: the run is already at step %d of %d", run.step, run.stop_at)
 
     model.train()
-    while run.step < run.stop_at and not stop_requested(stop):
+    while run.step < run.stop_at and not stop_requested(run, stop):
         train_epoch(run, stop)
 
-    stopped_early = run.step < run.stop_at  # only a stop request leaves the loop early
-    if stopped_early:
-        save_stopped_run(run, init_from)
-    result = TrainResult(
-        steps=run.step,
-        wall_s=run.history.get("wall_s", 0.0),
-        final_val_loss=run.history["val_losses"][-1][1] if run.history["val_losses"] else float("nan"),
-        encoded_images=cache.encoded_images,
-        encoded_contexts=cache.encoded_contexts,
-        train_losses=run.history["train_losses"],
-        val_losses=[tuple(v) for v in run.history["val_losses"]],
-        stopped_early=stopped_early,
-    )
-    if not stopped_early:  # metrics.json marks a finished run
-        history = run.history
-        write_report(out_dir, result, config, preset=model.config.preset, ablation=ablation,
-                     n_train=len(train_split.samples), n_val=len(val_split.samples), warmup=run.warmup,
-                     total_steps=run.total_steps, lm_dtype=history["lm_dtype"], probes=history.get("probes", []),
-                     image_reliance=history.get("image_reliance", []), data=data_info,
-                     init_from=history.get("init_from"), image_words_from=history.get("image_words_from"),
-                     image_words=history.get("image_words"))
+    result = finish_run(run, store.encoded_images, cache.encoded_contexts, init_from, data_info)
+    world.barrier()  # the others leave when rank 0 has written the run's files
     return result
 
 
-def stop_requested(stop: threading.Event | None) -> bool:
-    return stop is not None and stop.is_set()
+def stop_requested(run: TrainingRun, stop: threading.Event | None) -> bool:
+    """Whether a stop was requested, of this rank or any other: all ranks stop at the same step."""
+    return run.world.any(stop is not None and stop.is_set())
+
+
+def check_every_rank_has_rows(n: int, batch_size: int, world: World) -> None:
+    """Each rank must get at least one row of every batch, the epoch's last (shorter) one included."""
+    last = n % batch_size or batch_size
+    if min(batch_size, last) < world.size:
+        raise TrainingError(
+            f"batch_size: {world.size} ranks need at least {world.size} rows in every batch; with {n} train posts "
+            f"and batch size {batch_size} the last batch has {last}"
+        )
+
+
+def wrap_for_ranks(model: UAPT, world: World) -> torch.nn.Module:
+    """The model, or with several ranks its DistributedDataParallel wrapper over the trainable prefix.
+
+    The frozen backbones hold no gradients and are the same on every rank, so their
+    buffers are not broadcast at each step.
+    """
+    if world.size == 1:
+        return model
+    device_ids = [model.device.index] if model.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def build_model(
@@ -455,9 +516,12 @@ def set_lm_dtype(run: TrainingRun) -> None:
         lm_dtype = DTYPES[kept]
     else:
         index = torch.arange(min(config.batch_size, len(run.train_split.samples)))
-        lm_dtype = choose_lm_dtype(
-            model, config.precision, model.device, lambda: batch_loss(model, run.train_split, index, model.device)[0]
-        )
+        lm_dtype = None
+        if run.world.is_main:  # every rank must train in the dtype rank 0 timed
+            lm_dtype = choose_lm_dtype(
+                model, config.precision, model.device, lambda: batch_loss(model, run.train_split, index, model.device)[0]
+            )
+        lm_dtype = run.world.from_main(lm_dtype)
     run.history["lm_dtype"] = dtype_name(lm_dtype)
     model.lm.to(lm_dtype)
 
@@ -465,17 +529,19 @@ def set_lm_dtype(run: TrainingRun) -> None:
 def train_epoch(run: TrainingRun, stop: threading.Event | None) -> None:
     """The rest of the epoch the run stands in: its batches in the epoch's seeded order, with val checks."""
     epoch, skip = divmod(run.step, run.steps_per_epoch)
-    n, batch_size = len(run.train_split.samples), run.config.batch_size
+    n, batch_size, world = len(run.train_split.samples), run.config.batch_size, run.world
     order = epoch_order(n, run.config.seed, epoch)
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)][skip:]
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{run.config.epochs}", leave=False, mininterval=5)
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{run.config.epochs}", leave=False, mininterval=5,
+               disable=not world.is_main)
     for index in bar:
         loss = train_step(run, index)
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
-        if run.step == run.stop_at or (run.step % run.eval_every == 0 and not stop_requested(stop)):
+        stopping = stop_requested(run, stop)
+        if world.is_main and (run.step == run.stop_at or (run.step % run.eval_every == 0 and not stopping)):
             validate(run)
             checkpoint(run)
-        if run.step >= run.stop_at or stop_requested(stop):
+        if run.step >= run.stop_at or stopping:
             break
     bar.close()
 
@@ -490,8 +556,9 @@ def train_step(run: TrainingRun, index: torch.Tensor) -> float:
         )
     torch.manual_seed(dropout_seed(config.seed, run.step))
     loss = optimizer_step(
-        run.model, run.optimizer, config, run.train_split, index, run.model.device, contexts, run.loss_weights
-    ).item()
+        run.network, run.optimizer, config, run.train_split, index, run.model.device, contexts, run.loss_weights,
+        run.world,
+    )
     run.scheduler.step()
     run.step += 1
     run.history["train_losses"].append(loss)
@@ -535,6 +602,35 @@ def checkpoint(run: TrainingRun) -> None:
         save_checkpoint(run.model, run.out_dir, extra=extra)
         save_train_state(run.out_dir, run.optimizer, run.scheduler, run.step, history)
     run.saved_at = run.step
+
+
+def finish_run(
+    run: TrainingRun, encoded_images: int, encoded_contexts: int, init_from: str | Path | None, data_info: dict | None
+) -> TrainResult:
+    """The run's result; on rank 0, its report (metrics.json and curve.png) or, after a stop, its saved state."""
+    history = run.history
+    stopped_early = run.step < run.stop_at  # only a stop request leaves the loop early
+    if stopped_early and run.world.is_main:
+        save_stopped_run(run, init_from)  # its checkpoint adds this call's wall time to the history
+    result = TrainResult(
+        steps=run.step,
+        wall_s=history.get("wall_s", 0.0),
+        final_val_loss=history["val_losses"][-1][1] if history["val_losses"] else float("nan"),
+        encoded_images=encoded_images,
+        encoded_contexts=encoded_contexts,
+        train_losses=history["train_losses"],
+        val_losses=[tuple(v) for v in history["val_losses"]],
+        stopped_early=stopped_early,
+    )
+    if stopped_early or not run.world.is_main:
+        return result  # metrics.json marks a finished run, written once
+    write_report(run.out_dir, result, run.config, preset=run.model.config.preset, ablation=run.ablation,
+                 n_train=len(run.train_split.samples), n_val=len(run.val_split.samples), warmup=run.warmup,
+                 total_steps=run.total_steps, lm_dtype=history["lm_dtype"], probes=history.get("probes", []),
+                 image_reliance=history.get("image_reliance", []), data=data_info,
+                 init_from=history.get("init_from"), image_words_from=history.get("image_words_from"),
+                 image_words=history.get("image_words"), ranks=run.world.size)
+    return result
 
 
 def save_stopped_run(run: TrainingRun, init_from: str | Path | None) -> None:
