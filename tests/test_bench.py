@@ -143,3 +143,19 @@ def test_paired_grounding_refuses_reports_of_different_posts(tmp_path) -> None:
     with pytest.raises(SystemExit) as refused:
         paired_grounding.main([before_json, after_json, "--data", str(data)])
     assert refused.value.code == 2
+
+
+def test_train_scale_measures_each_size_in_its_own_processes(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import train_scale
+
+    train_scale.main(["--sizes", "20", "40", "--steps", "2", "--batch-size", "4", "--extract-batch", "8", "--workers", "1", "--out", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    found = re.fullmatch(
+        r"rss_growth_40_vs_20=(\d+\.\d+) step_time_growth_40_vs_20=(\d+\.\d+) "
+        r"extract_vs_bare_encoder=(\d+\.\d+) extract_images_per_s=(\d+\.\d+)",
+        lines[-1],
+    )
+    assert found, lines[-1]
+    assert all(float(value) > 0 for value in found.groups())
+    assert [line.split(" posts")[0] for line in lines[1:-1]] == ["20", "40"]
+    assert not list(tmp_path.iterdir())  # the datasets and stores were temporary
