@@ -168,6 +168,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from model.data.dataset import synth_arguments
     from model.errors import ModelError
+    from model.training.distributed import world_from_env
     from model.training.stop import stop_on_signals
     from model.training.trainer import train
 
@@ -194,6 +195,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit(f"uapt train: {exc}") from None
     if result.stopped_early:
         return EXIT_STOPPED  # the trainer has logged where the state is and how to resume
+    if not world_from_env().is_main:  # under torchrun, rank 0 reports for all
+        return 0
     print(
         f"trained {result.steps} steps in {result.wall_s:.0f}s; final val loss {result.final_val_loss:.4f}; "
         f"checkpoint {args.out}"

@@ -5,7 +5,9 @@ in its environment; without them a run is one process and nothing here does anyt
 The processes join one group, gloo on the CPU and NCCL on CUDA. Each step, every rank
 takes its own share of the same global batch (`World.part`), so one epoch's shuffle
 (the trainer's `epoch_order`) is split across ranks without a sampler of its own.
-Rank 0 alone writes checkpoints, logs and plots; the others log warnings only.
+Rank 0 alone writes checkpoints, logs and plots; the others log warnings only. The
+prefix's dropout masks, when its dropout is above 0, are drawn per rank, so only such a
+run differs from one process's by more than round-off.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class World:
         """The sum of `value` over the ranks (float64, so that every rank gets the same number)."""
         if self.size == 1:
             return value
-        tensor = torch.tensor([value], dtype=torch.float64)
+        on_gpu = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+        tensor = torch.tensor([value], dtype=torch.float64, device="cuda" if on_gpu else "cpu")
         dist.all_reduce(tensor)
         return float(tensor)
 

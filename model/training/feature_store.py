@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +141,6 @@ class FeatureStore:
             batch_size=batch_size,
             num_workers=workers,
             pin_memory=param.device.type == "cuda",
-            persistent_workers=False,
         )
         logger.info("extracting %d images into the feature store %s (%d decoding workers)", len(todo), self.root, workers)
         shard: _ShardBuffer | None = None
@@ -225,10 +224,7 @@ class _ShardBuffer:
 
     name: str
     rows: np.ndarray  # (capacity, *feature_shape)
-    keys: list[ImageKey] = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        self.keys = []
+    keys: list[ImageKey] = field(default_factory=list)
 
     def append(self, key: ImageKey, row: np.ndarray) -> None:
         self.rows[len(self.keys)] = row
@@ -292,6 +288,3 @@ class StoredFeatures(Dataset):
             rows = where[:, 0] == shard_no
             out[rows] = self.shards[shard_no][where[rows, 1]]
         return torch.from_numpy(out)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return (self[i] for i in range(len(self)))

@@ -385,12 +385,12 @@ def wrap_for_ranks(model: UAPT, world: World) -> torch.nn.Module:
     """The model, or with several ranks its DistributedDataParallel wrapper over the trainable prefix.
 
     The frozen backbones hold no gradients and are the same on every rank, so their
-    buffers are not broadcast at each step.
+    buffers are not synced at each step.
     """
     if world.size == 1:
         return model
     device_ids = [model.device.index] if model.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
 
 
 def build_model(

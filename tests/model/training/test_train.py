@@ -240,7 +240,7 @@ def test_image_word_loss_weight_weights_the_words_the_tagger_predicts_and_resume
     model = load_model(TINY, device="cpu")
     val = encode_split(posts, "val", config.keywords_k, FeatureCache(cache, model), train_profiles(posts))
     fit = TaggerFit(min_count=1, steps=300, l2=(0.0,))  # learns the val captions by heart: it predicts their words
-    tagger, figures = fit_tagger(val.image_features, [s.text for s in val.samples], model.tokenizer, fit)
+    tagger, figures = fit_tagger(val.image_features[:], [s.text for s in val.samples], model.tokenizer, fit)
     save_tagger(tagger, first, fit, figures)
 
     whole = train(posts, preset=TINY, out_dir=tmp_path / "whole", config=weighted, cache_dir=cache, init_from=first)
