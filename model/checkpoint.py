@@ -27,7 +27,7 @@ FORMAT = "uapt-checkpoint/1"
 NOT_COMPARED = {"notes", "init_seed"}
 """Config fields a checkpoint may differ in from the model it loads into: they say nothing about its weights."""
 SIDE_FILES = ("metrics.json", "curve.png", *READOUT_FILES)
-"""Written beside the weights (by the trainer, `uapt fit-image-words`, `uapt fit-scene-reader`); they travel with a copied checkpoint."""
+"""Written beside the weights (by the trainer, `uapt fit-image-words`, `uapt fit-scene-reader`, `uapt fit-ood`); they travel with a copied checkpoint."""
 
 
 class CheckpointError(ModelError):

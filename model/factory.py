@@ -37,7 +37,8 @@ def load_model(
     A checkpoint gives the trained prefix weights (`load_checkpoint`) and the decoding aids
     fitted beside them (`load_guidance`: image-word tagger, scene reader, where it has
     them), attached here as `model.guidance`. Damaged weights raise CheckpointError, a
-    damaged aid ImageWordsError or SceneReaderError.
+    damaged aid ImageWordsError, SceneReaderError or ReadoutError,
+    an OOD file for other image features OODError.
 
     preset None means the checkpoint's own preset and ablation (or "offline" without a
     checkpoint). dtype None means the inference default (half precision on CUDA, float32
@@ -62,7 +63,9 @@ def load_model(
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
         vocab_size = model.lm.get_input_embeddings().num_embeddings
-        model.guidance = load_guidance(checkpoint, model.image_encoder.dim, vocab_size)
+        model.guidance = load_guidance(
+            checkpoint, model.image_encoder.dim, vocab_size, model.backbone_id(), model.image_encoder.num_tokens
+        )
     model.to(device=target, dtype=resolve_dtype(dtype, target))
     logger.info("loaded UAPT preset=%s ablation=%s on %s", config.preset, config.ablation, target)
     return model.eval()

@@ -45,6 +45,7 @@ class Caption:
     text: str
     score: float  # length-normalized log-probability
     token_ids: list[int]
+    confidence: float | None = None  # probability it is right (model.guidance.confidence); None: the checkpoint has no OOD file
 
 
 @dataclass
