@@ -6,6 +6,7 @@ Torch and the model code are imported inside the handlers so that `uapt --help` 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -90,7 +91,9 @@ def _register_caption(subparsers: argparse._SubParsersAction) -> None:
             "the captions are noise (the offline preset's frozen backbones are pretrained; the tiny preset's "
             "are random). "
             "A checkpoint with an image-word tagger steers the captions toward words its image makes likely "
-            "(see --image-word-weight)."
+            "(see --image-word-weight). "
+            "A checkpoint with an OOD file (uapt fit-ood) also gives each caption a confidence and withholds the "
+            "captions of images unlike its training data or whose best caption is unlikely to be right."
         ),
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files to caption")
@@ -105,6 +108,19 @@ def _register_caption(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="caption length limit in tokens")
     parser.add_argument(
         "--length-penalty", type=float, default=1.0, help="score = log p / length**penalty (default: 1.0)"
+    )
+    parser.add_argument(
+        "--format", choices=("text", "json"), default="text",
+        help="text: readable lines; json: one object per image per line with image, abstained, reason, ood_score "
+        "and captions [{text, score, confidence}] (default: text)",
+    )
+    parser.add_argument(
+        "--max-ood-score", type=float, default=None,
+        help="abstain on images whose out-of-distribution score is above this (default: the checkpoint's OOD file's)",
+    )
+    parser.add_argument(
+        "--min-confidence", type=float, default=None,
+        help="abstain when the best caption's confidence is below this (default: the checkpoint's OOD file's)",
     )
     parser.set_defaults(func=_caption)
 
@@ -130,8 +146,7 @@ def _caption(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
 
     from model.captioner import Captioner
-    from model.generation import GenerationError
-    from model.guidance.tagger import ImageWordsError
+    from model.errors import ModelError
 
     if args.num_captions < 1:
         raise SystemExit("uapt caption: --num-captions must be at least 1")
@@ -155,15 +170,39 @@ def _caption(args: argparse.Namespace) -> int:
             repetition_penalty=args.repetition_penalty,
             image_word_weight=args.image_word_weight,
             scene_constraint=args.scene_constraint,
+            max_ood_score=args.max_ood_score,
+            min_confidence=args.min_confidence,
         )
-        results = captioner.caption(images, [keywords] * len(images), num_captions=args.num_captions)
-    except (GenerationError, ImageWordsError) as error:
+        features = captioner.encode_images(images)
+        results = captioner.caption_encoded(features, [keywords] * len(images), num_captions=args.num_captions)
+        judgements = captioner.judge(features, results)
+    except ModelError as error:  # bad decoding settings or thresholds, or a model part that does not fit
         raise SystemExit(f"uapt caption: {error}") from None
-    for path, captions in zip(args.images, results):
+    for path, captions, judgement in zip(args.images, results, judgements):
+        if args.format == "json":
+            print(json.dumps(_caption_record(path, captions, judgement), ensure_ascii=False))
+            continue
         print(f"{path}  [model {captioner.model_id}]")
+        if judgement.abstained:
+            print(f"  abstained: {judgement.reason} (ood score {judgement.ood_score:.3f}, confidence {judgement.confidence:.2f})")
+            continue
         for rank, caption in enumerate(captions, 1):
-            print(f"  {rank}. {caption.text!r}  (score {caption.score:.3f})")
+            confidence = "" if caption.confidence is None else f", confidence {caption.confidence:.2f}"
+            print(f"  {rank}. {caption.text!r}  (score {caption.score:.3f}{confidence})")
     return 0
+
+
+def _caption_record(path: Path, captions, judgement) -> dict:
+    """One image's line of `uapt caption --format json`; an abstained image has no captions, as in the worker's event."""
+    shown = [] if judgement.abstained else captions
+    return {
+        "image": str(path),
+        "abstained": judgement.abstained,
+        "reason": judgement.reason,
+        "ood_score": judgement.ood_score,
+        "confidence": judgement.confidence,
+        "captions": [{"text": c.text, "score": c.score, "confidence": c.confidence} for c in shown],
+    }
 
 
 def _model_info(args: argparse.Namespace) -> int:

@@ -77,6 +77,12 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="also write one self-contained HTML page: every image with its user, keywords, real text and n-best captions",
     )
+    evaluate.add_argument(
+        "--ood-dir", type=Path, default=None,
+        help="a folder of images the model should refuse (python -m model.evaluation.ood_set --out DIR writes one): "
+        "adds ood_auroc and ood_fpr95 against the split's images, and how many of them are abstained "
+        "(needs a checkpoint with an OOD file, uapt fit-ood)",
+    )
     evaluate.set_defaults(func=_cmd_evaluate)
 
 
@@ -91,6 +97,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_checkpoint(
             records, args.checkpoint, options=options, cache_dir=args.cache_dir,
             feature_store=args.feature_store, device=args.device, report_path=args.report, unseen_records=unseen,
+            ood_dir=args.ood_dir,
         )
     except ModelError as exc:
         raise SystemExit(f"uapt evaluate: {exc}") from None

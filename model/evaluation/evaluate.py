@@ -9,6 +9,10 @@ share of gradable posts whose best caption names the image's scene / main object
 and wrong_scene_rate (`model.evaluation.grounding`). Loops and sameness: repeat_3gram_rate
 and distinct_per_user (`model.evaluation.metrics`).
 
+Abstention (when the checkpoint has an OOD file, `model.guidance.ood`): ece, coverage and
+selective figures at the file's thresholds, and with an ``ood_dir`` of images the model
+should refuse, ood_auroc and ood_fpr95 (`model.evaluation.abstention`).
+
 Personalization: the share of generated captions whose nearest user by TF-IDF
 writing style (cosine to each user's train-split profile, `model.data.style`) is
 the poster. The same figure for the real captions is the ceiling: how often a
@@ -34,6 +38,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from model.captioner import abstention_policy
 from model.checkpoint import CONFIG_FILE, read_checkpoint_config
 from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, ConfigError
 from model.data.dataset import DatasetError, PostRecord
@@ -41,6 +46,8 @@ from model.data.samples import train_profiles
 from model.data.style import StyleProfiles
 from model.evaluation import grounding
 from model.evaluation.metrics import caption_metrics, distinct_per_user, repeat_ngram_rate
+from model.evaluation.abstention import abstention_figures, ood_set_figures
+from model.evaluation.ood_set import read_kinds
 from model.evaluation.report import write_html_report
 from model.factory import load_model
 from model.keywords import keywords_to_text
@@ -49,6 +56,8 @@ from model.training.features import FeatureCache, Features, default_store, encod
 from model.uapt import Caption
 
 logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")  # what ood_dir images may be
 
 @dataclass(frozen=True)
 class EvalOptions:
@@ -92,6 +101,13 @@ class EvalReport:
     personalization_unseen: float | None = None  # None: no unseen users were given
     unseen_users: int | None = None
     decoding: dict = field(default_factory=dict)
+    # with an OOD file (model.evaluation.abstention); None without one, or without ood_dir for the ood_ figures
+    ece: float | None = None
+    coverage: float | None = None
+    selective: dict | None = None
+    ood_auroc: float | None = None
+    ood_fpr95: float | None = None
+    abstention: dict | None = None  # thresholds, abstentions by reason, ece_best_caption, risk_coverage, the OOD set by kind
     captions: list[dict] = field(default_factory=list)  # every post: ids, keywords, reference, n-best (best first)
 
     def to_dict(self) -> dict:
@@ -165,6 +181,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     report_path: str | Path | None = None,
     unseen_records: Sequence[PostRecord] | None = None,
+    ood_dir: str | Path | None = None,
 ) -> EvalReport:
     """Caption every post of `options.split` and score the captions; optionally write an HTML page of them.
 
@@ -238,6 +255,10 @@ def evaluate_checkpoint(
             for s, hyps in zip(samples, nbest)
         ],
     )
+    if model.guidance.ood is not None:
+        add_abstention(report, model, images[:], nbest, [s.labels for s in samples], cache, options, ood_dir)
+    elif ood_dir is not None:
+        raise ConfigError(f"ood_dir: {checkpoint} has no OOD file to score it with (uapt fit-ood)")
     if report_path is not None:
         write_html_report(report_path, report, samples, nbest)
     return report
@@ -267,6 +288,28 @@ def _personalization_unseen(
     users = [s.user_id for s in split.samples[:n]]
     score = StyleProfiles(_train_texts(unseen)).hit_rate([hyps[0].text if hyps else "" for hyps in nbest], users)
     return score, len(set(users))
+
+
+def add_abstention(
+    report: EvalReport, model, image_features: torch.Tensor, nbest, labels, cache: FeatureCache, options: EvalOptions, ood_dir
+) -> None:
+    """Score the split's posts with the checkpoint's OOD file; with `ood_dir`, its images too (captioned as a new user's)."""
+    policy = abstention_policy(model, None, None)
+    ood, confidences = model.guidance.ood.scores(image_features, [[(h.text, h.score) for h in hyps] for hyps in nbest], model.guidance.scene_reader)
+    figures = abstention_figures(ood, confidences, [[h.text for h in hyps] for hyps in nbest], labels, policy)
+    report.ece, report.coverage, report.selective = figures.pop("ece"), figures.pop("coverage"), figures.pop("selective")
+    if ood_dir is not None:
+        files = sorted(p for p in Path(ood_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if Path(ood_dir).is_dir() else []
+        if not files:
+            raise ConfigError(f"ood_dir: {ood_dir} holds no images")
+        features = cache.image_features(files)
+        contexts = cache.context_features([keywords_to_text([])] * len(files))
+        out_nbest = generate_captions(model, features, contexts, options)
+        out_ood, out_conf = model.guidance.ood.scores(features, [[(h.text, h.score) for h in hyps] for hyps in out_nbest], model.guidance.scene_reader)
+        ood_figures = ood_set_figures(ood, out_ood, [c[0] if c else None for c in out_conf], [f.name for f in files], read_kinds(ood_dir), policy)
+        report.ood_auroc, report.ood_fpr95 = ood_figures.pop("ood_auroc"), ood_figures.pop("ood_fpr95")
+        figures["ood_set"] = {**ood_figures, "best_captions": {f.name: hyps[0].text if hyps else "" for f, hyps in zip(files, out_nbest)}}
+    report.abstention = figures
 
 
 def read_best_captions(eval_json: Path) -> dict[str, str]:

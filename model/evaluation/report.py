@@ -1,6 +1,8 @@
 """One self-contained HTML page of an evaluation: every test image with its captions.
 
-People judge captions by looking at them. The page embeds each image as a small
+People judge captions by looking at them. With an OOD file, the page also draws the
+risk-coverage curve: how the share of wrong best captions falls as fewer posts are shown.
+ The page embeds each image as a small
 JPEG data URI (no files beside it, no network), and shows the user, their
 keywords, what they really wrote and the n-best captions, under the metrics.
 """
@@ -62,6 +64,28 @@ def _post(sample: Any, captions: Sequence[Any]) -> str:
     )
 
 
+def _risk_coverage_svg(curve: Sequence[Sequence[float]], width: int = 360, height: int = 240, margin: int = 40) -> str:
+    """An inline SVG of [coverage, risk] points: coverage 0..1 across, risk 0..1 up."""
+    if not curve:
+        return ""
+    plot_w, plot_h = width - 2 * margin, height - 2 * margin
+    points = " ".join(f"{margin + c * plot_w:.1f},{margin + plot_h - r * plot_h:.1f}" for c, r in sorted(curve))
+    axes = (
+        f'<line x1="{margin}" y1="{margin + plot_h}" x2="{margin + plot_w}" y2="{margin + plot_h}" stroke="#444"/>'
+        f'<line x1="{margin}" y1="{margin}" x2="{margin}" y2="{margin + plot_h}" stroke="#444"/>'
+        f'<text x="{margin + plot_w / 2}" y="{height - 8}" text-anchor="middle" font-size="12">coverage (share of posts shown)</text>'
+        f'<text x="12" y="{margin + plot_h / 2}" font-size="12" transform="rotate(-90 12 {margin + plot_h / 2})" '
+        'text-anchor="middle">risk (best caption not right)</text>'
+        f'<text x="{margin}" y="{margin + plot_h + 14}" font-size="10" text-anchor="middle">0</text>'
+        f'<text x="{margin + plot_w}" y="{margin + plot_h + 14}" font-size="10" text-anchor="middle">1</text>'
+        f'<text x="{margin - 6}" y="{margin + 4}" font-size="10" text-anchor="end">1</text>'
+    )
+    return (
+        f'<h2>Risk-coverage</h2><svg class="risk-coverage" width="{width}" height="{height}" role="img" '
+        f'aria-label="risk against coverage">{axes}<polyline fill="none" stroke="#c33" stroke-width="2" points="{points}"/></svg>'
+    )
+
+
 def write_html_report(path: str | Path, report: Any, samples: Sequence[Any], nbest: Sequence[Sequence[Any]]) -> Path:
     """Write the page for `report` (an EvalReport) over `samples` and their n-best captions."""
     if len(samples) != len(nbest):
@@ -75,6 +99,7 @@ def write_html_report(path: str | Path, report: Any, samples: Sequence[Any], nbe
         f"<h1>{escape(title)}</h1>"
         f"<p>decoding: {escape(', '.join(f'{k}={v}' for k, v in report.decoding.items()))}</p>"
         f"{_metrics_table(report.headline())}"
+        f"{_risk_coverage_svg((report.abstention or {}).get('risk_coverage', []))}"
         f'<div class="posts">\n{posts}\n</div></body></html>\n'
     )
     path = Path(path)

@@ -1,6 +1,6 @@
-"""`uapt fit-image-words` and `uapt fit-scene-reader`: fit a checkpoint's decoding aids.
+"""`uapt fit-image-words`, `uapt fit-scene-reader` and `uapt fit-ood`: fit a checkpoint's read-outs.
 
-Both read-outs are fitted on a checkpoint's frozen image features and saved beside its weights;
+The read-outs are fitted on a checkpoint's frozen image features and saved beside its weights;
 the prefix networks are not touched.
 """
 
@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the fit-image-words and fit-scene-reader subcommands."""
     _register_fit_image_words(subparsers)
     _register_fit_scene_reader(subparsers)
+    _register_fit_ood(subparsers)
 
 
 def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
@@ -136,5 +137,64 @@ def _cmd_fit_scene_reader(args: argparse.Namespace) -> int:
         figures = fit_checkpoint_scene_reader(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
     except ModelError as exc:
         raise SystemExit(f"uapt fit-scene-reader: {exc}") from None
+    print(json.dumps(figures, indent=1))
+    return 0
+
+
+def _register_fit_ood(subparsers: argparse._SubParsersAction) -> None:
+    from model.guidance.ood_config import OODFit
+
+    d = OODFit()
+    fit = subparsers.add_parser(
+        "fit-ood",
+        help="fit a checkpoint's out-of-distribution score and caption confidence, with which the worker abstains",
+        description=(
+            "Fits the out-of-distribution score (cosine distance to the k-th nearest train image, in a PCA space of "
+            "the mean-pooled frozen image features) on the train split, and the caption confidence (a logistic "
+            "regression of the caption's score, the OOD score and the scene reader's reading) on the val split's "
+            "labels, and saves both beside the checkpoint's weights (ood.safetensors/.json) with the default "
+            "thresholds: --val-quantile of the val images' OOD scores, and --min-confidence."
+        ),
+    )
+    add_offline_args(fit, keywords=False)
+    fit.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder to fit for and write into")
+    fit.add_argument(
+        "--val-captions", type=Path, default=None,
+        help="a 'uapt evaluate --split val --out FILE' report of this checkpoint: calibrate on its n-best captions "
+        "instead of decoding val posts here",
+    )
+    fit.add_argument(
+        "--calibration-posts", type=int, default=300,
+        help="without --val-captions, decode this many val posts to calibrate on (default: 300)",
+    )
+    fit.add_argument("--dims", type=int, default=d.dims, help=f"PCA components of the pooled features (default: {d.dims})")
+    fit.add_argument("--k", type=int, default=d.k, help=f"distance to the k-th nearest train image (default: {d.k})")
+    fit.add_argument(
+        "--val-quantile", type=float, default=d.val_quantile,
+        help=f"default max_ood_score: this quantile of the val images' OOD scores (default: {d.val_quantile})",
+    )
+    fit.add_argument(
+        "--min-confidence", type=float, default=d.min_confidence,
+        help=f"default min_confidence stored with the file (default: {d.min_confidence}: more likely right than wrong)",
+    )
+    fit.set_defaults(func=_cmd_fit_ood)
+
+
+def _cmd_fit_ood(args: argparse.Namespace) -> int:
+    from model.errors import ModelError
+    from model.guidance.ood_config import OODFit
+    from model.training.fit_ood import fit_checkpoint_ood
+
+    if args.calibration_posts < 1:
+        raise SystemExit("uapt fit-ood: --calibration-posts must be at least 1")
+    records = load_posts_or_exit("fit-ood", args.data)
+    try:
+        fit = OODFit(dims=args.dims, k=args.k, val_quantile=args.val_quantile, min_confidence=args.min_confidence)
+        figures = fit_checkpoint_ood(
+            records, args.checkpoint, fit, val_captions=args.val_captions, calibration_posts=args.calibration_posts,
+            cache_dir=args.cache_dir, device=args.device,
+        )
+    except ModelError as exc:
+        raise SystemExit(f"uapt fit-ood: {exc}") from None
     print(json.dumps(figures, indent=1))
     return 0

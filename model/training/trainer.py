@@ -43,6 +43,7 @@ from model.uapt import UAPT
 from model.training.distributed import World, joined, rank_device, world_from_env
 from model.training.feature_store import FeatureStore
 from model.training.features import FeatureCache, Split, default_store, encode_split
+from model.training.fit_ood import fit_after_training
 from model.training.fit_tagger import keep_predicted_words
 from model.training.loss import LossWeights, batch_loss
 from model.training.stop import signals_deferred
@@ -630,6 +631,7 @@ def finish_run(
                  image_reliance=history.get("image_reliance", []), data=data_info,
                  init_from=history.get("init_from"), image_words_from=history.get("image_words_from"),
                  image_words=history.get("image_words"), ranks=run.world.size)
+    fit_after_training(run.model, run.train_split, run.val_split, run.out_dir)  # the OOD file with which the worker abstains
     return result
 
 
