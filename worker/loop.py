@@ -280,7 +280,7 @@ class WorkerLoop:
         return set(rewound)
 
     def _observe(self, result: BatchResult, produced_at_ms: float) -> None:
-        """Count a committed batch's captions, erasures and failures, and observe its latencies and stage times."""
+        """Count a committed batch's captions, erasures, failures and abstentions, and observe its latencies, scores and stage times."""
         self.metrics.captions_produced.inc(len(result.outputs))
         self.metrics.erasures.inc(len(result.forgets))
         for reason, count in result.failures.items():
@@ -288,6 +288,7 @@ class WorkerLoop:
         for output in result.outputs:
             self.metrics.end_to_end_seconds.observe(max(0.0, produced_at_ms - output.event_timestamp_ms) / 1000)
         self.metrics.observe_stages(result.stage_seconds)
+        self.metrics.observe_judgements(result.abstentions, result.ood_scores, result.confidences)
 
     def _refresh_lag(self, in_progress: Sequence[Record] = (), *, force: bool = False) -> None:
         """Publish each partition's lag from the consumer's own fetch state (no broker request).

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
+from model.guidance.abstention import REASONS
 from worker.reasons import Reason
 from worker.stages import Stage
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+OOD_SCORE_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)  # cosine distances (model.guidance.ood)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 DB_OPERATIONS = ("open", "read", "write")  # the profile store's operation labels (profiles/store.py)
 
 
@@ -57,6 +60,17 @@ class WorkerMetrics:
         self.broker_outages = Counter(
             "uapt_broker_outages", "Times Kafka stopped answering the worker's probe (worker/broker_watch.py)", registry=r
         )
+        self.abstentions = Counter(
+            "uapt_abstentions", "Posts published without captions (abstained), by reason", ["reason"], registry=r
+        )
+        self.ood_score = Histogram(
+            "uapt_ood_score", "Out-of-distribution score of each scored post's image", buckets=OOD_SCORE_BUCKETS, registry=r
+        )
+        self.confidence = Histogram(
+            "uapt_caption_confidence", "Confidence of each scored post's best caption", buckets=CONFIDENCE_BUCKETS, registry=r
+        )
+        for reason in REASONS:
+            self.abstentions.labels(reason=reason)
         for operation in DB_OPERATIONS:
             self.db_retries.labels(operation=operation)
         for stage in Stage:  # every stage's and reason's series exists from the start, at zero,
@@ -67,6 +81,14 @@ class WorkerMetrics:
     def observe_stages(self, seconds: Mapping[Stage, float]) -> None:
         for stage, value in seconds.items():
             self.stage_seconds.labels(stage=stage).observe(value)
+
+    def observe_judgements(self, abstentions: Mapping[str, int], ood_scores: Sequence[float], confidences: Sequence[float]) -> None:
+        for reason, count in abstentions.items():
+            self.abstentions.labels(reason=reason).inc(count)
+        for score in ood_scores:
+            self.ood_score.observe(score)
+        for confidence in confidences:
+            self.confidence.observe(confidence)
 
     def batch_started(self) -> None:
         self._batches_started.append(time.monotonic())

@@ -6,6 +6,10 @@ dead-letter messages, posts to fold, users to forget). It reads the profile
 store but never writes it: the loop folds the posts only after the outputs are
 flushed, so the profile read here never contains the batch's own text.
 
+A post whose image is unlike the training images, or whose best caption is
+unlikely to be right, is abstained (`model.guidance.abstention`): its caption
+message says so, with the scores and no captions, and its text still folds.
+
 It is two steps, so that the loop can overlap batches: `prepare` (parse, load
 the images, run the frozen image encoder) needs nothing from the batches
 before, and `finish` (read keywords, generate, build the messages) must start
@@ -40,6 +44,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from model.guidance.abstention import Judgement
 from profiles import Keyword, Post
 from profiles.errors import DatabaseUnavailable
 from worker.dlq import DeadLetter, dead_letter
@@ -88,6 +93,8 @@ class CaptionerLike(Protocol):
         self, image_features: Sequence[object], keywords: Sequence[Sequence[str]], num_captions: int = 3
     ) -> list: ...
 
+    def judge(self, image_features: Sequence[object], captions: Sequence[Sequence[object]]) -> list[Judgement]: ...
+
 
 class KeywordSource(Protocol):
     def top_keywords(self, user_ids: Sequence[str], k: int) -> dict[str, list[Keyword]]: ...
@@ -126,6 +133,9 @@ class BatchResult:
     posts: list[Post] = field(default_factory=list)  # to fold after the outputs are flushed
     forgets: list[PendingForget] = field(default_factory=list)  # applied among the posts, in record order
     failures: Counter[Reason] = field(default_factory=Counter)  # reason -> count
+    abstentions: Counter[str] = field(default_factory=Counter)  # abstention reason -> posts
+    ood_scores: list[float] = field(default_factory=list)  # one per scored post
+    confidences: list[float] = field(default_factory=list)  # each scored post's best caption's
     stage_seconds: dict[Stage, float] = field(default_factory=dict)
 
 
@@ -160,6 +170,7 @@ class _Captioned:
     keywords: list[str]
     wanted: int
     suggestions: list
+    judgement: Judgement
 
 
 class Processor:
@@ -239,6 +250,7 @@ class Processor:
                 self._refuse(result, done.item.record, exc, Reason.INTERNAL_ERROR)
                 continue
             result.outputs.append(output)
+            _count_judgement(result, done.judgement)
             event = done.item.event
             if event.text and event.post_id not in folded:  # a replayed post may repeat in one batch
                 folded.add(event.post_id)
@@ -317,19 +329,25 @@ class Processor:
                 if any(f is None for f in features):
                     features = self.captioner.encode_images([a.image for a in items])
                 captions = self.captioner.caption_encoded(features, keyword_terms, num_captions=max(wanted))
-            return [_Captioned(*row) for row in zip(items, keyword_terms, wanted, captions, strict=True)]
+                judgements = self.captioner.judge(features, captions)
+            return [_Captioned(*row) for row in zip(items, keyword_terms, wanted, captions, judgements, strict=True)]
         except Exception as exc:  # noqa: BLE001 (isolated by the caller)
             raise _BatchFailure(Reason.MODEL_ERROR, exc) from exc
 
     def _output(self, done: _Captioned, now_ms: float) -> OutputMessage:
-        event, record = done.item.event, done.item.record
+        event, record, judgement = done.item.event, done.item.record, done.judgement
+        shown = [] if judgement.abstained else done.suggestions[: done.wanted]
         message = CaptionEvent(
             post_id=event.post_id,
             user_id=event.user_id,
-            captions=[CaptionOut(text=c.text, score=float(c.score)) for c in done.suggestions[: done.wanted]],
+            captions=[CaptionOut(text=c.text, score=float(c.score), confidence=getattr(c, "confidence", None)) for c in shown],
             keywords=done.keywords,
             model=self.captioner.model_id,
             latency_ms=round(max(0.0, now_ms - record.timestamp), 1),
+            abstained=judgement.abstained,
+            reason=judgement.reason,
+            ood_score=judgement.ood_score,
+            confidence=judgement.confidence,
         )
         return OutputMessage(event.user_id.encode("utf-8"), message.to_bytes(), event.post_id, record.timestamp)
 
@@ -339,6 +357,16 @@ class Processor:
         label = reason or getattr(error, "reason", Reason.INTERNAL_ERROR)
         result.dead_letters.append(dead_letter(record, error, label))
         result.failures[label] += 1
+
+
+def _count_judgement(result: BatchResult, judgement: Judgement) -> None:
+    """Add a published post's scores and abstention to the batch's figures (the loop turns them into metrics)."""
+    if judgement.abstained:
+        result.abstentions[judgement.reason] += 1
+    if judgement.ood_score is not None:
+        result.ood_scores.append(judgement.ood_score)
+    if judgement.confidence is not None:
+        result.confidences.append(judgement.confidence)
 
 
 def _placed(forgets: Sequence[tuple[int, str]], folded_positions: Sequence[int]) -> list[PendingForget]:

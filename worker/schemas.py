@@ -1,5 +1,11 @@
 """Versioned event schemas: ``uapt.post/1`` and ``uapt.forget/1`` in, ``uapt.caption/1`` out (DESIGN.md section 6).
 
+``uapt.caption/1`` gained optional fields, not a version: ``abstained``, ``reason``,
+``ood_score`` and ``confidence`` on the event, ``confidence`` on each caption. Each has a
+default (false or null), so an event written before them still parses, and a reader
+that ignores unknown fields still reads every field it knew. What is new to such a
+reader is an event whose ``captions`` list is empty: an abstained post (README, events).
+
 `parse_event` turns raw Kafka bytes into a `PostEvent` or a `ForgetEvent` (a
 control event: erase this user's profile) or raises an `EventError`
 whose ``reason`` is a short, stable label (it names the dead-letter header and
@@ -94,6 +100,7 @@ class ForgetEvent(BaseModel):
 class CaptionOut(BaseModel):
     text: str
     score: float
+    confidence: float | None = None  # probability it is right (model.guidance.confidence); null: no OOD file
 
 
 class CaptionEvent(BaseModel):
@@ -107,6 +114,10 @@ class CaptionEvent(BaseModel):
     keywords: list[str]
     model: str
     latency_ms: float
+    abstained: bool = False  # true: captions is empty and reason says why
+    reason: str | None = None  # one of model.guidance.abstention.REASONS when abstained
+    ood_score: float | None = None  # the image's (model.guidance.ood); null: no OOD file
+    confidence: float | None = None  # the best caption's, kept when abstained
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode("utf-8")

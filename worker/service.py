@@ -40,13 +40,21 @@ def load_captioner(settings: Settings) -> Captioner:
             "scene constraint: %s, %d scenes, where the reader is at least %g sure",
             "on" if settings.scene_constraint else "off", len(reader.scenes), reader.min_confidence,
         )
-    return Captioner(
+    captioner = Captioner(
         model,
         no_repeat_ngram_size=settings.no_repeat_ngram_size,
         repetition_penalty=settings.repetition_penalty,
         image_word_weight=settings.image_word_weight,
         scene_constraint=settings.scene_constraint,
+        max_ood_score=settings.max_ood_score,
+        min_confidence=settings.min_confidence,
     )
+    if captioner.policy is not None:
+        log.info(
+            "abstention: out_of_distribution above OOD score %g, low_confidence below confidence %g",
+            captioner.policy.max_ood_score, captioner.policy.min_confidence,
+        )
+    return captioner
 
 
 def run_worker(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
+from model.guidance.abstention import AbstentionError, check_max_ood_score, check_min_confidence
 from model.guidance.tagger_config import ImageWordsError, check_weight
 from model.image_policy import ImagePolicy
 from worker.errors import ConfigurationError
@@ -150,6 +151,18 @@ class Settings:
         True,
         "decoding: with a checkpoint that has a scene reader, rank first the captions that name the scene it is sure of",
     )
+    max_ood_score: float | None = _opt(
+        None,
+        "abstention: withhold a post's captions when its image's out-of-distribution score is above this "
+        "(inf turns it off; default: the threshold stored with the checkpoint's OOD file, uapt fit-ood)",
+        parse=_optional_float,
+    )
+    min_confidence: float | None = _opt(
+        None,
+        "abstention: withhold a post's captions when its best caption's confidence is below this, in [0, 1] "
+        "(0 turns it off; default: the threshold stored with the checkpoint's OOD file)",
+        parse=_optional_float,
+    )
     max_message_bytes: int = _opt(
         16 * 1024 * 1024,
         "largest message the worker produces (keep at or below the broker's message.max.bytes); "
@@ -196,6 +209,13 @@ class Settings:
                 check_weight(self.image_word_weight)
             except ImageWordsError as error:
                 raise SettingsError(str(error)) from None
+        try:
+            if self.max_ood_score is not None:
+                check_max_ood_score(self.max_ood_score)
+            if self.min_confidence is not None:
+                check_min_confidence(self.min_confidence)
+        except AbstentionError as error:
+            raise SettingsError(str(error)) from None
         if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise SettingsError("connect_timeout_s and read_timeout_s must be positive")
         try:
