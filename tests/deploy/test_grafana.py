@@ -54,5 +54,8 @@ def test_dashboard_covers_the_worker_metrics() -> None:
         "uapt_db_retries_total",
         "uapt_db_wait_seconds_total",
         "uapt_batch_age_seconds",
+        "uapt_abstentions_total",
+        "uapt_ood_score_bucket",
+        "uapt_caption_confidence_bucket",
     ):
         assert re.search(rf"\b{metric}\b", used), f"no dashboard panel shows {metric}"

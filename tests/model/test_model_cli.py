@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,24 @@ def test_a_damaged_scene_reader_is_a_one_line_error(image_files: list[Path], tmp
     (checkpoint / "scene_reader.json").write_text("{not json")
     code = _run(["caption", str(image_files[0]), "--checkpoint", str(checkpoint), "--max-new-tokens", "3"])
     assert isinstance(code, str) and code.startswith("uapt caption: ") and "scene reader" in code and "\n" not in code
+
+
+def test_caption_format_json_is_one_object_per_image_with_scores(
+    image_files: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from ood_fixtures import checkpoint_with_ood
+
+    checkpoint = checkpoint_with_ood(tiny_model(), tmp_path / "ckpt")
+    argv = ["caption", *map(str, image_files), "--checkpoint", str(checkpoint), "--max-new-tokens", "3", "-n", "2"]
+    assert _run([*argv, "--format", "json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["image"] for r in records] == [str(p) for p in image_files]
+    for record in records:
+        assert set(record) == {"image", "abstained", "reason", "ood_score", "confidence", "captions"}
+        assert record["abstained"] is False and record["reason"] is None and isinstance(record["ood_score"], float)
+        assert len(record["captions"]) == 2
+        assert all(set(c) == {"text", "score", "confidence"} and 0 <= c["confidence"] <= 1 for c in record["captions"])
+    assert _run([*argv, "--format", "json", "--max-ood-score", "-1"]) == 0  # every image unlike the fitting ones
+    abstained = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(r["abstained"] and r["reason"] == "out_of_distribution" and r["captions"] == [] for r in abstained)

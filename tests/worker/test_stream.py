@@ -86,7 +86,11 @@ def test_end_to_end_captions_and_profiles(worker_settings, captioner):
     assert all(len(messages) == 1 for messages in by_post.values())
     for record in outputs:
         message = json.loads(record.value)
-        assert set(message) == {"schema", "post_id", "user_id", "captions", "keywords", "model", "latency_ms"}
+        assert set(message) == {
+            "schema", "post_id", "user_id", "captions", "keywords", "model", "latency_ms",
+            "abstained", "reason", "ood_score", "confidence",
+        }
+        assert message["abstained"] is False and message["reason"] is None and message["ood_score"] is None  # no OOD file
         assert message["schema"] == "uapt.caption/1" and record.key == message["user_id"].encode()
         assert 1 <= len(message["captions"]) <= 2
         assert all(isinstance(c["text"], str) and isinstance(c["score"], float) for c in message["captions"])

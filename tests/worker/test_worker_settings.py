@@ -161,3 +161,23 @@ def test_the_worker_captioner_decodes_with_the_settings_repetition_control():
 
     captioner = load_captioner(Settings(preset="tiny", device="cpu", no_repeat_ngram_size=2, repetition_penalty=1.3))
     assert (captioner.no_repeat_ngram_size, captioner.repetition_penalty) == (2, 1.3)
+
+
+def test_abstention_thresholds_default_to_the_checkpoints_and_reach_the_captioner(tmp_path: Path):
+    from ood_fixtures import checkpoint_with_ood
+
+    from model.factory import load_model
+    from worker.service import load_captioner
+
+    assert Settings.from_sources(env={}).max_ood_score is None and Settings.from_sources(env={}).min_confidence is None
+    s = Settings.from_sources({"min_confidence": "0.6"}, env={"UAPT_MAX_OOD_SCORE": "0.25", "UAPT_MIN_CONFIDENCE": "0.4"})
+    assert (s.max_ood_score, s.min_confidence) == (0.25, 0.6)  # the flag beats the environment
+    with pytest.raises(SettingsError, match="min_confidence"):
+        Settings.from_sources(env={"UAPT_MIN_CONFIDENCE": "1.5"})
+    with pytest.raises(SettingsError, match="max_ood_score"):
+        Settings.from_sources(env={"UAPT_MAX_OOD_SCORE": "nan"})
+    checkpoint = checkpoint_with_ood(load_model("tiny", device="cpu"), tmp_path / "ckpt", max_ood_score=0.3, min_confidence=0.2)
+    stored = load_captioner(Settings(preset="tiny", device="cpu", checkpoint=checkpoint)).policy
+    assert (stored.max_ood_score, stored.min_confidence) == (0.3, 0.2)
+    given = load_captioner(Settings(preset="tiny", device="cpu", checkpoint=checkpoint, max_ood_score=0.9, min_confidence=0.1)).policy
+    assert (given.max_ood_score, given.min_confidence) == (0.9, 0.1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from model.guidance.abstention import Judgement
 from worker.events import post_event
 from worker.kafka_io import make_producer
 from worker.kafka_security import KafkaSecurity
@@ -72,6 +73,9 @@ class FakeCaptioner:
 
     def caption_encoded(self, image_features: Sequence[Image.Image], keywords: Sequence[Sequence[str]], num_captions: int = 3):
         return self.caption(image_features, keywords, num_captions)
+
+    def judge(self, image_features: Sequence[Image.Image], captions: Sequence[Sequence[FakeCaption]]) -> list[Judgement]:
+        return [Judgement(None, None) for _ in captions]  # no OOD file: nothing scored, nothing abstained
 
     def caption(self, images: Sequence[Image.Image], keywords: Sequence[Sequence[str]], num_captions: int = 3):
         self.calls.append((len(images), [list(k) for k in keywords], num_captions))

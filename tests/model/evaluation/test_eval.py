@@ -250,3 +250,43 @@ def test_personalization_unseen_scores_users_the_checkpoint_never_saw(
     assert "personalization_unseen" in report.to_dict() and "personalization_unseen" in report.markdown()
     with pytest.raises(DatasetError, match="also in the evaluated dataset"):
         evaluate_checkpoint(posts, trained, options=options, cache_dir=trained / "cache", unseen_records=posts)
+
+
+def test_cli_fit_ood_then_evaluate_with_an_ood_dir(
+    trained: Path, small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    from PIL import Image
+
+    from model.guidance.ood import NAME
+    from model.guidance.storage import readout_files
+
+    checkpoint = Path(shutil.copytree(trained, tmp_path / "guarded", ignore=shutil.ignore_patterns("cache", "ood.*")))
+    cache = ["--cache-dir", str(trained / "cache")]
+    # the val captions to calibrate on: each post's own text (right where its user writes about the image), then a wrong one
+    val = [r for r in load_posts(small_dataset) if r.split == "val"]
+    nbest = [{"post_id": r.post_id, "nbest": [{"text": r.text, "score": -0.5}, {"text": "a plate of soup", "score": -1.5}]} for r in val]
+    (tmp_path / "val.json").write_text(json.dumps({"captions": nbest}))
+    with pytest.raises(SystemExit) as done:
+        main(["fit-ood", "--data", str(small_dataset), "--checkpoint", str(checkpoint), "--val-captions", str(tmp_path / "val.json"),
+              "--dims", "8", "--k", "3", *cache])
+    assert done.value.code == 0 and (checkpoint / readout_files(NAME)[1]).is_file()
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["calibration_captions"] == 2 * figures["calibration_posts"] and 0 < figures["val_right_share"] <= 0.5
+    ood_dir = tmp_path / "ood"
+    ood_dir.mkdir()
+    for i, colour in enumerate(((0, 0, 0), (255, 255, 255), (30, 60, 200))):
+        Image.new("RGB", (64, 64), colour).save(ood_dir / f"solid-{i}.png")
+    out, page = tmp_path / "eval.json", tmp_path / "eval.html"
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--data", str(small_dataset), "--checkpoint", str(checkpoint), "--limit", "4", "--num-beams", "2",
+              "--ood-dir", str(ood_dir), "--out", str(out), "--report", str(page), *cache])
+    report = json.loads(out.read_text())
+    assert 0 <= report["ood_auroc"] <= 1 and 0 <= report["ood_fpr95"] <= 1 and 0 <= report["ece"] <= 1
+    assert 0 <= report["coverage"] <= 1 and {"content_scene", "content_object", "wrong_scene_rate"} <= set(report["selective"])
+    assert report["abstention"]["ood_set"]["ood_images"] == 3 and report["abstention"]["risk_coverage"]
+    assert 'class="risk-coverage"' in page.read_text()
+    with pytest.raises(SystemExit, match=r"^uapt evaluate: ood_dir: .* holds no images"):
+        main(["evaluate", "--data", str(small_dataset), "--checkpoint", str(checkpoint), "--limit", "2",
+              "--ood-dir", str(tmp_path / "empty"), *cache])
