@@ -131,3 +131,31 @@ def test_the_isotonic_map_is_piecewise_linear_and_flat_beyond_its_ends() -> None
                                    torch.tensor([0.2, 0.6]), torch.tensor([0.1, 0.9]))
     mapped = confidence.calibrated(torch.tensor([0.0, 0.2, 0.4, 0.6, 1.0]))
     torch.testing.assert_close(mapped, torch.tensor([0.1, 0.1, 0.5, 0.9, 0.9]))
+
+
+def test_the_score_separates_real_photos_from_the_synthetic_scenes(small_dataset: Path) -> None:
+    """The offline preset's ImageNet features: photos the generator never pastes lie far from every drawn scene."""
+    from PIL import Image
+    from skimage import data as skimage_data
+    from sklearn.datasets import load_sample_images
+
+    from model.config import get_config
+    from model.data.dataset import load_posts
+    from model.encoders import build_encoders
+
+    encoder, _ = build_encoders(get_config("offline"))
+    posts = load_posts(small_dataset)
+
+    def encode(split: str) -> torch.Tensor:
+        images = []
+        for post in posts:
+            if post.split == split:
+                with Image.open(small_dataset / post.image) as image:
+                    images.append(image.convert("RGB"))
+        return encoder.eval()(images)
+
+    photos = [Image.fromarray(getattr(skimage_data, name)()).convert("RGB") for name in ("camera", "coins", "moon", "immunohistochemistry")]
+    photos += [Image.fromarray(array) for array in load_sample_images().images]
+    scorer = fit_ood_scorer(encode("train"), OODFit(dims=16, k=3))
+    synthetic, real = scorer(torch.cat([encode("val"), encode("test")])), scorer(encoder(photos))
+    assert real.min() > synthetic.max(), (real.tolist(), synthetic.max())
