@@ -173,6 +173,8 @@ def _print_results(new_posts, results: dict[str, dict]) -> None:
             current_user = post.user_id
             print(f"\n{post.user_id}   keywords: {', '.join(message['keywords']) or '(none)'}")
         print(f"  {post.post_id} ({message['latency_ms']:.0f} ms)   they wrote: {post.text}")
+        if message.get("abstained"):
+            print(f"      no suggestion ({message['reason']}: OOD score {message['ood_score']:.3f}, confidence {message['confidence']:.2f})")
         for caption in message["captions"]:
             print(f"      {caption['score']:7.2f}  {' '.join(caption['text'].split())}")
     model_id = next(iter(results.values()))["model"]
