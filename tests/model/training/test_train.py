@@ -364,3 +364,20 @@ def test_a_resumed_run_keeps_the_dtype_auto_timed_when_it_started(posts, tmp_pat
     train(posts, preset=TINY, out_dir=tmp_path / "run", config=config, cache_dir=tmp_path / "cache", resume=tmp_path / "run")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["lm_dtype"] == "bfloat16"
     assert timings.calls == 1  # the resumed call did not time again
+
+
+def test_a_finished_run_fits_its_ood_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.factory import load_model
+    from model.guidance.confidence import BASE_INPUTS
+    from model.training import fit_ood
+
+    posts = load_posts(write_dataset(tmp_path / "d", users=3, posts_per_user=10, seed=5))
+
+    def own_texts(model, split: Split, limit: int) -> list:  # a tiny model's captions are never right: calibrate on known ones
+        return [[(s.text, -0.5), ("a plate of soup", -1.5)] for s in split.samples[:limit]]
+
+    monkeypatch.setattr(fit_ood, "decode_nbest", own_texts)
+    train(posts, preset=TINY, out_dir=tmp_path / "ckpt", config=TrainConfig(epochs=1, batch_size=8), cache_dir=tmp_path / "cache")
+    guard = load_model(None, checkpoint=tmp_path / "ckpt", device="cpu").guidance.ood
+    assert guard is not None and guard.confidence.inputs == BASE_INPUTS  # a run keeps no scene reader
+    assert guard.policy.max_ood_score > 0 and guard.policy.min_confidence == 0.5
