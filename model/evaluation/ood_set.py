@@ -82,7 +82,8 @@ def write_ood_set(out: str | Path, *, wallpapers: Path = WALLPAPERS, seed: int =
     for name in SKIMAGE_PICTURES:
         if name in GENERATOR_PICTURES:
             raise ValueError(f"SKIMAGE_PICTURES names {name!r}, a picture the synthetic generator uses")
-        images[f"skimage-{name}"] = ("photo", _rgb(getattr(skimage_data, name)()))
+        picture = skimage_data.binary_blobs(rng=seed) if name == "binary_blobs" else getattr(skimage_data, name)()  # drawn at random
+        images[f"skimage-{name}"] = ("photo", _rgb(picture))
     samples = load_sample_images()
     for file_name, array in zip(samples.filenames, samples.images):
         images[f"sklearn-{Path(file_name).stem}"] = ("photo", _rgb(array))
