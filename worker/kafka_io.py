@@ -1,7 +1,7 @@
 """kafka-python clients configured to work alike on Apache Kafka and the embedded Tansu broker.
 
 The short session and heartbeat times make a group join take ~3 s instead of
-~23 s (DESIGN.md section 7); acks='all' and manual commits are what the
+~23 s against Tansu; acks='all' and manual commits are what the
 at-least-once promise rests on. Every client takes its SASL and TLS arguments
 from `KafkaSecurity.client_config`, and `check_broker` tries them once at
 start-up, so that a refused login or an untrusted certificate is one clear line

@@ -1,6 +1,6 @@
 """The consumer loop: poll a micro-batch, process it, then send and commit it through a `BatchCommit`.
 
-The batch commit holds the at-least-once order of DESIGN.md section 2 (flush,
+The batch commit holds the at-least-once order of the README's data-flow diagram (flush,
 fold profiles, commit offsets); the loop keeps the batching, the pipelining,
 the metrics and the rebalance bookkeeping.
 

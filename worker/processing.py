@@ -1,6 +1,6 @@
 """The worker's processing step, free of Kafka: a batch of records in, messages and posts out.
 
-`Processor.process_batch` does steps 1-4 of DESIGN.md section 2 (parse, load
+`Processor.process_batch` does steps 1-4 of the README's data-flow diagram (parse, load
 images, read keywords, caption) and builds what steps 5-6 need (caption and
 dead-letter messages, posts to fold, users to forget). It reads the profile
 store but never writes it: the loop folds the posts only after the outputs are

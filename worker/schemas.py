@@ -1,4 +1,4 @@
-"""Versioned event schemas: ``uapt.post/1`` and ``uapt.forget/1`` in, ``uapt.caption/1`` out (DESIGN.md section 6).
+"""Versioned event schemas: ``uapt.post/1`` and ``uapt.forget/1`` in, ``uapt.caption/1`` out (the README's event formats).
 
 ``uapt.caption/1`` gained optional fields, not a version: ``abstained``, ``reason``,
 ``ood_score`` and ``confidence`` on the event, ``confidence`` on each caption. Each has a

@@ -1,4 +1,4 @@
-"""The stages of a batch (DESIGN.md section 2) and their timing: one owner for the stage names.
+"""The stages of a batch (the README's data-flow diagram) and their timing: one owner for the stage names.
 
 Each value is the ``stage`` label of the ``uapt_stage_seconds`` metric, so the
 names are part of the worker's monitoring interface and must not change.

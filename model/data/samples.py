@@ -1,7 +1,6 @@
 """Dataset records -> model samples: each post with the context text of its user.
 
-Context comes from the same ``profiles`` code the worker uses (DESIGN.md
-section 4): the user's top-k TF-IDF keywords over *train* posts, turned into
+Context comes from the same ``profiles`` code the worker uses (the README's model section): the user's top-k TF-IDF keywords over *train* posts, turned into
 one text by `model.keywords_to_text`. A train post's keywords leave out its
 own post (``exclude_post_id``), so a caption never sees its own words; val
 and test posts use the user's full train profile, as a worker would.

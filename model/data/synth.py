@@ -1,4 +1,4 @@
-"""A seeded synthetic personalized-captioning dataset (DESIGN.md section 8).
+"""A seeded synthetic personalized-captioning dataset (the README's Training section).
 
 The paper's datasets cannot be downloaded here, so this module makes one with
 the property that matters for UAPT: the caption of a post depends on the image

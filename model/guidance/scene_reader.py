@@ -1,7 +1,7 @@
 """Scene reader: a classifier of the image's scene whose words beam search must then write.
 
 Why: the trained prefix leaves the scene out of about a third of its captions, and in
-most of those no beam names any scene (docs/RESULTS.md 1.30), so a logit bias such as
+most of those no beam names any scene (docs/RESULTS.md), so a logit bias such as
 image word guidance (`model.guidance.tagger`) has nothing to move. A required word does:
 where the reader is confident of the scene, beam search keeps a second bank of beams
 that have written one of the scene's words and ranks their captions first
@@ -15,7 +15,7 @@ least `purity` of the train captions that use it show that scene, so the users' 
 for it are allowed ("beach", "sand", "shore") and the LM chooses among them. Only
 one-token forms, with and without a leading space, can be required: a user whose word
 is longer ("seaside") is pushed to another user's. A required token counts where it
-stands, even inside a longer word (" frost" + "ing"; docs/RESULTS.md 1.33).
+stands, even inside a longer word (" frost" + "ing"; docs/RESULTS.md).
 
 A fitted reader lives beside a checkpoint's weights as the read-out ``scene_reader``
 (`model.guidance.storage`): ``scene_reader.safetensors`` and ``scene_reader.json``

@@ -23,7 +23,7 @@ class SceneReaderFit:
     purity: float = 0.9  # ... and at least this share of them show that scene
     # decoding requires the scene's words only where the reader gives the scene at least this probability;
     # 0.7 is the smallest threshold at which the demo reader's top scene was right in at least 0.97 of the val
-    # images above it (0.988 there; docs/RESULTS.md 1.33)
+    # images above it (0.988 there; docs/RESULTS.md)
     min_confidence: float = 0.7
 
     def __post_init__(self) -> None:

@@ -1,6 +1,6 @@
 """Image word guidance: a read-out of which caption words an image makes likely, used to steer decoding.
 
-Why: the trained prefix passes the image's scene on weakly (docs/RESULTS.md 1.3, 1.13),
+Why: the trained prefix passes the image's scene on weakly (docs/RESULTS.md),
 while a linear read-out of the same frozen features names the scene at 0.89. The
 `ImageWordTagger` is such a read-out, fitted to the words of the train captions (no
 labels): for each word w of its vocabulary it predicts p(w in caption | image).
@@ -20,8 +20,7 @@ mixes what is above with what is below, and a scene is largely sky over ground
 Where the bias goes: each word's one-token forms, with and without a leading space.
 The form without one is the caption's first word, but also what follows "#" and what
 ends some longer words (" bobcat" is " bob" + "cat"), so a tagger can steer it at every
-token, at the caption's first token only, or never (`TaggerFit.bare_form`; docs/RESULTS.md
-1.19, 1.22, 1.23).
+token, at the caption's first token only, or never (`TaggerFit.bare_form`; docs/RESULTS.md).
 
 A tagger may also carry a plausibility gate for decoding (`model.generation`): the bias
 then moves only tokens the LM finds plausible at that step (measured after the

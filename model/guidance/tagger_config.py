@@ -41,7 +41,7 @@ class TaggerFit:
     weight: float = 1.0  # the default guidance weight stored with the tagger (0 turns guidance off)
     plausibility: float = 0.0  # guidance moves only tokens the LM finds this likely relative to its top one (0: all)
     # where "word" (no leading space) is steered beside " word": it is the caption's first word,
-    # but also what follows "#" and what ends some longer words (docs/RESULTS.md 1.22, 1.23)
+    # but also what follows "#" and what ends some longer words (docs/RESULTS.md)
     bare_form: str = "everywhere"
 
     def __post_init__(self) -> None:

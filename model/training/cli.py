@@ -82,7 +82,7 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
         "(where bf16 is several times slower), and on a CPU with AVX512-BF16/AMX times both on the first batch "
         "(about 20 s on a 2-core CPU) and keeps the faster, which differs from one such CPU to the next; "
         "the trained weights stay float32. Which dtype learns more per step is not settled: one run each favoured "
-        "float32, a second float32 run on another CPU did not (docs/RESULTS.md 1.17, 1.18)",
+        "float32, a second float32 run on another CPU did not (docs/RESULTS.md)",
     )
 
 
@@ -151,7 +151,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "few tokens only the image can tell (scene, object) weigh more against the user's style; the words are "
         "those of the image-word tagger of --image-words-from (default: of --init-from) whose val cross-entropy is at least "
         f"{IMAGE_WORD_MIN_GAIN * 100:g}%% below their prior's. Val loss stays the plain mean. Not in the paper "
-        f"(default: {d.image_word_loss_weight}, off; docs/RESULTS.md 1.24)",
+        f"(default: {d.image_word_loss_weight}, off; docs/RESULTS.md)",
     )
     train.add_argument(
         "--image-words-from",

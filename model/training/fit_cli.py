@@ -68,7 +68,7 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
         help="where to steer each word's form without a leading space ('cat'; ' cat' is steered at every token): "
         "that form is the caption's first word, but also follows '#' and ends longer words (' bob' + 'cat'); "
         "'first-word' steers it at the caption's first token only "
-        f"(default: {d.bare_form}; docs/RESULTS.md 1.22, 1.23)",
+        f"(default: {d.bare_form}; docs/RESULTS.md)",
     )
     fit.add_argument("--pmi-cap", type=float, default=d.pmi_cap, help=f"largest |log-ratio| one word gets (default: {d.pmi_cap})")
     fit.set_defaults(func=_cmd_fit_image_words)

@@ -15,7 +15,7 @@ from model.training.features import Split
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Caption tokens that count `weight` times in the training loss: the image's words (docs/RESULTS.md 1.24).
+    """Caption tokens that count `weight` times in the training loss: the image's words (docs/RESULTS.md).
 
     Most caption tokens are the user's style, which the user tokens predict; the few
     that only the image can predict would otherwise carry a small share of the gradient.

@@ -1,6 +1,6 @@
 """Stopping a training run on a signal without losing its steps.
 
-A scheduler, a pre-empted GPU lease or `timeout` stops a run with SIGTERM, and a
+A scheduler, a pre-empted cloud machine or `timeout` stops a run with SIGTERM, and a
 person with Ctrl-C (SIGINT). Either would lose every step since the last val
 check. `stop_on_signals` turns the first such signal into a request that the
 training loop honours at its next step boundary: it saves the exact state

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from model.config import ConfigError
 
-IMAGE_WORD_MIN_GAIN = 0.05  # image_word_loss_weight's words: val cross-entropy this share below the prior's (RESULTS 1.19)
+IMAGE_WORD_MIN_GAIN = 0.05  # image_word_loss_weight's words: val cross-entropy this share below the prior's (docs/RESULTS.md)
 METRICS_FILE = "metrics.json"  # what a training run writes beside its checkpoint (config, curves, data)
 PAPER_WARMUP_STEPS = 6000
 PRECISIONS = ("auto", "float32", "bfloat16")

@@ -133,7 +133,7 @@ def parameter_groups(model, config: TrainConfig) -> list[dict]:
 
     The image path (visual projection, mapping network with its queries, global image
     term) is what must learn scene and object, and it lags the user path in training
-    (docs/RESULTS.md 1.7-1.9); its own group lets it take larger steps than the user
+    (docs/RESULTS.md); its own group lets it take larger steps than the user
     projection, fusion and output projection, which set the prefix's scale for the LM.
     """
     params = model.trainable_parameters()

@@ -1,5 +1,5 @@
 """The pipelined loop with fake clients: batch n+1 is prepared while batch n generates, and the
-order of DESIGN.md section 2 still holds batch by batch (fold, then commit, then the next profile read)."""
+order of the README's data-flow diagram still holds batch by batch (fold, then commit, then the next profile read)."""
 
 from __future__ import annotations
 
