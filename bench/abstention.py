@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from model.checkpoint import read_checkpoint_config
+from model.config import DecodingOptions
 from model.data.dataset import load_posts
 from model.data.samples import train_profiles
 from model.evaluation import grounding
@@ -62,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     features = cache.image_features(files)
     contexts = cache.context_features([keywords_to_text([])] * len(files))
     decoding = report["decoding"]
-    options = EvalOptions(num_beams=decoding["num_beams"], temperature=decoding["temperature"],
-                          no_repeat_ngram_size=decoding["no_repeat_ngram_size"],
-                          repetition_penalty=decoding["repetition_penalty"],
-                          image_word_weight=decoding["image_word_weight"], scene_constraint=decoding["scene_constraint"])
+    options = EvalOptions(decoding=DecodingOptions(**decoding))  # the OOD images decode as the split's captions did
     out_nbest = generate_captions(model, features, contexts, options)
     out_ood, out_conf = model.guidance.ood.scores(features, [[(h.text, h.score) for h in hyps] for hyps in out_nbest], model.guidance.scene_reader)
     figures.update(ood_set_figures(ood, out_ood, [c[0] if c else None for c in out_conf], [f.name for f in files],

@@ -41,9 +41,10 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import LogitsProcessorList, TemperatureLogitsWarper
 
-from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY, get_config, with_random_weights
+from model.cli import add_decoding_args, decoding_from_args
+from model.config import DecodingOptions, get_config, with_random_weights
 from model.factory import load_model
-from model.generation import BeamSettings, TokenBias, beam_search, naive_beam_search
+from model.generation import TokenBias, beam_search, naive_beam_search
 from model.keywords import keywords_to_text
 
 KEYWORDS = [["beach", "sunset"], ["coffee", "morning"], [], ["dog", "park", "run"], ["city", "night"], ["cake"]]
@@ -86,25 +87,25 @@ def same_outputs(fast: Sequence[Sequence], slow: Sequence[Sequence]) -> bool:
     return True
 
 
-def hf_best_captions(model, prefix: torch.Tensor, settings: BeamSettings) -> list[tuple[int, ...]]:
+def hf_best_captions(model, prefix: torch.Tensor, decoding: DecodingOptions) -> list[tuple[int, ...]]:
     """Hugging Face beam search from the same prefix embeddings: each image's best caption (token ids, no eos)."""
     with warnings.catch_warnings():  # it warns that the penalties see generated tokens only: so do ours
         warnings.filterwarnings("ignore", message="Passing `(repetition_penalty|no_repeat_ngram_size)`")
         out = model.lm.generate(
             inputs_embeds=prefix,
             attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
-            num_beams=settings.num_beams,
-            num_return_sequences=settings.num_beams,
-            max_new_tokens=settings.max_new_tokens,
+            num_beams=decoding.num_beams,
+            num_return_sequences=decoding.num_beams,
+            max_new_tokens=decoding.max_new_tokens,
             do_sample=False,
-            length_penalty=settings.length_penalty,
-            repetition_penalty=settings.repetition_penalty,
-            no_repeat_ngram_size=settings.no_repeat_ngram_size,
-            logits_processor=LogitsProcessorList([TemperatureLogitsWarper(settings.temperature)]),
+            length_penalty=decoding.length_penalty,
+            repetition_penalty=decoding.repetition_penalty,
+            no_repeat_ngram_size=decoding.no_repeat_ngram_size,
+            logits_processor=LogitsProcessorList([TemperatureLogitsWarper(decoding.temperature)]),
             eos_token_id=model.eos_id,
             pad_token_id=model.eos_id,
         )
-    best = out[:: settings.num_beams].tolist()  # returned sequences are sorted by score within each image
+    best = out[:: decoding.num_beams].tolist()  # returned sequences are sorted by score within each image
     return [tuple(token for token in row if token != model.eos_id) for row in best]
 
 
@@ -128,26 +129,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--checkpoint", default=None, help="trained prefix weights (default: untrained, captions run to full length)")
     parser.add_argument("--batch", type=int, default=16, help="images per batch (default: 16)")
-    parser.add_argument("--num-beams", type=int, default=3, help="beam width (default: 3)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="logit temperature (default: 0.8)")
+    add_decoding_args(parser)  # the served defaults, in both decoders
     parser.add_argument("--max-new-tokens", type=int, default=20, help="caption length in tokens (default: 20)")
-    parser.add_argument(
-        "--no-repeat-ngram-size", type=int, default=NO_REPEAT_NGRAM_SIZE,
-        help=f"n-gram blocking in both decoders (default: {NO_REPEAT_NGRAM_SIZE}, as served)",
-    )
-    parser.add_argument(
-        "--repetition-penalty", type=float, default=REPETITION_PENALTY,
-        help=f"repetition penalty in both decoders (default: {REPETITION_PENALTY}, as served)",
-    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the batched decoder and of HF (default: 3; the naive reference runs once)")
-    parser.add_argument(
-        "--image-word-weight", type=float, default=None,
-        help="image word guidance when the checkpoint has a tagger (default: its stored weight; 0: off)",
-    )
-    parser.add_argument(
-        "--no-scene-constraint", dest="scene_constraint", action="store_false",
-        help="do not require the scene words of the checkpoint's scene reader (default: required where it is sure)",
-    )
     parser.add_argument("--prompts", action="store_true", help="give each image a text prompt of a different length")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: half on CUDA, else float32)")
@@ -175,28 +159,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         words = "a photo of my new favourite place in the whole city".split()
         prompts = [" ".join(words[: i % 6]) for i in range(args.batch)]
 
-    settings = BeamSettings(
-        num_beams=args.num_beams,
-        temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        repetition_penalty=args.repetition_penalty,
-        guidance_plausibility=model.guidance_plausibility,
-    )
+    decoding = decoding_from_args(args)
     with torch.no_grad():
         prefix = model.prefix_embeddings(image_features, context_features)
-        token_bias = model.word_bias(image_features, args.image_word_weight)
-        required = model.required_scene_ids(image_features) if args.scene_constraint else None
+        token_bias = model.word_bias(image_features, decoding.image_word_weight)
+        required = model.required_scene_ids(image_features) if decoding.scene_constraint else None
     prompt_ids = None if prompts is None else [model.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
 
     def decode(search, bias: TokenBias | None = token_bias, required_ids: list[list[int]] | None = required) -> list:
-        result = search(model.lm, prefix, model.eos_id, settings, prompt_ids, bias, required_ids)
+        result = search(model.lm, prefix, model.eos_id, decoding, prompt_ids, bias, required_ids)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         return result
 
     def hf_decode() -> list:
-        result = hf_best_captions(model, prefix, settings)
+        result = hf_best_captions(model, prefix, decoding)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         return result
@@ -212,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     print(
         f"preset={args.preset} device={model.device} dtype={next(model.lm.parameters()).dtype} "
-        f"threads={torch.get_num_threads()} batch={args.batch} beams={args.num_beams} "
+        f"threads={torch.get_num_threads()} batch={args.batch} beams={decoding.num_beams} "
         f"max_new_tokens={args.max_new_tokens} prompts={'mixed' if prompts else 'none'} "
         f"image_word_guidance={'off' if token_bias is None else 'on'} "
         f"scene_constraint={'off' if required is None else f'on ({sum(map(bool, required))} of {args.batch} images)'}"

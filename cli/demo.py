@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from model.config import decoding_field
 from model.errors import ModelError
 from model.training.train_config import METRICS_FILE
 from worker.commands import quiet_kafka
@@ -247,12 +248,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seed of the synthetic data (default: the one the checkpoint was trained on, from its metrics.json; "
         "another seed makes users it has never seen)",
     )
-    parser.add_argument(
-        "--image-word-weight",
-        type=float,
-        default=None,
-        help="image word guidance weight (default: the one stored with the checkpoint's tagger; 0 shows the captions without it)",
-    )
+    weight = decoding_field("image_word_weight")
+    parser.add_argument("--image-word-weight", type=float, default=weight.default, help=weight.metadata["help"])
     parser.add_argument("--timeout-s", type=float, default=600, help="give up after this many seconds (default: 600)")
     parser.set_defaults(func=_run_demo)
 

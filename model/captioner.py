@@ -2,56 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 from PIL import Image
 from torch import Tensor
 
-from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
-from model.generation import BeamSettings
+from model.config import DecodingOptions
 from model.guidance.abstention import AbstentionError, AbstentionPolicy, Judgement
-from model.guidance.tagger_config import check_weight
 from model.keywords import keywords_to_text
 from model.uapt import UAPT, Caption, InputError
 
 
 class Captioner:
-    """Wraps a loaded UAPT model with the paper's decoding settings (beam 3, temperature 0.8) plus repetition control."""
+    """Wraps a loaded UAPT model with its decoding options (default: the paper's beam 3, temperature 0.8, plus repetition control).
+
+    The options are checked when they are built (`DecodingOptions`), so a worker with a
+    bad setting stops at start-up, not at its first batch. The abstention thresholds are not
+    decoding options: they judge captions after decoding (None: the checkpoint's OOD file's).
+    """
 
     def __init__(
         self,
         model: UAPT,
+        decoding: DecodingOptions = DecodingOptions(),
         *,
-        num_beams: int = NUM_BEAMS,
-        temperature: float = TEMPERATURE,
-        max_new_tokens: int | None = None,
-        length_penalty: float = 1.0,
-        no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
-        repetition_penalty: float = REPETITION_PENALTY,
-        image_word_weight: float | None = None,
-        scene_constraint: bool = True,
         max_ood_score: float | None = None,
         min_confidence: float | None = None,
     ) -> None:
-        # Validate now (GenerationError), not at the first batch of a running worker.
-        BeamSettings(
-            num_beams=num_beams,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens or 1,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            repetition_penalty=repetition_penalty,
-        )
         self.model = model
-        self.num_beams = num_beams
-        self.temperature = temperature
-        self.max_new_tokens = max_new_tokens
-        self.length_penalty = length_penalty
-        self.no_repeat_ngram_size = no_repeat_ngram_size
-        self.repetition_penalty = repetition_penalty
-        # None: the checkpoint's tagger's own weight
-        self.image_word_weight = None if image_word_weight is None else check_weight(image_word_weight)
-        self.scene_constraint = scene_constraint  # with the checkpoint's scene reader, if any
+        self.decoding = decoding
         self.model_id = model.checkpoint_id or f"{model.config.preset}:untrained"
         self.policy = abstention_policy(model, max_ood_score, min_confidence)  # None: no OOD file, never abstains
 
@@ -65,7 +46,11 @@ class Captioner:
     def caption_encoded(
         self, image_features: Sequence[Tensor], keywords: Sequence[Sequence[str]], num_captions: int = 3
     ) -> list[list[Caption]]:
-        """n-best captions (best first) for each image's features (from `encode_images`), personalized by its user's keywords."""
+        """n-best captions (best first) for each image's features (from `encode_images`), personalized by its user's keywords.
+
+        `num_captions` is the n-best size of this call (a post may ask for its own); the
+        beam widens to it where it is narrower.
+        """
         if len(image_features) != len(keywords):
             raise InputError(f"keywords has {len(keywords)} entries for {len(image_features)} images")
         if not image_features:
@@ -73,19 +58,11 @@ class Captioner:
         texts = [keywords_to_text(words) for words in keywords]
         distinct = {text: row for row, text in enumerate(dict.fromkeys(texts))}
         context_features = self.model.encode_context(list(distinct))[[distinct[text] for text in texts]]  # once per user
-        return self.model.generate(
-            torch.stack(list(image_features)),  # (B, T, image_dim)
-            context_features,
-            num_beams=max(self.num_beams, num_captions),
-            temperature=self.temperature,
-            max_new_tokens=self.max_new_tokens,
-            num_return_sequences=num_captions,
-            length_penalty=self.length_penalty,
-            no_repeat_ngram_size=self.no_repeat_ngram_size,
-            repetition_penalty=self.repetition_penalty,
-            image_word_weight=self.image_word_weight,
-            scene_constraint=self.scene_constraint,
+        decoding = dataclasses.replace(
+            self.decoding, num_beams=max(self.decoding.num_beams, num_captions), num_return_sequences=num_captions
         )
+        features = torch.stack(list(image_features))  # (B, T, image_dim)
+        return self.model.generate(features, context_features, decoding)
 
     def caption(
         self, images: Sequence[Image.Image], keywords: Sequence[Sequence[str]], num_captions: int = 3

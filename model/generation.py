@@ -10,6 +10,10 @@ the whole sequence recomputed at every step (no cache, no padding). Both share t
 per-image bookkeeping in `_ImageBeams`, so they differ only in how log-probabilities
 are computed.
 
+Every decoder reads its settings from `model.config.DecodingOptions` (beam width,
+temperature, repetition control, length limit, n-best size, length penalty); the length
+limit must be set (`UAPT.generate` sets the model's own when it is None).
+
 Scores are length-normalized sums of log-probabilities of the generated tokens
 (eos included), computed from logits divided by the temperature. The n-best list puts
 captions that ended (eos) before beams cut at `max_new_tokens`, whatever their scores;
@@ -24,7 +28,7 @@ and naive searches still choose the same beams. Image word guidance (a per-image
 logit bias, `TokenBias`, which may differ at the caption's first token) goes
 through the same function, with an optional plausibility gate: the
 bias only moves tokens that the decoding distribution (the LM's, after the repetition
-penalty and the temperature) gives at least `guidance_plausibility` times the
+penalty and the temperature) gives at least `TokenBias.plausibility` times the
 probability of its most likely next token (the adaptive plausibility constraint of
 contrastive decoding, Li et al. 2023), so a confident read-out cannot force a word
 into a place where the LM would never put one. At temperature T the gate is α^T in
@@ -44,59 +48,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE
+from model.config import DecodingOptions
 from model.errors import ModelError
 from model.guidance.tagger_config import ImageWordsError, check_plausibility
 
 
 class GenerationError(ModelError):
-    """Decoding settings or inputs that cannot work."""
-
-
-@dataclass(frozen=True)
-class BeamSettings:
-    num_beams: int = NUM_BEAMS
-    temperature: float = TEMPERATURE
-    max_new_tokens: int = 20
-    num_return_sequences: int | None = None  # default: num_beams
-    length_penalty: float = 1.0  # score = sum log p / length ** length_penalty
-    no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE  # 0: off
-    repetition_penalty: float = REPETITION_PENALTY  # 1.0: off
-    guidance_plausibility: float = 0.0  # bias only tokens this likely relative to the top one, after temperature (0: all)
-
-    def __post_init__(self) -> None:
-        if self.num_beams < 1:
-            raise GenerationError(f"num_beams must be >= 1, got {self.num_beams}")
-        if not self.temperature > 0:
-            raise GenerationError(f"temperature must be > 0, got {self.temperature}")
-        if self.max_new_tokens < 1:
-            raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.no_repeat_ngram_size < 0:
-            raise GenerationError(f"no_repeat_ngram_size must be >= 0 (0 turns it off), got {self.no_repeat_ngram_size}")
-        try:
-            check_plausibility(self.guidance_plausibility, "guidance_plausibility")
-        except ImageWordsError as error:
-            raise GenerationError(str(error)) from None
-        if not self.repetition_penalty >= 1.0:
-            raise GenerationError(f"repetition_penalty must be >= 1.0 (1.0 turns it off), got {self.repetition_penalty}")
-        if not 1 <= self.n_best <= self.num_beams:
-            raise GenerationError(
-                f"num_return_sequences must be between 1 and num_beams ({self.num_beams}), got {self.num_return_sequences}"
-            )
-
-    @property
-    def n_best(self) -> int:
-        return self.num_return_sequences if self.num_return_sequences is not None else self.num_beams
+    """Decoder inputs that cannot work (the settings themselves are checked by `DecodingOptions`)."""
 
 
 class TokenBias(NamedTuple):
     """Per-image logit biases (B, V): `first` for the caption's first token, `later` for every token after it.
+
+    `plausibility` is the bias's gate (module docstring): it moves only tokens at least
+    this likely relative to the top one, after temperature (0: every token). It comes
+    with the bias because it is fitted with it (stored with the image-word tagger).
 
     They differ when image word guidance steers a word's form without a leading space
     at the caption's first word only (`model.guidance.tagger`, ``--bare-form first-word``):
@@ -107,10 +78,11 @@ class TokenBias(NamedTuple):
 
     first: Tensor
     later: Tensor
+    plausibility: float = 0.0
 
     @classmethod
-    def every_step(cls, bias: Tensor) -> TokenBias:
-        return cls(bias, bias)
+    def every_step(cls, bias: Tensor, plausibility: float = 0.0) -> TokenBias:
+        return cls(bias, bias, plausibility)
 
     def at(self, step: int) -> Tensor:
         """The bias for generated token `step` (0: the first)."""
@@ -134,8 +106,8 @@ def _best_first(hypotheses: Iterable[Hypothesis]) -> list[Hypothesis]:
 class _ImageBeams:
     """One image's finished hypotheses, and the beam-selection rule both decoders share."""
 
-    def __init__(self, settings: BeamSettings, eos_id: int) -> None:
-        self.settings = settings
+    def __init__(self, decoding: DecodingOptions, eos_id: int) -> None:
+        self.decoding = decoding
         self.eos_id = eos_id
         self.finished: list[Hypothesis] = []
 
@@ -143,7 +115,7 @@ class _ImageBeams:
         self, scores: Sequence[float], beams: Sequence[int], tokens: Sequence[int], live: Sequence[tuple[int, ...]]
     ) -> list[tuple[int, int, float]]:
         """From the top 2K candidates (best first), record finished ones; return K (beam, token, score) to go on."""
-        width = self.settings.num_beams
+        width = self.decoding.num_beams
         chosen: list[tuple[int, int, float]] = []
         for rank, (score, beam, token) in enumerate(zip(scores, beams, tokens)):
             if score == -math.inf:
@@ -152,7 +124,7 @@ class _ImageBeams:
                 if rank < width:  # an eos below the top K would not have survived as a beam
                     length = len(live[beam]) + 1
                     self.finished.append(
-                        Hypothesis(live[beam], normalized_score(score, length, self.settings.length_penalty), True)
+                        Hypothesis(live[beam], normalized_score(score, length, self.decoding.length_penalty), True)
                     )
             else:
                 chosen.append((beam, token, score))
@@ -162,11 +134,11 @@ class _ImageBeams:
 
     def is_done(self, best_live_score: float, length: int) -> bool:
         """Done when K hypotheses are finished and no live beam can still beat the worst of them."""
-        width = self.settings.num_beams
+        width = self.decoding.num_beams
         if len(self.finished) < width:
             return False
         worst_kept = _best_first(self.finished)[width - 1]
-        return normalized_score(best_live_score, length, self.settings.length_penalty) <= worst_kept.score
+        return normalized_score(best_live_score, length, self.decoding.length_penalty) <= worst_kept.score
 
     def finalize(self, live: Sequence[tuple[tuple[int, ...], float]], done: bool) -> list[Hypothesis]:
         """The n-best list: finished hypotheses first, best first; beams cut at max_new_tokens only fill the rest.
@@ -175,11 +147,11 @@ class _ImageBeams:
         the LM ran on into after the caption's end), so it never outranks one that ended.
         """
         ranked = _best_first(self.finished) + ([] if done else self.cut(live))
-        return ranked[: self.settings.n_best]
+        return ranked[: self.decoding.n_best]
 
     def cut(self, live: Sequence[tuple[tuple[int, ...], float]]) -> list[Hypothesis]:
         """Live beams as hypotheses cut at the length limit, best first (idle padding rows left out)."""
-        penalty = self.settings.length_penalty
+        penalty = self.decoding.length_penalty
         return _best_first(
             Hypothesis(tokens, normalized_score(score, len(tokens), penalty), False)
             for tokens, score in live
@@ -199,18 +171,18 @@ class _ImageSearch:
     padding with idle rows scored -inf, so that every image keeps its `rows` (K or 2K).
     """
 
-    def __init__(self, settings: BeamSettings, eos_id: int, required: Sequence[int] | None = None) -> None:
+    def __init__(self, decoding: DecodingOptions, eos_id: int, required: Sequence[int] | None = None) -> None:
         if required is not None and eos_id in required:
             raise GenerationError("eos cannot be a required token: a caption would end by holding it")
-        self.settings = settings
+        self.decoding = decoding
         self.eos_id = eos_id
-        self.banks = [_ImageBeams(settings, eos_id) for _ in range(1 if required is None else 2)]
-        self.rows = settings.num_beams * len(self.banks)
-        self.start_row = settings.num_beams if required is not None and not required else 0
+        self.banks = [_ImageBeams(decoding, eos_id) for _ in range(1 if required is None else 2)]
+        self.rows = decoding.num_beams * len(self.banks)
+        self.start_row = decoding.num_beams if required is not None and not required else 0
 
     def select(self, tops: Sequence[tuple[list[float], list[int]]], live: Sequence[tuple[int, ...]], vocab: int) -> list[Choice]:
         """Each bank's pick from its top 2K candidates (`_top_candidates`): `self.rows` choices, bank by bank."""
-        width = self.settings.num_beams
+        width = self.decoding.num_beams
         chosen: list[Choice] = []
         for bank, (scores, index) in zip(self.banks, tops):  # a bank's candidate scores and flat indices
             picked = bank.select(scores, [i // vocab for i in index], [i % vocab for i in index], live)
@@ -226,12 +198,12 @@ class _ImageSearch:
         """The n-best list; with a required token, ended captions holding one first, then other ended ones, then cut ones."""
         if len(self.banks) == 1:
             return self.banks[0].finalize(live, done)
-        width = self.settings.num_beams
+        width = self.decoding.num_beams
         without, holding = self.banks
         ranked = _best_first(holding.finished) + _best_first(without.finished)
         if not done:
             ranked += holding.cut(live[width:]) + without.cut(live[:width])
-        return ranked[: self.settings.n_best]
+        return ranked[: self.decoding.n_best]
 
 
 def _top_candidates(scores: Tensor, log_probs: Tensor, width: int, required: Tensor | None) -> list[tuple[list[float], list[int]]]:
@@ -256,9 +228,9 @@ def _top_candidates(scores: Tensor, log_probs: Tensor, width: int, required: Ten
     return [(top.values.tolist(), top.indices.tolist()) for top in tops]
 
 
-def _image_searches(settings: BeamSettings, eos_id: int, count: int, required_ids: Sequence[Sequence[int]] | None) -> list[_ImageSearch]:
+def _image_searches(decoding: DecodingOptions, eos_id: int, count: int, required_ids: Sequence[Sequence[int]] | None) -> list[_ImageSearch]:
     """One `_ImageSearch` per image, all built before any decoding so that a bad required id fails at once."""
-    return [_ImageSearch(settings, eos_id, None if required_ids is None else required_ids[i]) for i in range(count)]
+    return [_ImageSearch(decoding, eos_id, None if required_ids is None else required_ids[i]) for i in range(count)]
 
 
 def _required_mask(required_ids: Sequence[Sequence[int]] | None, vocab: int, device: torch.device) -> Tensor | None:
@@ -272,29 +244,31 @@ def _required_mask(required_ids: Sequence[Sequence[int]] | None, vocab: int, dev
     return mask
 
 
-def next_log_probs(logits: Tensor, history: Tensor, settings: BeamSettings, bias: Tensor | None = None) -> Tensor:
+def next_log_probs(
+    logits: Tensor, history: Tensor, decoding: DecodingOptions, bias: Tensor | None = None, plausibility: float = 0.0
+) -> Tensor:
     """Next-token log-probabilities (N, V) of rows whose generated tokens so far are `history` (N, t).
 
     Repetition penalty on the logits of generated tokens (positive ones divided, negative
     ones multiplied), then temperature, then the rows' `bias` (N, V) if any (image word
-    guidance, `model.guidance.tagger`) on the tokens that pass the plausibility gate,
+    guidance, `model.guidance.tagger`) on the tokens that pass the `plausibility` gate,
     log-softmax, and -inf for every token that would complete an n-gram the row has
     already generated.
     """
     logits = logits.float()
-    if settings.repetition_penalty != 1.0 and history.size(1):
+    if decoding.repetition_penalty != 1.0 and history.size(1):
         seen = logits.gather(1, history)
-        seen = torch.where(seen > 0, seen / settings.repetition_penalty, seen * settings.repetition_penalty)
+        seen = torch.where(seen > 0, seen / decoding.repetition_penalty, seen * decoding.repetition_penalty)
         logits = logits.scatter(1, history, seen)
-    logits = logits / settings.temperature
+    logits = logits / decoding.temperature
     if bias is not None:
-        if settings.guidance_plausibility > 0:
+        if plausibility > 0:
             # log p(t) - log p(top) is a difference of logits: no softmax needed for the gate
-            floor = logits.max(dim=-1, keepdim=True).values + math.log(settings.guidance_plausibility)
+            floor = logits.max(dim=-1, keepdim=True).values + math.log(plausibility)
             bias = torch.where(logits >= floor, bias, 0.0)
         logits = logits + bias
     log_probs = torch.log_softmax(logits, dim=-1)
-    n = settings.no_repeat_ngram_size
+    n = decoding.no_repeat_ngram_size
     if n and history.size(1) >= n:
         grams = history.unfold(1, n, 1)  # (N, W, n): every n-gram generated so far
         tail = history[:, history.size(1) - (n - 1) :]  # (N, n-1): what the next token would extend
@@ -308,7 +282,7 @@ def _caption_start_bias(token_bias: TokenBias | None, prompts: list[list[int]]) 
     if token_bias is None or not any(prompts):
         return token_bias
     prompted = torch.tensor([bool(prompt) for prompt in prompts], device=token_bias.first.device)
-    return TokenBias(torch.where(prompted[:, None], token_bias.later, token_bias.first), token_bias.later)
+    return token_bias._replace(first=torch.where(prompted[:, None], token_bias.later, token_bias.first))
 
 
 def _positions(mask: Tensor) -> Tensor:
@@ -318,17 +292,26 @@ def _positions(mask: Tensor) -> Tensor:
 
 def _check_inputs(
     prefix: Tensor,
+    decoding: DecodingOptions,
     prompt_ids: Sequence[Sequence[int]] | None,
     token_bias: TokenBias | None,
     required_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[list[int]]:
+    if decoding.max_new_tokens is None:
+        raise GenerationError("max_new_tokens must be set to decode (UAPT.generate sets the model's max_caption_tokens)")
     if prefix.dim() != 3:
         raise GenerationError(f"prefix must be (batch, length, hidden), got shape {tuple(prefix.shape)}")
-    for name, bias in () if token_bias is None else token_bias._asdict().items():
-        if bias.dim() != 2 or bias.size(0) != prefix.size(0):
-            raise GenerationError(
-                f"token_bias.{name} must be (batch, vocab) for a batch of {prefix.size(0)}, got {tuple(bias.shape)}"
-            )
+    if token_bias is not None:
+        for name in ("first", "later"):
+            bias = getattr(token_bias, name)
+            if bias.dim() != 2 or bias.size(0) != prefix.size(0):
+                raise GenerationError(
+                    f"token_bias.{name} must be (batch, vocab) for a batch of {prefix.size(0)}, got {tuple(bias.shape)}"
+                )
+        try:
+            check_plausibility(token_bias.plausibility, "token_bias.plausibility")
+        except ImageWordsError as error:
+            raise GenerationError(str(error)) from None
     if required_ids is not None:
         if len(required_ids) != prefix.size(0):
             raise GenerationError(f"required_ids has {len(required_ids)} entries for a batch of {prefix.size(0)}")
@@ -373,7 +356,7 @@ def beam_search(
     lm: nn.Module,
     prefix: Tensor,
     eos_id: int,
-    settings: BeamSettings,
+    decoding: DecodingOptions,
     prompt_ids: Sequence[Sequence[int]] | None = None,
     token_bias: TokenBias | None = None,
     required_ids: Sequence[Sequence[int]] | None = None,
@@ -383,9 +366,10 @@ def beam_search(
     prefix: (B, P, H); token_bias: each image's logit biases (`TokenBias`), or None;
     required_ids: each image's required tokens (module docstring), or None.
     """
-    prompts = _check_inputs(prefix, prompt_ids, token_bias, required_ids)
+    prompts = _check_inputs(prefix, decoding, prompt_ids, token_bias, required_ids)
     token_bias = _caption_start_bias(token_bias, prompts)
-    searches = _image_searches(settings, eos_id, len(prompts), required_ids)
+    gate = 0.0 if token_bias is None else token_bias.plausibility
+    searches = _image_searches(decoding, eos_id, len(prompts), required_ids)
     width = searches[0].rows  # rows per image (R): K, or 2K with required tokens
     logits, cache, mask = _prefill(lm, prefix, prompts)
     rows = torch.arange(prefix.size(0), device=prefix.device).repeat_interleave(width)
@@ -393,7 +377,7 @@ def beam_search(
     mask = mask[rows]  # (B*R, L)
     history = torch.zeros(len(rows), 0, dtype=torch.long, device=prefix.device)  # (B*R, t): generated tokens
     first_bias = None if token_bias is None else token_bias.at(0)
-    log_probs = next_log_probs(logits, history[: prefix.size(0)], settings, first_bias)[rows]  # (B*R, V)
+    log_probs = next_log_probs(logits, history[: prefix.size(0)], decoding, first_bias, gate)[rows]  # (B*R, V)
     row_bias = None if token_bias is None else token_bias.later[rows]  # (B*R, V): each row's image's bias
     vocab = log_probs.size(-1)
     required_all = _required_mask(required_ids, vocab, prefix.device)  # (B, V), or None
@@ -405,8 +389,8 @@ def beam_search(
     scores = torch.full((len(active), width), -math.inf, device=prefix.device)
     for image, search in enumerate(searches):
         scores[image, search.start_row] = 0.0  # one real beam per image at the start; copies would only duplicate it
-    for step in range(settings.max_new_tokens):
-        tops = _top_candidates(scores, log_probs.view(len(active), width, vocab), settings.num_beams, required)
+    for step in range(decoding.max_new_tokens):
+        tops = _top_candidates(scores, log_probs.view(len(active), width, vocab), decoding.num_beams, required)
         sources: list[int] = []
         next_tokens: list[int] = []
         next_scores: list[float] = []
@@ -415,7 +399,7 @@ def beam_search(
             chosen = searches[image].select([(bank_scores[slot], index[slot]) for bank_scores, index in tops], live[image], vocab)
             new_live = [(live[image][row] + (token,), score) for row, token, score in chosen]
             done = searches[image].is_done(chosen, step + 1)
-            if done or step + 1 == settings.max_new_tokens:
+            if done or step + 1 == decoding.max_new_tokens:
                 results[image] = searches[image].finalize(new_live, done)
                 continue
             live[image] = [tokens for tokens, _ in new_live]
@@ -437,7 +421,7 @@ def beam_search(
         tokens = torch.tensor(next_tokens, device=prefix.device)
         history = torch.cat([history[source], tokens[:, None]], dim=1)
         logits, cache = _step(lm, tokens, mask, cache)
-        log_probs = next_log_probs(logits, history, settings, row_bias)
+        log_probs = next_log_probs(logits, history, decoding, row_bias, gate)
     return results
 
 
@@ -446,7 +430,7 @@ def naive_beam_search(
     lm: nn.Module,
     prefix: Tensor,
     eos_id: int,
-    settings: BeamSettings,
+    decoding: DecodingOptions,
     prompt_ids: Sequence[Sequence[int]] | None = None,
     token_bias: TokenBias | None = None,
     required_ids: Sequence[Sequence[int]] | None = None,
@@ -455,15 +439,16 @@ def naive_beam_search(
 
     (Only the last position goes through the LM head, as in the batched prefill.)
     """
-    prompts = _check_inputs(prefix, prompt_ids, token_bias, required_ids)
+    prompts = _check_inputs(prefix, decoding, prompt_ids, token_bias, required_ids)
     token_bias = _caption_start_bias(token_bias, prompts)
+    gate = 0.0 if token_bias is None else token_bias.plausibility
     embed = lm.get_input_embeddings()
     results = []
-    searches = _image_searches(settings, eos_id, len(prompts), required_ids)
+    searches = _image_searches(decoding, eos_id, len(prompts), required_ids)
     for row, (prompt, search) in enumerate(zip(prompts, searches)):
         image_required = None if required_ids is None else required_ids[row]
         live = [((), 0.0 if r == search.start_row else -math.inf) for r in range(search.rows)]
-        for step in range(settings.max_new_tokens):
+        for step in range(decoding.max_new_tokens):
             sequences = []
             for tokens, _ in live:
                 ids = torch.tensor(prompt + list(tokens), dtype=torch.long, device=prefix.device)
@@ -471,15 +456,15 @@ def naive_beam_search(
             logits = lm(inputs_embeds=torch.stack(sequences), use_cache=False, logits_to_keep=1).logits[:, -1]
             history = torch.tensor([tokens for tokens, _ in live], dtype=torch.long, device=prefix.device).view(len(live), step)
             row_bias = None if token_bias is None else token_bias.at(step)[row].expand(len(live), -1)
-            log_probs = next_log_probs(logits, history, settings, row_bias)  # (rows, V)
+            log_probs = next_log_probs(logits, history, decoding, row_bias, gate)  # (rows, V)
             vocab = log_probs.size(-1)
             required = None if image_required is None else _required_mask([image_required], vocab, prefix.device)
             beam_scores = torch.tensor([score for _, score in live], device=prefix.device)
-            tops = _top_candidates(beam_scores[None], log_probs[None], settings.num_beams, required)
+            tops = _top_candidates(beam_scores[None], log_probs[None], decoding.num_beams, required)
             chosen = search.select([(bank_scores[0], index[0]) for bank_scores, index in tops], [t for t, _ in live], vocab)
             live = [(live[beam][0] + (token,), score) for beam, token, score in chosen]
             done = search.is_done(chosen, step + 1)
-            if done or step + 1 == settings.max_new_tokens:
+            if done or step + 1 == decoding.max_new_tokens:
                 results.append(search.finalize(live, done))
                 break
     return results
@@ -490,21 +475,22 @@ def greedy_search(
     lm: nn.Module,
     prefix: Tensor,
     eos_id: int,
-    settings: BeamSettings,
+    decoding: DecodingOptions,
     prompt_ids: Sequence[Sequence[int]] | None = None,
     token_bias: TokenBias | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched greedy decoding with the KV cache (beam width and n-best are ignored: one caption per image)."""
-    prompts = _check_inputs(prefix, prompt_ids, token_bias)
+    prompts = _check_inputs(prefix, decoding, prompt_ids, token_bias)
     token_bias = _caption_start_bias(token_bias, prompts)
+    gate = 0.0 if token_bias is None else token_bias.plausibility
     logits, cache, mask = _prefill(lm, prefix, prompts)
     batch = len(prompts)
     tokens: list[list[int]] = [[] for _ in range(batch)]
     sums = [0.0] * batch
     finished = [False] * batch
     history = torch.zeros(batch, 0, dtype=torch.long, device=prefix.device)  # every token fed, per row
-    for step in range(settings.max_new_tokens):
-        log_probs = next_log_probs(logits, history, settings, None if token_bias is None else token_bias.at(step))
+    for step in range(decoding.max_new_tokens):
+        log_probs = next_log_probs(logits, history, decoding, None if token_bias is None else token_bias.at(step), gate)
         best_logp, best = log_probs.max(dim=-1)
         for row, (token, logp) in enumerate(zip(best.tolist(), best_logp.tolist())):
             if finished[row]:
@@ -514,13 +500,13 @@ def greedy_search(
                 finished[row] = True
             else:
                 tokens[row].append(token)
-        if all(finished) or step + 1 == settings.max_new_tokens:
+        if all(finished) or step + 1 == decoding.max_new_tokens:
             break
         # Finished rows keep decoding (cheaper than reshaping the cache); their tokens are ignored.
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
         history = torch.cat([history, best[:, None]], dim=1)
         logits, cache = _step(lm, best, mask, cache)
-    penalty = settings.length_penalty
+    penalty = decoding.length_penalty
     return [
         [Hypothesis(tuple(ids), normalized_score(total, len(ids) + int(done), penalty), done)]
         for ids, total, done in zip(tokens, sums, finished)

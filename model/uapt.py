@@ -16,6 +16,7 @@ no_query (queries are zero and frozen).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -30,10 +31,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from model import generation
-from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, UAPTConfig
+from model.config import DecodingOptions, UAPTConfig
 from model.errors import ModelError
 from model.guidance.aids import Guidance
-from model.guidance.tagger_config import check_weight
 
 
 class InputError(ModelError):
@@ -362,63 +362,56 @@ class UAPT(nn.Module):
         self,
         image_features: Tensor,
         context_features: Tensor | None,
+        decoding: DecodingOptions = DecodingOptions(),
         *,
-        num_beams: int = NUM_BEAMS,
-        temperature: float = TEMPERATURE,
-        max_new_tokens: int | None = None,
-        num_return_sequences: int | None = None,
-        length_penalty: float = 1.0,
-        no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
-        repetition_penalty: float = REPETITION_PENALTY,
         prompts: Sequence[str] | None = None,
-        image_word_weight: float | None = None,
-        scene_constraint: bool = True,
     ) -> list[list[Caption]]:
-        """n-best captions per image (best first). num_beams=1 decodes greedily.
+        """n-best captions per image (best first), decoded as `decoding` says (`applied_decoding`).
 
         `prompts` (one text per image, lengths may differ) are fed after the prefix and
-        are not part of the returned captions. `image_word_weight` scales the image word
-        guidance (`model.guidance.tagger`) when the checkpoint has a tagger: None uses the
-        weight stored with it, 0 turns it off. With `scene_constraint` and a checkpoint
-        with a scene reader (`model.guidance.scene_reader`), beam search ranks first the captions
-        that name the scene the reader is sure of; greedy decoding has no such constraint.
+        are not part of the returned captions.
         """
-        settings = generation.BeamSettings(
-            num_beams=num_beams,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens or self.config.max_caption_tokens,
-            num_return_sequences=num_return_sequences,
-            length_penalty=length_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            repetition_penalty=repetition_penalty,
-            guidance_plausibility=self.guidance_plausibility,
-        )
+        decoding = self.applied_decoding(decoding)
+        if decoding.max_new_tokens is None:
+            decoding = dataclasses.replace(decoding, max_new_tokens=self.config.max_caption_tokens)
         prefix = self.prefix_embeddings(image_features, context_features)
         prompt_ids = None
         if prompts is not None:
             prompt_ids = [self.tokenizer(text, add_special_tokens=False).input_ids for text in prompts]
-        bias = self.word_bias(image_features, image_word_weight)
-        if num_beams == 1:
-            hypotheses = generation.greedy_search(self.lm, prefix, self.eos_id, settings, prompt_ids, bias)
+        bias = self.word_bias(image_features, decoding.image_word_weight)
+        if decoding.greedy:
+            hypotheses = generation.greedy_search(self.lm, prefix, self.eos_id, decoding, prompt_ids, bias)
         else:
-            applies = self.applies_scene_constraint(scene_constraint, num_beams)
-            required = self.required_scene_ids(image_features) if applies else None
-            hypotheses = generation.beam_search(self.lm, prefix, self.eos_id, settings, prompt_ids, bias, required)
+            required = self.required_scene_ids(image_features) if decoding.scene_constraint else None
+            hypotheses = generation.beam_search(self.lm, prefix, self.eos_id, decoding, prompt_ids, bias, required)
         return [
             [Caption(self.tokenizer.decode(list(h.token_ids)).strip(), h.score, list(h.token_ids)) for h in image]
             for image in hypotheses
         ]
 
+    def applied_decoding(self, decoding: DecodingOptions) -> DecodingOptions:
+        """`decoding` as this model applies it: the guidance weight it uses and whether the scene constraint applies.
+
+        The image word guidance (`model.guidance.tagger`) needs a tagger in the checkpoint
+        (`image_word_weight` None: the weight stored with it; 0: off); the scene constraint
+        needs a scene reader (`model.guidance.scene_reader`) and beam search.
+        """
+        return dataclasses.replace(
+            decoding,
+            image_word_weight=self.image_word_weight(decoding.image_word_weight),
+            scene_constraint=self.applies_scene_constraint(decoding.scene_constraint, decoding.num_beams),
+        )
+
     @property
     def guidance_plausibility(self) -> float:
-        """The plausibility gate stored with the tagger (`model.generation.BeamSettings`); 0 without a tagger."""
+        """The plausibility gate stored with the tagger, which its biases carry (`TokenBias.plausibility`); 0 without a tagger."""
         return 0.0 if self.guidance.tagger is None else self.guidance.tagger.plausibility
 
     def image_word_weight(self, override: float | None) -> float:
-        """The guidance weight decoding uses: `override`, else the tagger's own; 0 without a tagger."""
+        """The guidance weight decoding uses: `override` (checked by `DecodingOptions`), else the tagger's own; 0 without a tagger."""
         if self.guidance.tagger is None:
             return 0.0
-        return self.guidance.tagger.weight if override is None else check_weight(override)
+        return self.guidance.tagger.weight if override is None else override
 
     def word_bias(self, image_features: Tensor, override: float | None) -> generation.TokenBias | None:
         """The image word guidance's logit biases (B, V), or None when there is no tagger or the weight is 0."""
@@ -426,7 +419,8 @@ class UAPT(nn.Module):
         if weight == 0:
             return None
         vocab_size = self.lm.get_input_embeddings().num_embeddings
-        return self.guidance.tagger.token_bias(image_features, vocab_size, weight)
+        bias = self.guidance.tagger.token_bias(image_features, vocab_size, weight)
+        return bias._replace(plausibility=self.guidance_plausibility)
 
     def applies_scene_constraint(self, requested: bool, num_beams: int) -> bool:
         """Whether decoding requires the scene reader's words: asked for, a reader present, and beam search (greedy has none)."""

@@ -27,27 +27,21 @@ log = logging.getLogger(__name__)
 def load_captioner(settings: Settings) -> Captioner:
     """Load the model named by the settings (the CLI imports this module only to run a worker)."""
     model = load_model(settings.preset, checkpoint=settings.checkpoint, device=settings.device)
+    applied = model.applied_decoding(settings.decoding)
     if model.guidance.tagger is not None:
-        weight = model.image_word_weight(settings.image_word_weight)
         tagger = model.guidance.tagger
         log.info(
             "image word guidance: weight %g over %d words (0 is off), %d band(s), plausibility gate %g (0 is off)",
-            weight, len(tagger.words), tagger.bands, tagger.plausibility,
+            applied.image_word_weight, len(tagger.words), tagger.bands, tagger.plausibility,
         )
     if model.guidance.scene_reader is not None:
         reader = model.guidance.scene_reader
         log.info(
             "scene constraint: %s, %d scenes, where the reader is at least %g sure",
-            "on" if settings.scene_constraint else "off", len(reader.scenes), reader.min_confidence,
+            "on" if applied.scene_constraint else "off", len(reader.scenes), reader.min_confidence,
         )
     captioner = Captioner(
-        model,
-        no_repeat_ngram_size=settings.no_repeat_ngram_size,
-        repetition_penalty=settings.repetition_penalty,
-        image_word_weight=settings.image_word_weight,
-        scene_constraint=settings.scene_constraint,
-        max_ood_score=settings.max_ood_score,
-        min_confidence=settings.min_confidence,
+        model, settings.decoding, max_ood_score=settings.max_ood_score, min_confidence=settings.min_confidence
     )
     if captioner.policy is not None:
         log.info(

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from model.cli import add_decoding_args
+from model.cli import add_decoding_args, decoding_from_args
 from model.data.cli import add_feature_store_arg, add_offline_args, load_posts_or_exit
 
 
@@ -25,12 +25,7 @@ def eval_options(args: argparse.Namespace):
 
     return EvalOptions(
         split=args.split,
-        num_beams=args.num_beams,
-        temperature=args.temperature,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        repetition_penalty=args.repetition_penalty,
-        image_word_weight=args.image_word_weight,
-        scene_constraint=args.scene_constraint,
+        decoding=decoding_from_args(args),
         limit=args.limit,
         keywords_k=args.keywords,
         cold_start=args.cold_start,

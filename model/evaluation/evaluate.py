@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from model.captioner import abstention_policy
 from model.checkpoint import CONFIG_FILE, read_checkpoint_config
-from model.config import NO_REPEAT_NGRAM_SIZE, NUM_BEAMS, REPETITION_PENALTY, TEMPERATURE, ConfigError
+from model.config import ConfigError, DecodingOptions
 from model.data.dataset import DatasetError, PostRecord
 from model.data.samples import train_profiles
 from model.data.style import StyleProfiles
@@ -62,12 +62,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")  # what ood_
 @dataclass(frozen=True)
 class EvalOptions:
     split: str = "test"
-    num_beams: int = NUM_BEAMS
-    temperature: float = TEMPERATURE
-    no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE
-    repetition_penalty: float = REPETITION_PENALTY
-    image_word_weight: float | None = None  # None: the checkpoint's tagger's own weight (model.guidance.tagger)
-    scene_constraint: bool = True  # with the checkpoint's scene reader, if any (model.guidance.scene_reader)
+    decoding: DecodingOptions = DecodingOptions()
     limit: int | None = None
     keywords_k: int | None = None  # None: what the checkpoint was trained with (else 5)
     cold_start: bool = False  # caption every post as if its user had no past posts (no keywords)
@@ -100,7 +95,7 @@ class EvalReport:
     cold_start: bool = False
     personalization_unseen: float | None = None  # None: no unseen users were given
     unseen_users: int | None = None
-    decoding: dict = field(default_factory=dict)
+    decoding: dict = field(default_factory=dict)  # DecodingOptions.to_dict() as the model applied them
     # with an OOD file (model.evaluation.abstention); None without one, or without ood_dir for the ood_ figures
     ece: float | None = None
     coverage: float | None = None
@@ -150,16 +145,7 @@ def generate_captions(
     for start in tqdm(starts, desc="captioning", unit="batch", leave=False, mininterval=5):
         stop = start + options.batch_size
         captions.extend(
-            model.generate(
-                image_features[start:stop],
-                context_features[start:stop],
-                num_beams=options.num_beams,
-                temperature=options.temperature,
-                no_repeat_ngram_size=options.no_repeat_ngram_size,
-                repetition_penalty=options.repetition_penalty,
-                image_word_weight=options.image_word_weight,
-                scene_constraint=options.scene_constraint,
-            )
+            model.generate(image_features[start:stop], context_features[start:stop], options.decoding)
         )
     return captions
 
@@ -236,14 +222,7 @@ def evaluate_checkpoint(
         cold_start=options.cold_start,
         personalization_unseen=None if unseen is None else unseen[0],
         unseen_users=None if unseen is None else unseen[1],
-        decoding={
-            "num_beams": options.num_beams,
-            "temperature": options.temperature,
-            "no_repeat_ngram_size": options.no_repeat_ngram_size,
-            "repetition_penalty": options.repetition_penalty,
-            "image_word_weight": model.image_word_weight(options.image_word_weight),
-            "scene_constraint": model.applies_scene_constraint(options.scene_constraint, options.num_beams),
-        },
+        decoding=model.applied_decoding(options.decoding).to_dict(),
         captions=[
             {
                 "post_id": s.post_id,

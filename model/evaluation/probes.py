@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from model.config import DecodingOptions
 from model.evaluation import grounding
 from model.training.features import Split
 from model.training.loss import batch_loss, lm_autocast
@@ -66,7 +67,7 @@ def grounding_probe(model, split: Split, limit: int, device: torch.device) -> di
     index = torch.tensor(rows)
     with lm_autocast(model, device):
         nbest = model.generate(
-            split.image_features[index].to(device), split.context_features[index].to(device), num_beams=1
+            split.image_features[index].to(device), split.context_features[index].to(device), DecodingOptions(num_beams=1)
         )
     captions = [hyps[0].text for hyps in nbest]
     scores = grounding.content_scores(captions, [split.samples[i].labels for i in rows])

@@ -134,7 +134,7 @@ class ImageWordTagger(nn.Module):
         self.first_token_ids = [list(ids) for ids in first_token_ids]  # steered at the caption's first token only
         self.pmi_cap = pmi_cap
         self.weight = weight
-        self.plausibility = plausibility  # decoding's guidance_plausibility (`model.generation`) with this tagger
+        self.plausibility = plausibility  # the gate of its bias in decoding (`TokenBias.plausibility`, `model.generation`)
         self.image_dim = image_dim
         self.bands = bands
         pooled_dim = image_dim * (1 + bands if bands > 1 else 1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.captioner import Captioner
-
+from model.config import DecodingOptions
 from model.keywords import keywords_to_text
 from model.uapt import InputError
 from model_fixtures import sample_images, tiny_model
@@ -24,8 +24,9 @@ def test_each_distinct_user_context_is_encoded_once_and_lands_on_its_own_images(
 
     seen: dict[str, torch.Tensor] = {}
 
-    def capture_generate(image_features, context_features, **settings):
+    def capture_generate(image_features, context_features, decoding):
         seen["context"] = context_features
+        seen["decoding"] = decoding
         return [[] for _ in range(image_features.size(0))]
 
     monkeypatch.setattr(model, "encode_context", counting_encode)
@@ -35,6 +36,9 @@ def test_each_distinct_user_context_is_encoded_once_and_lands_on_its_own_images(
     assert encoded == [["beach sunset", "coffee", ""]]
     expected = real_encode([keywords_to_text(words) for words in keywords])
     assert torch.allclose(seen["context"], expected, atol=1e-6)
+    assert seen["decoding"] == DecodingOptions(num_return_sequences=3)  # the paper's beam 3, three captions
+    Captioner(model, DecodingOptions(num_beams=2, temperature=1.1)).caption(sample_images(1), [[]], num_captions=4)
+    assert seen["decoding"] == DecodingOptions(num_beams=4, temperature=1.1, num_return_sequences=4)  # widened to the n-best
 
 
 def test_mismatched_keywords_are_refused() -> None:
@@ -44,7 +48,7 @@ def test_mismatched_keywords_are_refused() -> None:
 
 def test_images_encoded_ahead_caption_like_the_images_themselves() -> None:
     """The worker encodes a batch's images while the batch before generates, then captions any subset of them."""
-    captioner = Captioner(tiny_model(), max_new_tokens=4)
+    captioner = Captioner(tiny_model(), DecodingOptions(max_new_tokens=4))
     images, keywords = sample_images(3), [["beach"], [], ["coffee", "latte"]]
     features = captioner.encode_images(images)
     assert len(features) == 3 and features[0].dim() == 2  # one (T, image_dim) tensor per image

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model.checkpoint import CheckpointError, save_checkpoint
+from model.config import DecodingOptions
 
 from model.factory import load_model
 from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config
@@ -29,7 +30,7 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
 def _captions(model) -> list[list[tuple[str, float, list[int]]]]:
     images = model.encode_images(sample_images(3))
     context = model.encode_context(["beach", "coffee latte", ""])
-    result = model.generate(images, context, max_new_tokens=8)
+    result = model.generate(images, context, DecodingOptions(max_new_tokens=8))
     return [[(c.text, c.score, c.token_ids) for c in image] for image in result]
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import model.device
+from model.config import DecodingOptions
 from model.device import DeviceError, resolve_device, resolve_dtype, training_dtypes
 
 
@@ -57,5 +58,5 @@ def test_tiny_model_captions_on_cuda_in_half_precision() -> None:
     features = model.encode_images(sample_images(2))
     context = model.encode_context(["beach", ""])
     assert features.device.type == "cuda" and features.dtype == torch.float32
-    captions = model.generate(features, context, max_new_tokens=4)
+    captions = model.generate(features, context, DecodingOptions(max_new_tokens=4))
     assert [len(c) for c in captions] == [3, 3]

@@ -44,7 +44,8 @@ def test_unknown_lm_hub_id_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_smollm2_from_gguf_takes_a_prefix() -> None:
     """The shipped SmolLM2-135M GGUF loads and runs a prefix forward pass and a short beam search."""
     from model.assets import smollm2_gguf
-    from model.generation import BeamSettings, beam_search
+    from model.config import DecodingOptions
+    from model.generation import beam_search
     from model.lm import load_lm
 
     lm, tokenizer = load_lm(str(smollm2_gguf()))
@@ -57,7 +58,7 @@ def test_smollm2_from_gguf_takes_a_prefix() -> None:
         logits = lm(inputs_embeds=embeds).logits
     assert logits.shape == (2, 20 + ids.size(1), lm.config.vocab_size)
     assert torch.isfinite(logits).all()
-    nbest = beam_search(lm, prefix, tokenizer.eos_token_id, BeamSettings(max_new_tokens=3))
+    nbest = beam_search(lm, prefix, tokenizer.eos_token_id, DecodingOptions(max_new_tokens=3))
     assert [len(image) for image in nbest] == [3, 3]
 
 
@@ -78,7 +79,7 @@ def test_offline_preset_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
     similar = model.encode_context(["beach sunset sea", "sunset at the beach", "tax forms and invoices"])
     similar = torch.nn.functional.normalize(similar, dim=-1)
     assert similar[0] @ similar[1] > similar[0] @ similar[2]  # MiniLM gives real semantics
-    captions = Captioner(model, max_new_tokens=4).caption(sample_images(2), [["beach"], []], num_captions=2)
+    captions = Captioner(model, DecodingOptions(max_new_tokens=4)).caption(sample_images(2), [["beach"], []], num_captions=2)
     assert [len(c) for c in captions] == [2, 2]
     assert all(isinstance(c.text, str) and c.token_ids for image in captions for c in image)
 

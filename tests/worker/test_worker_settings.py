@@ -42,7 +42,7 @@ def test_image_word_weight_defaults_to_the_checkpoints_and_is_checked():
     assert Settings.from_sources(env={"UAPT_IMAGE_WORD_WEIGHT": "0"}).image_word_weight == 0.0
     with pytest.raises(SettingsError, match="image_word_weight"):
         Settings.from_sources(env={"UAPT_IMAGE_WORD_WEIGHT": "-1"})
-    assert load_captioner(Settings(preset="tiny", device="cpu", image_word_weight=0.5)).image_word_weight == 0.5
+    assert load_captioner(Settings(preset="tiny", device="cpu", image_word_weight=0.5)).decoding.image_word_weight == 0.5
 
 
 def test_the_scene_constraint_is_on_by_default_and_reaches_the_captioner():
@@ -52,14 +52,14 @@ def test_the_scene_constraint_is_on_by_default_and_reaches_the_captioner():
     assert Settings.from_sources(env={"UAPT_SCENE_CONSTRAINT": "false"}).scene_constraint is False
     with pytest.raises(SettingsError, match="scene_constraint"):
         Settings.from_sources(env={"UAPT_SCENE_CONSTRAINT": "sometimes"})
-    assert load_captioner(Settings(preset="tiny", device="cpu", scene_constraint=False)).scene_constraint is False
+    assert load_captioner(Settings(preset="tiny", device="cpu", scene_constraint=False)).decoding.scene_constraint is False
 
 
 def test_repetition_control_settings_default_to_the_models_and_are_checked():
-    from model.config import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
+    from model.config import DecodingOptions
 
     s = Settings.from_sources(env={})
-    assert (s.no_repeat_ngram_size, s.repetition_penalty) == (NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY)
+    assert (s.no_repeat_ngram_size, s.repetition_penalty) == (DecodingOptions().no_repeat_ngram_size, DecodingOptions().repetition_penalty)
     s = Settings.from_sources(env={"UAPT_NO_REPEAT_NGRAM_SIZE": "0", "UAPT_REPETITION_PENALTY": "1.5"})
     assert (s.no_repeat_ngram_size, s.repetition_penalty) == (0, 1.5)
     with pytest.raises(SettingsError, match="repetition_penalty"):
@@ -160,8 +160,34 @@ def test_the_worker_captioner_decodes_with_the_settings_repetition_control():
     from worker.service import load_captioner
 
     captioner = load_captioner(Settings(preset="tiny", device="cpu", no_repeat_ngram_size=2, repetition_penalty=1.3))
-    assert (captioner.no_repeat_ngram_size, captioner.repetition_penalty) == (2, 1.3)
+    assert (captioner.decoding.no_repeat_ngram_size, captioner.decoding.repetition_penalty) == (2, 1.3)
 
+
+def test_worker_settings_and_the_offline_flags_build_the_same_decoding_options():
+    """One owner: the worker's UAPT_* variables and `uapt caption`/`evaluate`'s flags mean the same DecodingOptions."""
+    from model.cli import add_decoding_args, decoding_from_args
+    from model.config import DecodingOptions
+
+    parser = argparse.ArgumentParser()
+    add_decoding_args(parser)
+    assert Settings.from_sources(env={}).decoding == decoding_from_args(parser.parse_args([])) == DecodingOptions()
+    env = {"UAPT_NO_REPEAT_NGRAM_SIZE": "2", "UAPT_REPETITION_PENALTY": "1.5", "UAPT_IMAGE_WORD_WEIGHT": "0.25",
+           "UAPT_SCENE_CONSTRAINT": "false"}
+    flags = ["--no-repeat-ngram-size", "2", "--repetition-penalty", "1.5", "--image-word-weight", "0.25",
+             "--no-scene-constraint"]
+    from_env = Settings.from_sources(env=env).decoding
+    assert from_env == decoding_from_args(parser.parse_args(flags))
+    assert from_env == DecodingOptions(no_repeat_ngram_size=2, repetition_penalty=1.5, image_word_weight=0.25,
+                                       scene_constraint=False)
+
+
+def test_worker_decoding_settings_show_the_decoding_options_help_and_defaults():
+    from model.config import decoding_field
+
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    for name in ("no_repeat_ngram_size", "repetition_penalty", "image_word_weight", "scene_constraint"):
+        assert fields[name].default == decoding_field(name).default
+        assert decoding_field(name).metadata["help"] in fields[name].metadata["help"]
 
 def test_abstention_thresholds_default_to_the_checkpoints_and_reach_the_captioner(tmp_path: Path):
     from ood_fixtures import checkpoint_with_ood

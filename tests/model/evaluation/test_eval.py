@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from model.config import DecodingOptions
 from model.data.dataset import load_posts
 from model.evaluation.evaluate import EvalOptions, evaluate_checkpoint, read_best_captions
 from model.evaluation.metrics import METRIC_NAMES
@@ -27,7 +28,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path) -> Pa
 
 def test_evaluate_reports_metrics_and_personalization(trained: Path, small_dataset: Path) -> None:
     posts = load_posts(small_dataset)
-    report = evaluate_checkpoint(posts, trained, options=EvalOptions(num_beams=2, limit=5), cache_dir=trained / "cache")
+    report = evaluate_checkpoint(posts, trained, options=EvalOptions(decoding=DecodingOptions(num_beams=2), limit=5), cache_dir=trained / "cache")
     assert report.posts == 5 and report.split == "test"
     assert set(report.metrics) == set(METRIC_NAMES)
     assert 0.0 <= report.personalization <= 1.0
@@ -36,13 +37,18 @@ def test_evaluate_reports_metrics_and_personalization(trained: Path, small_datas
     assert [c["reference"] for c in report.captions] == [p.text for p in posts if p.split == "test"][:5]
     assert all(len(c["nbest"]) == 2 and c["nbest"][0]["score"] >= c["nbest"][1]["score"] for c in report.captions)
     assert "| BLEU-1 |" in report.markdown()
+    # the decoding as applied, under the keys reports have always had (no tagger: weight 0; no reader: no constraint)
+    assert report.to_dict()["decoding"] == {
+        "num_beams": 2, "temperature": 0.8, "no_repeat_ngram_size": 3, "repetition_penalty": 1.2,
+        "image_word_weight": 0.0, "scene_constraint": False,
+    }
 
 
 def test_cold_start_evaluation_captions_every_post_without_keywords(trained: Path, small_dataset: Path) -> None:
     posts = load_posts(small_dataset)
-    options = EvalOptions(num_beams=2, limit=4)
+    options = EvalOptions(decoding=DecodingOptions(num_beams=2), limit=4)
     usual = evaluate_checkpoint(posts, trained, options=options, cache_dir=trained / "cache")
-    cold = evaluate_checkpoint(posts, trained, options=EvalOptions(num_beams=2, limit=4, cold_start=True),
+    cold = evaluate_checkpoint(posts, trained, options=EvalOptions(decoding=DecodingOptions(num_beams=2), limit=4, cold_start=True),
                                cache_dir=trained / "cache")
     assert cold.cold_start and not usual.cold_start
     assert all(c["keywords"] == [] for c in cold.captions) and any(c["keywords"] for c in usual.captions)
@@ -126,7 +132,7 @@ def test_ablate_trains_every_run_in_the_dtype_the_first_one_timed(
     monkeypatch.setattr(device, "time_lm_dtypes", timings)
     out = tmp_path / "ablate"
     ablate.run_ablation(load_posts(small_dataset), preset="tiny", out_dir=out, config=TrainConfig(epochs=1, batch_size=20),
-                        options=EvalOptions(num_beams=1, limit=1), cache_dir=tmp_path / "cache",
+                        options=EvalOptions(decoding=DecodingOptions(num_beams=1), limit=1), cache_dir=tmp_path / "cache",
                         variants=["full", "no_context"], init_seeds=(0, 1))
     dtypes = {run.name: json.loads((run / "metrics.json").read_text())["lm_dtype"] for run in out.iterdir() if run.is_dir()}
     assert dtypes == {f"{variant}-init{seed}": "bfloat16" for variant in ("full", "no_context") for seed in (0, 1)}
@@ -141,7 +147,7 @@ def test_ablate_refuses_repeated_init_seeds(tmp_path: Path, small_dataset: Path)
 
 def _report(trained: Path, small_dataset: Path, path: Path):
     posts = load_posts(small_dataset)
-    options = EvalOptions(num_beams=2, limit=4)
+    options = EvalOptions(decoding=DecodingOptions(num_beams=2), limit=4)
     return evaluate_checkpoint(posts, trained, options=options, cache_dir=trained / "cache", report_path=path)
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from model.checkpoint import copy_checkpoint, save_checkpoint
+from model.config import DecodingError, DecodingOptions
 from model.factory import load_model
 from model.guidance.tagger import (
     META_FILE,
@@ -142,7 +143,7 @@ def guided_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _captions(model, **kwargs) -> list[list[list[int]]]:
     images = model.encode_images(sample_images(3))
     context = model.encode_context([" ".join(k) for k in SAMPLE_KEYWORDS[:3]])
-    return [[c.token_ids for c in image] for image in model.generate(images, context, max_new_tokens=6, **kwargs)]
+    return [[c.token_ids for c in image] for image in model.generate(images, context, DecodingOptions(max_new_tokens=6, **kwargs))]
 
 
 def test_a_checkpoints_tagger_steers_generate_and_travels_with_a_copy(guided_checkpoint: Path, tmp_path: Path) -> None:
@@ -154,7 +155,7 @@ def test_a_checkpoints_tagger_steers_generate_and_travels_with_a_copy(guided_che
     assert _captions(guided) == _captions(guided, image_word_weight=40.0)
     copied = load_model("tiny", device="cpu", checkpoint=copy_checkpoint(guided_checkpoint, tmp_path / "copy", dtype=torch.float32))
     assert _captions(copied) == _captions(guided)
-    with pytest.raises(ImageWordsError, match="image_word_weight"):
+    with pytest.raises(DecodingError, match="image_word_weight"):
         _captions(guided, image_word_weight=-1.0)
 
 
@@ -169,7 +170,7 @@ def test_after_a_prompt_generate_steers_the_first_token_as_a_later_one(monkeypat
     monkeypatch.setattr(model, "word_bias", lambda features, weight: TokenBias(first, later))
     images = model.encode_images(sample_images(2))
     context = model.encode_context([" ".join(k) for k in SAMPLE_KEYWORDS[:2]])
-    bare, prompted = model.generate(images, context, num_beams=1, max_new_tokens=2, prompts=["", "a photo of"])
+    bare, prompted = model.generate(images, context, DecodingOptions(num_beams=1, max_new_tokens=2), prompts=["", "a photo of"])
     assert bare[0].token_ids[0] == 1234 and prompted[0].token_ids[0] != 1234
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model.checkpoint import copy_checkpoint, save_checkpoint
+from model.config import DecodingOptions
 from model.factory import load_model
 from model.guidance.scene_reader import (
     META_FILE,
@@ -140,7 +141,7 @@ def reader_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _captions(model, **kwargs) -> list[list[str]]:
     images = model.encode_images(sample_images(3))
     context = model.encode_context([" ".join(k) for k in SAMPLE_KEYWORDS[:3]])
-    return [[c.text for c in image] for image in model.generate(images, context, max_new_tokens=8, **kwargs)]
+    return [[c.text for c in image] for image in model.generate(images, context, DecodingOptions(max_new_tokens=8, **kwargs))]
 
 
 def test_generate_puts_the_sure_scenes_word_in_the_best_caption(reader_checkpoint: Path, tmp_path: Path) -> None:
@@ -162,9 +163,9 @@ def test_the_captioner_applies_the_constraint_unless_told_not_to(reader_checkpoi
 
     model = load_model("tiny", device="cpu", checkpoint=reader_checkpoint)
     images, keywords = sample_images(3), [list(k) for k in SAMPLE_KEYWORDS[:3]]
-    constrained = Captioner(model, max_new_tokens=8).caption(images, keywords)
-    free = Captioner(model, max_new_tokens=8, scene_constraint=False).caption(images, keywords)
-    plain = Captioner(tiny_model(), max_new_tokens=8).caption(images, keywords)
+    constrained = Captioner(model, DecodingOptions(max_new_tokens=8)).caption(images, keywords)
+    free = Captioner(model, DecodingOptions(max_new_tokens=8, scene_constraint=False)).caption(images, keywords)
+    plain = Captioner(tiny_model(), DecodingOptions(max_new_tokens=8)).caption(images, keywords)
     assert [[c.text for c in image] for image in free] == [[c.text for c in image] for image in plain]
     for image, scene in zip(constrained, ["beach", "snow", "city"]):
         assert scene in image[0].text.lower()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from model.config import PRESETS
+from model.config import PRESETS, DecodingOptions
 from model.data.dataset import load_posts
 from model.data.synth import write_dataset
 from model.training import trainer
@@ -167,7 +167,7 @@ def test_a_stopped_ablation_keeps_its_finished_runs_and_resume_completes_it(
     from model.training import ablate
 
     posts = load_posts(dataset)
-    common = dict(preset="tiny", out_dir=tmp_path / "ablate", options=EvalOptions(num_beams=1, limit=1),
+    common = dict(preset="tiny", out_dir=tmp_path / "ablate", options=EvalOptions(decoding=DecodingOptions(num_beams=1), limit=1),
                   config=TrainConfig(epochs=2, batch_size=2, precision="float32"), cache_dir=tmp_path / "cache",
                   variants=["full", "no_context"])
     stop = _stop_at_call(monkeypatch, 7)  # the first run has 4 steps; step 3 of the second is no val step
