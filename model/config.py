@@ -54,8 +54,8 @@ class DecodingOptions:
     the paper's beam search (beam 3, temperature 0.8) plus repetition control.
     """
 
-    num_beams: int = _setting(3, "beam width (the paper's 3); 1 decodes greedily, with no scene constraint")
-    temperature: float = _setting(0.8, "logit temperature (the paper's 0.8)")
+    num_beams: int = _setting(3, "beam width (3 in the paper); 1 decodes greedily, with no scene constraint")
+    temperature: float = _setting(0.8, "logit temperature (0.8 in the paper)")
     # 3: no word-piece trigram twice in one caption, which stops loops such as '#smarter #smarter #smarter'
     no_repeat_ngram_size: int = _setting(3, "never repeat a token n-gram of this size within a caption; 0 turns it off")
     # 1.2: CTRL's suggested value, a mild push away from any token already generated

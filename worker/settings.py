@@ -4,8 +4,9 @@ Every field has exactly one flag (``--batch-size``) and one environment variable
 (``UAPT_BATCH_SIZE``); a flag beats the environment, which beats the default. The
 table of fields doubles as the ``uapt worker --help`` text, so the two cannot drift.
 These defaults are the only ones: ``uapt publish`` and ``uapt tail`` take their
-topic and server defaults from here, and the image fields take theirs from
-`ImagePolicy`, the image guards' limits.
+topic and server defaults from here, the image fields take theirs from
+`ImagePolicy`, the image guards' limits, and the decoding fields take theirs (and
+their help) from `model.config.DecodingOptions`, which they fill (`Settings.decoding`).
 """
 
 from __future__ import annotations
