@@ -246,7 +246,7 @@ def test_personalization_unseen_scores_users_the_checkpoint_never_saw(
     posts = load_posts(small_dataset)
     # same arguments as small_dataset, plus 3 users drawn after its 6: a dataset of users it never trained on
     unseen = load_posts(write_dataset(tmp_path, users=6, posts_per_user=10, seed=7, heldout_users=3) / HELDOUT_DIR)
-    options = EvalOptions(num_beams=1, limit=6)
+    options = EvalOptions(decoding=DecodingOptions(num_beams=1), limit=6)
     plain = evaluate_checkpoint(posts, trained, options=options, cache_dir=trained / "cache")
     assert plain.personalization_unseen is None and plain.unseen_users is None
     report = evaluate_checkpoint(posts, trained, options=options, cache_dir=trained / "cache", unseen_records=unseen)
