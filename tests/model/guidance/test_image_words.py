@@ -87,7 +87,8 @@ def test_token_bias_puts_weight_times_pmi_on_each_words_tokens_only(fitted) -> N
     tagger, _, _ = fitted
     features, _ = _toy_data(3, seed=2)
     vocab = tiny_model().lm.get_input_embeddings().num_embeddings
-    first, bias = tagger.token_bias(features, vocab, weight=2.0)
+    biases = tagger.token_bias(features, vocab, weight=2.0)
+    first, bias = biases.first, biases.later
     assert first is bias  # a default tagger steers the same tokens at every step
     pmi = tagger.pmi(features)
     assert bias.shape == (3, vocab)
@@ -246,7 +247,8 @@ def test_bare_form_first_word_steers_the_bare_form_at_the_first_token_only(fitte
     assert tagger.token_ids == [tokenizer(" " + word).input_ids for word in tagger.words]
     assert tagger.first_token_ids == [tokenizer(word).input_ids for word in tagger.words]
     vocab = tiny_model().lm.get_input_embeddings().num_embeddings
-    first, later = tagger.token_bias(features[:3], vocab, 2.0)
+    biases = tagger.token_bias(features[:3], vocab, 2.0)
+    first, later = biases.first, biases.later
     assert torch.equal(first, both.token_bias(features[:3], vocab, 2.0).first)  # the first token: both forms
     bare = [ids[0] for ids in tagger.first_token_ids]
     assert torch.count_nonzero(later[:, bare]) == 0 and torch.count_nonzero(first[:, bare]) > 0
