@@ -11,6 +11,7 @@ from ood_fixtures import checkpoint_with_ood, tiny_guard
 
 from model.captioner import Captioner
 from model.checkpoint import copy_checkpoint
+from model.config import DecodingOptions
 from model.factory import load_model
 from model.guidance.abstention import LOW_CONFIDENCE, OUT_OF_DISTRIBUTION, AbstentionError, AbstentionPolicy
 from model.guidance.confidence import BASE_INPUTS, expected_calibration_error, fit_confidence
@@ -67,13 +68,13 @@ def test_the_score_is_near_zero_on_a_train_image_and_grows_away_from_them() -> N
 
 def test_judge_abstains_out_of_distribution_before_low_confidence_and_sets_every_confidence() -> None:
     images = sample_images(3)
-    captioner = Captioner(tiny_model(), max_new_tokens=4)
+    captioner = Captioner(tiny_model(), DecodingOptions(max_new_tokens=4))
     assert captioner.policy is None and captioner.judge([None] * 2, [[], []])[0].ood_score is None  # no OOD file
     model = tiny_model()
     model.guidance.ood = tiny_guard(model)
     try:
         features = Captioner(model).encode_images(images)
-        captions = Captioner(model, max_new_tokens=4).caption_encoded(features, SAMPLE_KEYWORDS[:3], num_captions=2)
+        captions = Captioner(model, DecodingOptions(max_new_tokens=4)).caption_encoded(features, SAMPLE_KEYWORDS[:3], num_captions=2)
         ood = model.guidance.ood.scorer(torch.stack(features)).tolist()
         shown = Captioner(model, max_ood_score=max(ood) + 1, min_confidence=0.0).judge(features, captions)
         assert [j.reason for j in shown] == [None] * 3
