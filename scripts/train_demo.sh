@@ -20,5 +20,8 @@ $UAPT train --data "$DATA" --preset offline --epochs 10 --batch-size 16 --lr 3e-
 $UAPT fit-image-words --data "$DATA" --checkpoint checkpoints/demo-offline --weight 2 --bands 3 --plausibility 0.1
 # the scene reader whose words beam search requires where it is sure of the scene; a minute
 $UAPT fit-scene-reader --data "$DATA" --checkpoint checkpoints/demo-offline
+# the OOD score and caption confidence with which the worker abstains, calibrated on the val split's captions
+$UAPT evaluate --data "$DATA" --checkpoint checkpoints/demo-offline --split val --out "$RUN/eval-val.json"
+$UAPT fit-ood --data "$DATA" --checkpoint checkpoints/demo-offline --val-captions "$RUN/eval-val.json"
 $UAPT evaluate --data "$DATA" --checkpoint checkpoints/demo-offline --out "$RUN/eval-test.json" \
     --report "$RUN/report.html"
