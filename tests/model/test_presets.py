@@ -66,6 +66,7 @@ def test_smollm2_from_gguf_takes_a_prefix() -> None:
 def test_offline_preset_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
     """EfficientNet-Lite0 (ImageNet, frozen) + MiniLM + SmolLM2 GGUF: sizes as configured, captions come out."""
     from model.captioner import Captioner
+    from model.config import DecodingOptions
     from model_fixtures import sample_images
 
     with caplog.at_level("WARNING"):
