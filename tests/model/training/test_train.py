@@ -24,7 +24,6 @@ from model.data.samples import Sample
 from model.training.features import Split
 from model.config import ConfigError
 from model import device
-from model.training import trainer
 from model.evaluation.probes import same_user_shift
 from model.training.trainer import cold_start_contexts, cosine_with_warmup, train
 
