@@ -8,16 +8,29 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from model.data.cli import add_offline_args, load_posts_or_exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the fit-image-words and fit-scene-reader subcommands."""
+    """Add the fit-image-words, fit-scene-reader and fit-ood subcommands."""
     _register_fit_image_words(subparsers)
     _register_fit_scene_reader(subparsers)
     _register_fit_ood(subparsers)
+
+
+def _run_fit(command: str, fit: Callable[[], dict]) -> int:
+    """Run one fit and print its figures as JSON; a user's error (`ModelError`) is one line naming the command."""
+    from model.errors import ModelError
+
+    try:
+        figures = fit()
+    except ModelError as exc:
+        raise SystemExit(f"uapt {command}: {exc}") from None
+    print(json.dumps(figures, indent=1))
+    return 0
 
 
 def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
@@ -75,20 +88,18 @@ def _register_fit_image_words(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fit_image_words(args: argparse.Namespace) -> int:
-    from model.errors import ModelError
     from model.guidance.tagger_config import TaggerFit
     from model.training.fit_tagger import fit_checkpoint_tagger
 
     records = load_posts_or_exit("fit-image-words", args.data)
-    try:
-        fit = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap,
-                       min_val_gain=args.min_val_gain, bands=args.bands, plausibility=args.plausibility,
-                       bare_form=args.bare_form)
-        figures = fit_checkpoint_tagger(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
-    except ModelError as exc:
-        raise SystemExit(f"uapt fit-image-words: {exc}") from None
-    print(json.dumps(figures, indent=1))
-    return 0
+
+    def fit() -> dict:
+        config = TaggerFit(min_count=args.min_count, steps=args.steps, l2=args.l2, weight=args.weight, pmi_cap=args.pmi_cap,
+                           min_val_gain=args.min_val_gain, bands=args.bands, plausibility=args.plausibility,
+                           bare_form=args.bare_form)
+        return fit_checkpoint_tagger(records, args.checkpoint, config, cache_dir=args.cache_dir, device=args.device)
+
+    return _run_fit("fit-image-words", fit)
 
 
 def _register_fit_scene_reader(subparsers: argparse._SubParsersAction) -> None:
@@ -126,19 +137,17 @@ def _register_fit_scene_reader(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fit_scene_reader(args: argparse.Namespace) -> int:
-    from model.errors import ModelError
     from model.guidance.scene_reader_config import SceneReaderFit
     from model.training.fit_scene_reader import fit_checkpoint_scene_reader
 
     records = load_posts_or_exit("fit-scene-reader", args.data)
-    try:
-        fit = SceneReaderFit(bands=args.bands, steps=args.steps, l2=args.l2, min_count=args.min_count,
-                             purity=args.purity, min_confidence=args.min_confidence)
-        figures = fit_checkpoint_scene_reader(records, args.checkpoint, fit, cache_dir=args.cache_dir, device=args.device)
-    except ModelError as exc:
-        raise SystemExit(f"uapt fit-scene-reader: {exc}") from None
-    print(json.dumps(figures, indent=1))
-    return 0
+
+    def fit() -> dict:
+        config = SceneReaderFit(bands=args.bands, steps=args.steps, l2=args.l2, min_count=args.min_count,
+                                purity=args.purity, min_confidence=args.min_confidence)
+        return fit_checkpoint_scene_reader(records, args.checkpoint, config, cache_dir=args.cache_dir, device=args.device)
+
+    return _run_fit("fit-scene-reader", fit)
 
 
 def _register_fit_ood(subparsers: argparse._SubParsersAction) -> None:
@@ -181,20 +190,18 @@ def _register_fit_ood(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fit_ood(args: argparse.Namespace) -> int:
-    from model.errors import ModelError
     from model.guidance.ood_config import OODFit
     from model.training.fit_ood import fit_checkpoint_ood
 
     if args.calibration_posts < 1:
         raise SystemExit("uapt fit-ood: --calibration-posts must be at least 1")
     records = load_posts_or_exit("fit-ood", args.data)
-    try:
-        fit = OODFit(dims=args.dims, k=args.k, val_quantile=args.val_quantile, min_confidence=args.min_confidence)
-        figures = fit_checkpoint_ood(
-            records, args.checkpoint, fit, val_captions=args.val_captions, calibration_posts=args.calibration_posts,
+
+    def fit() -> dict:
+        config = OODFit(dims=args.dims, k=args.k, val_quantile=args.val_quantile, min_confidence=args.min_confidence)
+        return fit_checkpoint_ood(
+            records, args.checkpoint, config, val_captions=args.val_captions, calibration_posts=args.calibration_posts,
             cache_dir=args.cache_dir, device=args.device,
         )
-    except ModelError as exc:
-        raise SystemExit(f"uapt fit-ood: {exc}") from None
-    print(json.dumps(figures, indent=1))
-    return 0
+
+    return _run_fit("fit-ood", fit)
