@@ -28,9 +28,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from model.checkpoint import read_checkpoint_config
 from model.config import ConfigError
 from model.data.dataset import PostRecord
 from model.data.samples import Sample, build_samples, train_profiles
+from model.factory import load_model
+from model.uapt import UAPT
 from model.training.feature_store import FeatureStore, ImageKey, StoredFeatures
 
 logger = logging.getLogger(__name__)
@@ -189,3 +192,14 @@ def encode_split(
     row_of = {text: row for row, text in enumerate(texts)}
     contexts = IndexedRows(cache.context_features(texts), torch.tensor([row_of[s.context_text] for s in samples]))
     return Split(samples, store.features([s.post_id for s in samples]), contexts)
+
+
+def checkpoint_splits(
+    records: Sequence[PostRecord], checkpoint: str | Path, cache_dir: str | Path, device: str
+) -> tuple[UAPT, Split, Split]:
+    """The checkpoint's model and its train and val splits with their frozen features: what a read-out is fitted on."""
+    model = load_model(read_checkpoint_config(Path(checkpoint)), checkpoint=checkpoint, device=device)
+    cache = FeatureCache(cache_dir, model)
+    profiles = train_profiles(records)
+    # the keyword count only shapes the context features, which a read-out does not read
+    return model, encode_split(records, "train", 5, cache, profiles), encode_split(records, "val", 5, cache, profiles)

@@ -37,7 +37,7 @@ from model.guidance.confidence import (
 )
 from model.guidance.ood import OODError, OODFit, OODGuard, fit_ood_scorer, save_ood
 from model.training.features import Split
-from model.training.fit_tagger import checkpoint_splits
+from model.training.features import checkpoint_splits
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from model.guidance.scene_reader import SceneReader, save_scene_reader
 from model.guidance.scene_reader_config import SceneReaderError, SceneReaderFit
 from model.guidance.tagger import caption_words, pool_features, single_token_ids
 from model.training.features import Split
-from model.training.fit_tagger import checkpoint_splits
+from model.training.features import checkpoint_splits
 
 logger = logging.getLogger(__name__)
 

@@ -11,23 +11,16 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from model.checkpoint import read_checkpoint_config
 from model.data.dataset import PostRecord
-from model.data.samples import train_profiles
-from model.factory import load_model
 from model.guidance.tagger import ImageWordTagger, caption_words, pool_features, save_tagger, single_token_ids
 from model.guidance.tagger_config import ImageWordsError, TaggerFit
-from model.training.features import FeatureCache, Split, encode_split
-
-if TYPE_CHECKING:
-    from model.uapt import UAPT
+from model.training.features import checkpoint_splits
 
 logger = logging.getLogger(__name__)
 
@@ -169,17 +162,6 @@ def per_word_bce(tagger: ImageWordTagger, image_features: Tensor, captions: Sequ
 def bce(tagger: ImageWordTagger, image_features: Tensor, captions: Sequence[str], prior_only: bool = False) -> float:
     """Mean binary cross-entropy over all words (see `per_word_bce`)."""
     return float(per_word_bce(tagger, image_features, captions, prior_only).mean())
-
-
-def checkpoint_splits(
-    records: Sequence[PostRecord], checkpoint: str | Path, cache_dir: str | Path, device: str
-) -> tuple[UAPT, Split, Split]:
-    """The checkpoint's model and its train and val splits with their frozen features: what a read-out is fitted on."""
-    model = load_model(read_checkpoint_config(Path(checkpoint)), checkpoint=checkpoint, device=device)
-    cache = FeatureCache(cache_dir, model)
-    profiles = train_profiles(records)
-    # the keyword count only shapes the context features, which a read-out does not read
-    return model, encode_split(records, "train", 5, cache, profiles), encode_split(records, "val", 5, cache, profiles)
 
 
 def fit_checkpoint_tagger(
