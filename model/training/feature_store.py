@@ -11,6 +11,11 @@ rewritten (also by rename) only after that, and only shards it lists are ever re
 A process killed at any point therefore leaves a store whose listed shards are whole;
 the next extraction starts after the last listed shard.
 
+Processes that share a store (several trainings at once on one machine) take turns to
+extract: each holds the store's lock file (`.lock`) while it extracts, and first indexes
+the shards the others listed meanwhile. So no shard name is written twice and no image
+is extracted twice; reading needs no lock, as a listed shard never changes.
+
 An image is known by its post id, path, size and modification time. Reading those is
 a `stat`, where a content hash reads every byte of every image on every run (a million
 posts is tens of GB). A file replaced in place gets a new mtime, and a post whose image
@@ -33,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -43,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+LOCK_FILE = ".lock"  # held while a process extracts, so that processes sharing a store never write the same shard
 STORE_DTYPES = ("float16", "float32")
 SHARD_BYTES = 256 * 2**20  # a shard's features are held in memory until it is written
 
@@ -80,23 +87,29 @@ class FeatureStore:
         self.root = Path(root)
         self.backbone_id = backbone_id
         self.encoded_images = 0  # images this object sent to the encoder
-        path = self.root / MANIFEST
-        if path.is_file():
-            self.manifest = json.loads(path.read_text(encoding="utf-8"))
-            if self.manifest.get("format") != FORMAT:
-                raise StoreError(f"feature store {self.root}: format {self.manifest.get('format')}, expected {FORMAT}")
-            if self.manifest["backbone_id"] != backbone_id:
-                raise StoreError(
-                    f"feature store {self.root} holds features of backbone {self.manifest['backbone_id']!r}, "
-                    f"not of this model's {backbone_id!r}: give another store folder"
-                )
-        else:
-            self.manifest = {"format": FORMAT, "backbone_id": backbone_id, "dtype": dtype, "feature_shape": None,
-                             "shards": []}
+        self.manifest = {"format": FORMAT, "backbone_id": backbone_id, "dtype": dtype, "feature_shape": None,
+                         "shards": []}
         self._index: dict[str, tuple[int, int, ImageKey]] = {}  # post id -> (shard, row, key)
-        for shard_no, name in enumerate(self.manifest["shards"]):
-            self._read_keys(shard_no, name)
+        self._read_manifest()
         self._arrays: dict[int, np.ndarray] = {}
+
+    def _read_manifest(self) -> None:
+        """Index the shards the manifest on disk lists beyond those already indexed (all, the first time)."""
+        path = self.root / MANIFEST
+        if not path.is_file():
+            return
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if manifest.get("format") != FORMAT:
+            raise StoreError(f"feature store {self.root}: format {manifest.get('format')}, expected {FORMAT}")
+        if manifest["backbone_id"] != self.backbone_id:
+            raise StoreError(
+                f"feature store {self.root} holds features of backbone {manifest['backbone_id']!r}, "
+                f"not of this model's {self.backbone_id!r}: give another store folder"
+            )
+        known = len(self.manifest["shards"])
+        self.manifest = manifest
+        for shard_no in range(known, len(manifest["shards"])):
+            self._read_keys(shard_no, manifest["shards"][shard_no])
 
     @property
     def dtype(self) -> str:
@@ -131,7 +144,25 @@ class FeatureStore:
         worker processes decode and preprocess, the encoder runs on its own device in
         batches. `shard_rows` defaults to about `SHARD_BYTES` of features per shard.
         """
-        todo = self.missing(keys)
+        if not self.missing(keys):
+            return 0  # listed shards are never rewritten: what this store has indexed stays valid
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.root / LOCK_FILE)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            logger.info("waiting for another process extracting into the feature store %s", self.root)
+            lock.acquire()
+        try:
+            self._read_manifest()  # shards another process committed since this store was opened
+            return self._extract(encoder, self.missing(keys), batch_size, workers, shard_rows)
+        finally:
+            lock.release()
+
+    def _extract(
+        self, encoder, todo: list[ImageKey], batch_size: int, workers: int | None, shard_rows: int | None
+    ) -> int:
+        """`extract` under the store's lock, of the keys it still lacks."""
         if not todo:
             return 0
         workers = default_workers() if workers is None else workers

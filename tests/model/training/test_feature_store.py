@@ -126,3 +126,33 @@ def test_a_process_killed_mid_extraction_resumes_without_reading_the_half_writte
     assert resumed.extract(MeanColour(), keys, batch_size=2, workers=0, shard_rows=2) == 3
     rows = FeatureStore(store_dir, "fake").features([f"post{i}" for i in range(5)])
     torch.testing.assert_close(rows[:], torch.tensor([expected(i) for i in range(5)]))
+
+
+def test_stores_opened_side_by_side_extract_in_turn_and_keep_each_others_shards(tmp_path: Path) -> None:
+    """Two processes' views of one store (ablation runs side by side): the second extracts only what the first did not,
+    into a shard of its own, where it used to write 'shard-00000' over the first one's rows."""
+    keys = write_images(tmp_path / "img", 4)
+    first, second = FeatureStore(tmp_path / "store", "fake"), FeatureStore(tmp_path / "store", "fake")  # both see no shard
+    assert first.extract(MeanColour(), keys[:2], workers=0) == 2
+    assert second.extract(MeanColour(), keys, workers=0) == 2
+    assert json.loads((tmp_path / "store" / "manifest.json").read_text())["shards"] == ["shard-00000", "shard-00001"]
+    for store in (first, second, FeatureStore(tmp_path / "store", "fake")):
+        owned = ["post0", "post1"] if store is first else ["post0", "post1", "post2", "post3"]
+        torch.testing.assert_close(store.features(owned)[:], torch.tensor([expected(int(p[-1])) for p in owned]))
+
+
+def test_a_store_holds_its_lock_while_it_extracts(tmp_path: Path) -> None:
+    from filelock import FileLock, Timeout
+
+    class Peeking(MeanColour):
+        """Tries the store's lock from outside while the store is encoding."""
+
+        def features(self, pixels: torch.Tensor) -> torch.Tensor:
+            with pytest.raises(Timeout):
+                FileLock(tmp_path / "store" / ".lock").acquire(timeout=0)
+            return super().features(pixels)
+
+    encoder = Peeking()
+    assert FeatureStore(tmp_path / "store", "fake").extract(encoder, write_images(tmp_path / "img", 2), workers=0) == 2
+    assert encoder.calls == 1
+    FileLock(tmp_path / "store" / ".lock").acquire(timeout=0)  # and lets it go afterwards
