@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -40,6 +39,7 @@ from model.guidance.aids import load_guidance
 from model.guidance.tagger import ImageWordTagger, load_tagger, single_token_ids
 from model.keywords import keywords_to_text
 from model.uapt import UAPT
+from model.training.curves import draw_run_curve
 from model.training.distributed import World, joined, rank_device, world_from_env
 from model.training.feature_store import FeatureStore
 from model.training.features import FeatureCache, Split, default_store, encode_split
@@ -661,25 +661,6 @@ def write_report(out_dir: Path, result: TrainResult, config: TrainConfig, **info
         "val_losses": [list(v) for v in result.val_losses],
     }
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=1), encoding="utf-8")
-    fig = Figure(figsize=(7, 4))  # no pyplot: no GUI backend, no global figure state
-    ax = fig.subplots()
-    weighted = ", image words weighted" if config.image_word_loss_weight != 1.0 else ""
-    ax.plot(range(1, len(result.train_losses) + 1), result.train_losses, label=f"train (per step{weighted})", alpha=0.7)
-    if result.val_losses:
-        xs, ys = zip(*result.val_losses)
-        ax.plot(xs, ys, "o-", label="val")
-    ax.set_xlabel("step")
-    ax.set_ylabel("caption NLL")
-    if info.get("probes"):
-        right = ax.twinx()
-        steps, scene, obj = zip(*info["probes"])
-        right.plot(steps, scene, "s--", color="tab:green", label="val scene named (greedy)")
-        right.plot(steps, obj, "^--", color="tab:red", label="val object named (greedy)")
-        right.set_ylim(0, 1)
-        right.set_ylabel("share of gradable val posts")
-        right.legend(loc="center right")
     title = info.get("preset", "") + (f" / {info['ablation']}" if info.get("ablation") else "")
-    ax.set_title(f"UAPT training {title}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / CURVE_FILE, dpi=100)
+    draw_run_curve(out_dir / CURVE_FILE, result.train_losses, result.val_losses, info.get("probes") or [],
+                   title=title, weighted=config.image_word_loss_weight != 1.0)
