@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from bench.train_step import cpu_name
 from model.data.dataset import load_posts
 from model.data.synth import write_dataset
+from model.training.machine import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 POSTS_PER_USER = 100

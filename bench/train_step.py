@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import random
 import statistics
 import time
@@ -37,23 +36,13 @@ from model.device import cpu_has_fast_bfloat16, dtype_name, training_dtypes
 from model.factory import load_model
 from model.keywords import keywords_to_text
 from model.training.features import Split
+from model.training.machine import cpu_name
 from model.training.train_config import TrainConfig
 from model.training.trainer import make_optimizer, optimizer_step
 from model.uapt import UAPT
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 KEYWORDS = ("beach", "sunset", "coffee")
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (figures differ from one machine to the next)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def synthetic_split(model: UAPT, size: int, seed: int) -> Split:

@@ -21,7 +21,9 @@ dataset with problems.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -202,3 +204,24 @@ def synth_arguments(data_dir: str | Path) -> dict[str, int] | None:
         return {key: int(value) for key, value in json.loads(path.read_text(encoding="utf-8")).items()}
     except (ValueError, AttributeError) as exc:
         raise DatasetError(f"{path}: not a JSON object of integers ({exc})") from exc
+
+
+def dataset_identity(records: Sequence[PostRecord]) -> dict[str, Any]:
+    """Users, posts, posts per split, and a fingerprint that tells one dataset from another.
+
+    Neither feature cache keys a dataset (the image cache keys each file's bytes, the store
+    each post's image file), so the fingerprint is made here: the SHA-256 of every post's id,
+    user, split, text, labels and image file name, in post-id order. It reads no image
+    bytes and no folder path, so a dataset copied to another machine, or written again by
+    `uapt data synth` with the same arguments, keeps it.
+    """
+    digest = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.post_id):
+        line = [r.post_id, r.user_id, r.split, r.text, r.labels, r.image.name]
+        digest.update(json.dumps(line, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n")
+    return {
+        "users": len({r.user_id for r in records}),
+        "posts": len(records),
+        "splits": {split: sum(r.split == split for r in records) for split in SPLITS},
+        "fingerprint": digest.hexdigest()[:16],
+    }
