@@ -211,8 +211,14 @@ def _register_ablate(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Trains full, no_context, no_mapping, no_fusion and no_query with the same data, shuffles "
             "and schedule, once per --init-seeds seed (the parts a variant keeps start from the full "
-            "model's weights), evaluates each on the split, and prints a markdown table shaped like the "
-            "paper's Table 3 (plus the personalization score). SIGTERM or Ctrl-C stops it after the current "
+            "model's weights), evaluates each on the split with no decoding aid, and prints a markdown table "
+            "shaped like the paper's Table 3 (plus personalization and grounding), with its three targets checked "
+            "under it; writes it to OUT/ablation.md, the figures to OUT/ablation.json and the val loss and grounding "
+            "probe of full against no_context to OUT/curves.png. Where OUT/full_aids-initSEED holds a copy of a full "
+            "run with an image-word tagger and scene reader fitted into it, that row is scored too. Each run records "
+            "its machine and data; one --out never mixes kinds of machine or datasets (give another --out). "
+            "Processes with distinct --only variants may share one --out at once; a last --resume over all variants "
+            "writes the whole table (scripts/table3.sh). SIGTERM or Ctrl-C stops it after the current "
             f"training step (saved exactly) or evaluation, with status {EXIT_STOPPED}; --resume continues."
         ),
     )

@@ -95,13 +95,16 @@ def test_ablate_repeats_each_variant_per_init_seed(tmp_path: Path, small_dataset
     table = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
     assert set(rows) >= {"w/o context", "UAPT (full)", "ground-truth captions"}
-    # every cell is mean ± sd over the 2 seeds: paper metrics, personalization, content_scene/object, val loss
-    assert rows["UAPT (full)"].count(" ± ") == len(METRIC_NAMES) + 4
+    # every cell is mean ± sd over the 2 seeds: BLEU-4, METEOR, ROUGE-L, CIDEr, personalization, content_scene/object
+    assert rows["UAPT (full)"].count(" ± ") == 7
+    assert "- CIDEr, UAPT (full) / w/o context: " in table and (out / "curves.png").is_file()
 
     summary = json.loads((out / "ablation.json").read_text())
     assert [run["init_seed"] for run in summary["full"]] == [0, 1]
     assert "captions" not in summary["full"][0]  # the summary keeps figures; captions stay in each run's folder
-    assert len(json.loads((out / "full-init0" / "run.json").read_text())["captions"]) == 2
+    run = json.loads((out / "full-init0" / "run.json").read_text())
+    assert len(run["captions"]) == 2
+    assert run["machine"]["device"] == "cpu" and run["data"]["posts"] == 60  # where and on what it was made
     configs = [json.loads((out / f"full-init{seed}" / "config.json").read_text())["config"] for seed in (0, 1)]
     assert [c["init_seed"] for c in configs] == [0, 1]
     weights = [(out / f"full-init{seed}" / "trainable.safetensors").read_bytes() for seed in (0, 1)]
