@@ -3,6 +3,7 @@
 # docs/RESULTS.md (shipped checkpoint) has the figures and the time this takes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/recipe.sh
 UAPT=.venv/bin/uapt
 DATA=runs/data-u12-p500-s0
 RUN=runs/demo-offline
@@ -12,12 +13,10 @@ resume=()
 [[ -f $RUN/train_state.json ]] && resume=(--resume "$RUN")
 # bfloat16 because the committed checkpoint was trained so: on an AMD EPYC its first 80 losses came out bit for bit;
 # on an AVX2-only CPU it is several times slower than float32
-$UAPT train --data "$DATA" --preset offline --epochs 10 --batch-size 16 --lr 3e-4 --context-dropout 0.3 --visual-lr-scale 3 --eval-every 300 \
-    --precision bfloat16 --out "$RUN" "${resume[@]}"
+$UAPT train --data "$DATA" --preset offline "${DEMO_TRAIN[@]}" --eval-every 300 --precision bfloat16 --out "$RUN" "${resume[@]}"
 .venv/bin/python -c "from model.checkpoint import copy_checkpoint; copy_checkpoint('$RUN', 'checkpoints/demo-offline')"
-# the image-word tagger that steers decoding: weight 2 chosen on val, three bands of the
-# feature grid and the plausibility gate at 0.1; a minute or two
-$UAPT fit-image-words --data "$DATA" --checkpoint checkpoints/demo-offline --weight 2 --bands 3 --plausibility 0.1
+# the image-word tagger that steers decoding (its settings: scripts/recipe.sh); a minute or two
+$UAPT fit-image-words --data "$DATA" --checkpoint checkpoints/demo-offline "${DEMO_TAGGER[@]}"
 # the scene reader whose words beam search requires where it is sure of the scene; a minute
 $UAPT fit-scene-reader --data "$DATA" --checkpoint checkpoints/demo-offline
 # the OOD score and caption confidence with which the worker abstains, calibrated on the val split's captions
