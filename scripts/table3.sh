@@ -132,7 +132,7 @@ for seed in "${SEEDS[@]}"; do
     if [[ ! -f $aided/config.json ]]; then
         mkdir -p "$aided"
         cp "$full/trainable.safetensors" "$aided/"
-        cp "$full/config.json" "$aided/"  # last: config.json makes the folder a checkpoint that ablate scores
+        cp "$full/config.json" "$aided/"  # last: it makes the folder a checkpoint (ablate scores it once both aids are in)
     fi
     [[ -f $aided/image_words.json ]] || uapt fit-image-words --data "$DATA" --checkpoint "$aided" "${DEMO_TAGGER[@]}" \
         --cache-dir "$CACHE" --device "$DEVICE" "${FIT_ARGS[@]}"
