@@ -1,5 +1,5 @@
 """Device and dtype choice: CUDA with half-precision inference when there is a GPU, else CPU float32;
-for training, the frozen LM's dtype that runs faster here."""
+for training, the frozen LM's dtype that runs faster here, timed by the rule serving's choice shares (`time_lms`)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ import copy
 import logging
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from torch import nn
 
 from model.errors import ModelError
 
 logger = logging.getLogger(__name__)
+
+K = TypeVar("K")
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -100,25 +104,37 @@ def choose_lm_dtype(model, precision: str, device: torch.device, one_pass: Calla
 def time_lm_dtypes(
     model, dtypes: Sequence[torch.dtype], one_pass: Callable[[], torch.Tensor], repeats: int = 2
 ) -> dict[torch.dtype, float]:
-    """Median seconds of `one_pass` and its backward with the frozen LM in each dtype.
+    """Median seconds of `one_pass` and its backward with the frozen LM in each dtype (`time_lms`).
 
-    One warm-up pass each, then `repeats` rounds alternating the dtypes, so that a noisy
-    machine weighs on all alike. Each dtype runs on its own cast copy of the LM (a cast
-    down and back would round the frozen weights) and no optimizer step follows, so the
-    timing changes nothing that training then does.
+    Each dtype runs on its own cast copy of the LM (a cast down and back would round the
+    frozen weights) and no optimizer step follows, so the timing changes nothing that
+    training then does.
     """
     original = model.lm
     lms = {dtype: original if original.dtype == dtype else copy.deepcopy(original).to(dtype) for dtype in dtypes}
-    times: dict[torch.dtype, list[float]] = {dtype: [] for dtype in dtypes}
+    try:
+        return time_lms(model, lms, lambda: one_pass().backward(), repeats)
+    finally:
+        model.zero_grad(set_to_none=True)
+
+
+def time_lms(model, lms: Mapping[K, nn.Module], run: Callable[[], object], repeats: int = 2) -> dict[K, float]:
+    """Median seconds of `run` with each of `lms` in turn as `model.lm`; the model's own LM is put back after.
+
+    One warm-up run each, then `repeats` rounds alternating the LMs, so that a noisy
+    machine weighs on all alike. The one timing rule of both training's precision
+    choice (`time_lm_dtypes`) and serving's (`model.serving_dtype`).
+    """
+    original = model.lm
+    times: dict[K, list[float]] = {key: [] for key in lms}
     try:
         for round_ in range(repeats + 1):
-            for dtype in dtypes:
-                model.lm = lms[dtype]
+            for key, lm in lms.items():
+                model.lm = lm
                 started = time.perf_counter()
-                one_pass().backward()
+                run()
                 if round_:
-                    times[dtype].append(time.perf_counter() - started)
+                    times[key].append(time.perf_counter() - started)
     finally:
         model.lm = original
-        model.zero_grad(set_to_none=True)
-    return {dtype: statistics.median(values) for dtype, values in times.items()}
+    return {key: statistics.median(values) for key, values in times.items()}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import model.device
 from model.config import DecodingOptions
-from model.device import DeviceError, resolve_device, resolve_dtype, training_dtypes
+from model.device import DeviceError, resolve_device, resolve_dtype, time_lms, training_dtypes
 
 
 def test_auto_picks_cuda_only_when_present() -> None:
@@ -60,3 +62,13 @@ def test_tiny_model_captions_on_cuda_in_half_precision() -> None:
     assert features.device.type == "cuda" and features.dtype == torch.float32
     captions = model.generate(features, context, DecodingOptions(max_new_tokens=4))
     assert [len(c) for c in captions] == [3, 3]
+
+
+def test_time_lms_alternates_the_lms_after_a_warm_up_and_puts_the_models_own_back() -> None:
+    own, first, second = object(), object(), object()
+    model = SimpleNamespace(lm=own)
+    order = []
+    seconds = time_lms(model, {"a": first, "b": second}, lambda: order.append(model.lm), repeats=2)
+    assert order == [first, second] * 3  # the warm-up round, then two timed ones
+    assert set(seconds) == {"a", "b"} and all(s >= 0 for s in seconds.values())
+    assert model.lm is own
