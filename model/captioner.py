@@ -12,6 +12,7 @@ from torch import Tensor
 from model.config import DecodingOptions
 from model.guidance.abstention import AbstentionError, AbstentionPolicy, Judgement
 from model.keywords import keywords_to_text
+from model.serving_dtype import lm_dtype_name
 from model.uapt import UAPT, Caption, InputError
 
 
@@ -34,6 +35,7 @@ class Captioner:
         self.model = model
         self.decoding = decoding
         self.model_id = model.checkpoint_id or f"{model.config.preset}:untrained"
+        self.serving_dtype = lm_dtype_name(model.lm)  # what the frozen LM decodes in (model.serving_dtype)
         self.policy = abstention_policy(model, max_ood_score, min_confidence)  # None: no OOD file, never abstains
 
     def encode_images(self, images: Sequence[Image.Image]) -> list[Tensor]:

@@ -83,6 +83,11 @@ def read_checkpoint_config(ckpt_dir: str | Path) -> UAPTConfig:
     return UAPTConfig.from_dict(_read_meta(Path(ckpt_dir))["config"])
 
 
+def weights_sha256(ckpt_dir: str | Path) -> str:
+    """The checksum of a checkpoint's trainable weights, as its config records it: what names the trained weights."""
+    return _read_meta(Path(ckpt_dir))["sha256"]
+
+
 def load_checkpoint(model, ckpt_dir: str | Path) -> None:
     """Load trainable weights into `model` after checking they were made for exactly this model.
 

@@ -11,7 +11,15 @@ import json
 import re
 from pathlib import Path
 
-from model.config import ABLATIONS, PRESETS, DecodingOptions, decoding_field
+from model.config import (
+    ABLATIONS,
+    DEFAULT_SERVING_DTYPE,
+    PRESETS,
+    SERVING_DTYPE_HELP,
+    SERVING_DTYPES,
+    DecodingOptions,
+    decoding_field,
+)
 
 PRESET_NAMES = tuple(PRESETS)
 ABLATION_NAMES = ABLATIONS
@@ -62,6 +70,16 @@ def add_decoding_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_serving_dtype_arg(parser: argparse.ArgumentParser) -> None:
+    """--serving-dtype, for the commands that caption with a loaded model: caption and evaluate."""
+    parser.add_argument(
+        "--serving-dtype",
+        choices=SERVING_DTYPES,
+        default=DEFAULT_SERVING_DTYPE,
+        help=f"{SERVING_DTYPE_HELP} (default: {DEFAULT_SERVING_DTYPE})",
+    )
+
+
 def decoding_from_args(args: argparse.Namespace) -> DecodingOptions:
     """The DecodingOptions a command's flags ask for: each field its flag sets (when the command has it), else its default.
 
@@ -93,6 +111,7 @@ def _register_caption(subparsers: argparse._SubParsersAction) -> None:
         help='the user\'s keywords, e.g. "beach sunset surf" (space or comma separated; same for every image)',
     )
     _add_model_options(parser)
+    add_serving_dtype_arg(parser)
     add_decoding_args(parser)
     parser.add_argument("-n", "--num-captions", type=int, default=3, help="captions to print per image (default: 3)")
     _decoding_flag(parser, "--max-new-tokens", "max_new_tokens", int)
@@ -217,6 +236,12 @@ def _load(args: argparse.Namespace, command: str):
     from model.factory import load_model
 
     try:
-        return load_model(args.preset, checkpoint=args.checkpoint, device=args.device, ablation=args.ablation)
+        return load_model(
+            args.preset,
+            checkpoint=args.checkpoint,
+            device=args.device,
+            ablation=args.ablation,
+            serving_dtype=getattr(args, "serving_dtype", None),  # model info has no such flag: the plain load
+        )
     except (ModelError, ConfigError) as error:  # a bad checkpoint, tagger, scene reader, device or preset
         raise SystemExit(f"uapt {command}: {error}") from None

@@ -131,6 +131,29 @@ def decoding_field(name: str) -> dataclasses.Field:
     raise ConfigError(f"DecodingOptions has no field {name!r}")
 
 
+SERVING_DTYPES = ("auto", "float32", "bfloat16", "int8")
+"""What the frozen LM decodes in when serving (`model.serving_dtype`); the encoders and the prefix networks stay float32."""
+
+DEFAULT_SERVING_DTYPE = "auto"
+
+SERVING_DTYPE_HELP = (
+    "precision of the frozen LM, which does most of the decoding work: auto (bfloat16 on CUDA; on the CPU a "
+    "lower precision only where it decodes faster here and the checkpoint's serving_dtypes.json records that it "
+    "holds quality, else float32), float32, bfloat16, or int8 (dynamic quantization of its linear layers, CPU only)"
+)
+
+
+class ServingDtypeError(ConfigError):
+    """A serving dtype that does not exist or cannot run on this device; the message names it."""
+
+
+def check_serving_dtype(name: str) -> str:
+    """`name` if it is one of SERVING_DTYPES, else ServingDtypeError naming the setting."""
+    if name not in SERVING_DTYPES:
+        raise ServingDtypeError(f"serving_dtype must be one of {', '.join(SERVING_DTYPES)}, got {name!r}")
+    return name
+
+
 @dataclass(frozen=True)
 class UAPTConfig:
     """Everything needed to rebuild a UAPT model (backbones named, prefix networks sized).

@@ -9,12 +9,13 @@ import torch
 
 from model import assets
 from model.checkpoint import load_checkpoint, read_checkpoint_config
-from model.config import UAPTConfig, get_config
+from model.config import ConfigError, UAPTConfig, check_serving_dtype, get_config
 from model.device import resolve_device, resolve_dtype
 from model.encoders import build_encoders
 from model.errors import ModelError
 from model.guidance.aids import load_guidance
 from model.lm import load_lm
+from model.serving_dtype import apply_serving_dtype
 from model.uapt import UAPT
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def load_model(
     device: str = "auto",
     ablation: str | None = None,
     dtype: str | torch.dtype | None = None,
+    serving_dtype: str | None = None,
 ):
     """Build UAPT for `preset` (a name or a config), optionally load a checkpoint; eval mode, backbones frozen.
 
@@ -42,8 +44,15 @@ def load_model(
 
     preset None means the checkpoint's own preset and ablation (or "offline" without a
     checkpoint). dtype None means the inference default (half precision on CUDA, float32
-    on CPU); training should pass "float32".
+    on CPU); training should pass "float32". `serving_dtype` (one of SERVING_DTYPES, for
+    captioning) instead keeps every part float32 but the frozen LM, which goes to the
+    dtype it names or, for "auto", chooses (`model.serving_dtype`); it and `dtype` are
+    never both given.
     """
+    if serving_dtype is not None:
+        if dtype is not None:
+            raise ConfigError("give dtype (the whole model's) or serving_dtype (the frozen LM's), not both")
+        check_serving_dtype(serving_dtype)  # before the backbones load
 
     if isinstance(preset, UAPTConfig):
         config = preset
@@ -66,6 +75,8 @@ def load_model(
         model.guidance = load_guidance(
             checkpoint, model.image_encoder.dim, vocab_size, model.backbone_id(), model.image_encoder.num_tokens
         )
-    model.to(device=target, dtype=resolve_dtype(dtype, target))
+    model.to(device=target, dtype=torch.float32 if serving_dtype is not None else resolve_dtype(dtype, target))
+    if serving_dtype is not None:
+        apply_serving_dtype(model, serving_dtype, checkpoint)
     logger.info("loaded UAPT preset=%s ablation=%s on %s", config.preset, config.ablation, target)
     return model.eval()

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 def load_captioner(settings: Settings) -> Captioner:
     """Load the model named by the settings (the CLI imports this module only to run a worker)."""
-    model = load_model(settings.preset, checkpoint=settings.checkpoint, device=settings.device)
+    model = load_model(
+        settings.preset, checkpoint=settings.checkpoint, device=settings.device, serving_dtype=settings.serving_dtype
+    )
     applied = model.applied_decoding(settings.decoding)
     if model.guidance.tagger is not None:
         tagger = model.guidance.tagger
@@ -86,7 +88,12 @@ def run_worker(
             captioner = load_captioner(settings)
         readiness.model_loaded = True
         metrics.model_info.info(
-            {"model_id": captioner.model_id, "preset": settings.preset, "checkpoint": str(settings.checkpoint or "")}
+            {
+                "model_id": captioner.model_id,
+                "preset": settings.preset,
+                "checkpoint": str(settings.checkpoint or ""),
+                "serving_dtype": captioner.serving_dtype,
+            }
         )
         if settings.create_topics:
             ensure_worker_topics(settings)

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.config import DecodingError, DecodingOptions, decoding_field
+from model.config import (
+    DEFAULT_SERVING_DTYPE,
+    SERVING_DTYPE_HELP,
+    DecodingError,
+    DecodingOptions,
+    ServingDtypeError,
+    check_serving_dtype,
+    decoding_field,
+)
 from model.guidance.abstention import AbstentionError, check_max_ood_score, check_min_confidence
 from model.image_policy import ImagePolicy
 from worker.errors import ConfigurationError
@@ -131,6 +139,7 @@ class Settings:
     preset: str = _opt("offline", "model preset: offline, tiny or paper")
     checkpoint: str | None = _opt(None, "trained prefix-network checkpoint directory (default: untrained)", parse=_optional_str)
     device: str = _opt("auto", "torch device: auto, cpu, cuda, ...")
+    serving_dtype: str = _opt(DEFAULT_SERVING_DTYPE, SERVING_DTYPE_HELP)
     batch_size: int = _opt(16, "micro-batch: most events captioned together")
     linger_ms: int = _opt(200, "micro-batch: most milliseconds spent filling a batch")
     pipeline_depth: int = _opt(
@@ -197,6 +206,10 @@ class Settings:
             raise SettingsError(f"linger_ms must be >= 0, got {self.linger_ms}")
         if self.num_captions > self.max_captions:
             raise SettingsError(f"num_captions ({self.num_captions}) exceeds max_captions ({self.max_captions})")
+        try:
+            check_serving_dtype(self.serving_dtype)
+        except ServingDtypeError as error:
+            raise SettingsError(str(error)) from None
         try:
             self.decoding  # built once, here, so that a bad decoding setting stops the worker at start-up
         except DecodingError as error:

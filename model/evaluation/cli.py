@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from model.cli import add_decoding_args, decoding_from_args
+from model.cli import add_decoding_args, add_serving_dtype_arg, decoding_from_args
 from model.data.cli import add_feature_store_arg, add_offline_args, load_posts_or_exit
 
 
@@ -58,6 +58,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     add_feature_store_arg(evaluate)
     add_eval_args(evaluate)
     evaluate.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder from 'uapt train'")
+    add_serving_dtype_arg(evaluate)
     evaluate.add_argument(
         "--unseen-data",
         type=Path,
@@ -91,8 +92,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         options = eval_options(args)
         report = evaluate_checkpoint(
             records, args.checkpoint, options=options, cache_dir=args.cache_dir,
-            feature_store=args.feature_store, device=args.device, report_path=args.report, unseen_records=unseen,
-            ood_dir=args.ood_dir,
+            feature_store=args.feature_store, device=args.device, serving_dtype=args.serving_dtype,
+            report_path=args.report, unseen_records=unseen, ood_dir=args.ood_dir,
         )
     except ModelError as exc:
         raise SystemExit(f"uapt evaluate: {exc}") from None

@@ -40,9 +40,9 @@ from tqdm import tqdm
 
 from model.captioner import abstention_policy
 from model.checkpoint import CONFIG_FILE, read_checkpoint_config
-from model.config import ConfigError, DecodingOptions
+from model.config import DEFAULT_SERVING_DTYPE, ConfigError, DecodingOptions
 from model.data.dataset import DatasetError, PostRecord
-from model.data.samples import train_profiles
+from model.data.samples import Sample, train_profiles
 from model.data.style import StyleProfiles
 from model.evaluation import grounding
 from model.evaluation.metrics import caption_metrics, distinct_per_user, repeat_ngram_rate
@@ -51,6 +51,7 @@ from model.evaluation.ood_set import read_kinds
 from model.evaluation.report import write_html_report
 from model.factory import load_model
 from model.keywords import keywords_to_text
+from model.serving_dtype import lm_dtype_name
 from model.training.feature_store import FeatureStore
 from model.training.features import FeatureCache, Features, default_store, encode_split
 from model.uapt import Caption
@@ -96,6 +97,7 @@ class EvalReport:
     personalization_unseen: float | None = None  # None: no unseen users were given
     unseen_users: int | None = None
     decoding: dict = field(default_factory=dict)  # DecodingOptions.to_dict() as the model applied them
+    serving_dtype: str = "float32"  # what the frozen LM decoded in (model.serving_dtype)
     # with an OOD file (model.evaluation.abstention); None without one, or without ood_dir for the ood_ figures
     ece: float | None = None
     coverage: float | None = None
@@ -136,6 +138,33 @@ class EvalReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class PostsToCaption:
+    """The posts an evaluation captions (the split's first `limit`), with their frozen features, row i for post i."""
+
+    samples: list[Sample]
+    image_features: Features  # read batch by batch
+    context_features: torch.Tensor
+
+
+def posts_to_caption(
+    records: Sequence[PostRecord], cache: FeatureCache, options: EvalOptions, k: int, feature_store: str | Path | None = None
+) -> PostsToCaption:
+    """`options.split`'s posts up to `options.limit`, keywords the top `k` of each user's train profile (none
+    with `options.cold_start`); image features from `feature_store` (default: the one inside the cache)."""
+    store = default_store(cache) if feature_store is None else FeatureStore(feature_store, cache.model.backbone_id())
+    split = encode_split(records, options.split, k, cache, train_profiles(records), store)
+    n = len(split.samples) if options.limit is None else min(options.limit, len(split.samples))
+    if n == 0:
+        raise DatasetError(f"split: the dataset has no '{options.split}' posts")
+    samples, contexts = split.samples[:n], split.context_features[:n]
+    if options.cold_start:  # what a user without history gets: the serving path's empty keyword list
+        samples = [replace(s, keywords=(), context_text=keywords_to_text([])) for s in samples]
+        contexts = cache.context_features([s.context_text for s in samples])
+    images = split.image_features if n == len(split.samples) else split.image_features[:n]
+    return PostsToCaption(samples, images, contexts)
+
+
 def generate_captions(
     model, image_features: Features, context_features: Features, options: EvalOptions
 ) -> list[list[Caption]]:
@@ -165,6 +194,7 @@ def evaluate_checkpoint(
     cache_dir: str | Path = "runs/feature-cache",
     feature_store: str | Path | None = None,
     device: str = "auto",
+    serving_dtype: str = DEFAULT_SERVING_DTYPE,
     report_path: str | Path | None = None,
     unseen_records: Sequence[PostRecord] | None = None,
     ood_dir: str | Path | None = None,
@@ -174,26 +204,18 @@ def evaluate_checkpoint(
     `unseen_records`: a dataset of users the checkpoint never saw; their `options.split` posts
     (up to `options.limit`) are captioned too, for ``personalization_unseen``.
     Image features come from `feature_store` (default: the one inside `cache_dir`), as in training.
+    `serving_dtype` is the frozen LM's, as `uapt caption` and the worker take it (`model.serving_dtype`).
     """
 
     started = time.perf_counter()
     checkpoint = Path(checkpoint)
     config = read_checkpoint_config(checkpoint)
     k = options.keywords_k if options.keywords_k is not None else trained_keywords_k(checkpoint)
-    model = load_model(config, checkpoint=checkpoint, device=device)
+    model = load_model(config, checkpoint=checkpoint, device=device, serving_dtype=serving_dtype)
     cache = FeatureCache(cache_dir, model)
-    profiles = train_profiles(records)
-    store = default_store(cache) if feature_store is None else FeatureStore(feature_store, model.backbone_id())
-    split = encode_split(records, options.split, k, cache, profiles, store)
-    n = len(split.samples) if options.limit is None else min(options.limit, len(split.samples))
-    if n == 0:
-        raise DatasetError(f"split: the dataset has no '{options.split}' posts")
-    samples, contexts = split.samples[:n], split.context_features[:n]
-    if options.cold_start:  # what a user without history gets: the serving path's empty keyword list
-        samples = [replace(s, keywords=(), context_text=keywords_to_text([])) for s in samples]
-        contexts = cache.context_features([s.context_text for s in samples])
+    posts = posts_to_caption(records, cache, options, k, feature_store)
+    samples, images, contexts, n = posts.samples, posts.image_features, posts.context_features, len(posts.samples)
     logger.info("captioning %d %s posts with %s", n, options.split, checkpoint)
-    images = split.image_features if n == len(split.samples) else split.image_features[:n]  # read batch by batch
     nbest = generate_captions(model, images, contexts, options)
     generated = [hyps[0].text if hyps else "" for hyps in nbest]
 
@@ -223,6 +245,7 @@ def evaluate_checkpoint(
         personalization_unseen=None if unseen is None else unseen[0],
         unseen_users=None if unseen is None else unseen[1],
         decoding=model.applied_decoding(options.decoding).to_dict(),
+        serving_dtype=lm_dtype_name(model.lm),
         captions=[
             {
                 "post_id": s.post_id,

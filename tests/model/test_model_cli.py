@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,18 @@ def test_caption_uses_the_checkpoint_and_its_preset(
     checkpoint = save_checkpoint(tiny_model(), tmp_path / "ckpt")
     assert _run(["caption", str(image_files[0]), "--checkpoint", str(checkpoint), "--max-new-tokens", "3"]) == 0
     assert "[model ckpt@" in capsys.readouterr().out
+
+
+def test_caption_serves_in_the_dtype_asked_for(image_files: list[Path], caplog: pytest.LogCaptureFixture) -> None:
+    argv = ["caption", str(image_files[0]), "--preset", "tiny", "--max-new-tokens", "3", "--device", "cpu"]
+    with caplog.at_level(logging.INFO, logger="model.serving_dtype"):
+        assert _run([*argv, "--serving-dtype", "int8"]) == 0
+    assert any("serving dtype int8: the frozen LM decodes in int8" in r.message for r in caplog.records)
+
+
+def test_caption_refuses_an_unknown_serving_dtype(image_files: list[Path], capsys: pytest.CaptureFixture) -> None:
+    assert _run(["caption", str(image_files[0]), "--preset", "tiny", "--serving-dtype", "fp8"]) == 2
+    assert "--serving-dtype: invalid choice: 'fp8'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

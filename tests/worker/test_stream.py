@@ -108,7 +108,8 @@ def test_end_to_end_captions_and_profiles(worker_settings, captioner):
     assert metrics[("uapt_batch_size_sum", ())] == 12
     assert metrics[("uapt_stage_seconds_count", (("stage", "generate"),))] >= 2  # batch size 8 -> at least 2 batches
     assert metrics[("uapt_end_to_end_seconds_count", ())] == 12
-    assert metrics[("uapt_model_info", (("checkpoint", ""), ("model_id", captioner.model_id), ("preset", "tiny")))] == 1
+    info = (("checkpoint", ""), ("model_id", captioner.model_id), ("preset", "tiny"), ("serving_dtype", "float32"))
+    assert metrics[("uapt_model_info", info)] == 1
     assert any(name == "uapt_consumer_lag" for name, _ in metrics)
 
 

@@ -55,6 +55,16 @@ def test_the_scene_constraint_is_on_by_default_and_reaches_the_captioner():
     assert load_captioner(Settings(preset="tiny", device="cpu", scene_constraint=False)).decoding.scene_constraint is False
 
 
+def test_the_serving_dtype_defaults_to_auto_is_checked_and_reaches_the_captioner():
+    from worker.service import load_captioner
+
+    assert Settings.from_sources(env={}).serving_dtype == "auto"
+    assert Settings.from_sources(env={"UAPT_SERVING_DTYPE": "bfloat16"}).serving_dtype == "bfloat16"
+    with pytest.raises(SettingsError, match="serving_dtype must be one of auto, float32, bfloat16, int8, got 'fp16'"):
+        Settings.from_sources(env={"UAPT_SERVING_DTYPE": "fp16"})
+    assert load_captioner(Settings(preset="tiny", device="cpu", serving_dtype="int8")).serving_dtype == "int8"
+
+
 def test_repetition_control_settings_default_to_the_models_and_are_checked():
     from model.config import DecodingOptions
 

@@ -64,6 +64,7 @@ class FakeCaptioner:
     """
 
     model_id = "fake:untrained"
+    serving_dtype = "float32"
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, list[list[str]], int]] = []

@@ -37,6 +37,7 @@ def test_evaluate_reports_metrics_and_personalization(trained: Path, small_datas
     assert [c["reference"] for c in report.captions] == [p.text for p in posts if p.split == "test"][:5]
     assert all(len(c["nbest"]) == 2 and c["nbest"][0]["score"] >= c["nbest"][1]["score"] for c in report.captions)
     assert "| BLEU-1 |" in report.markdown()
+    assert report.serving_dtype == "float32"  # auto, and the checkpoint has no quality record
     # the decoding as applied, under the keys reports have always had (no tagger: weight 0; no reader: no constraint)
     assert report.to_dict()["decoding"] == {
         "num_beams": 2, "temperature": 0.8, "no_repeat_ngram_size": 3, "repetition_penalty": 1.2,
@@ -60,10 +61,10 @@ def test_cli_evaluate_writes_json(trained: Path, small_dataset: Path, capsys: py
     out = trained / "report.json"
     with pytest.raises(SystemExit) as done:
         main(["evaluate", "--data", str(small_dataset), "--checkpoint", str(trained), "--limit", "2",
-              "--num-beams", "1", "--cache-dir", str(trained / "cache"), "--out", str(out)])
+              "--num-beams", "1", "--cache-dir", str(trained / "cache"), "--out", str(out), "--serving-dtype", "int8"])
     assert done.value.code == 0
     written = json.loads(out.read_text())
-    assert written["posts"] == 2
+    assert written["posts"] == 2 and written["serving_dtype"] == "int8"
     assert "CIDEr" in capsys.readouterr().out
     assert read_best_captions(out) == {c["post_id"]: c["nbest"][0]["text"] for c in written["captions"]}
 
