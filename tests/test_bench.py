@@ -159,3 +159,50 @@ def test_train_scale_measures_each_size_in_its_own_processes(tmp_path, capsys: p
     assert all(float(value) > 0 for value in found.groups())
     assert [line.split(" posts")[0] for line in lines[1:-1]] == ["20", "40"]
     assert not list(tmp_path.iterdir())  # the datasets and stores were temporary
+
+
+@pytest.fixture
+def tiny_checkpoint_and_data(tmp_path):
+    from model.checkpoint import save_checkpoint
+    from model.data.synth import write_dataset
+
+    data = write_dataset(tmp_path / "data", users=2, posts_per_user=10, seed=1)
+    return save_checkpoint(load_model("tiny", device="cpu"), tmp_path / "ckpt"), data
+
+
+@pytest.mark.slow  # Java scores each dtype's captions (CIDEr): about a minute on two cores
+def test_serving_dtype_bench_measures_every_dtype_against_float32_and_ends_with_autos_pick(
+    tiny_checkpoint_and_data, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import serving_dtype
+
+    checkpoint, data = tiny_checkpoint_and_data
+    serving_dtype.main(["--data", str(data), "--checkpoint", str(checkpoint), "--limit", "2", "--device", "cpu",
+                        "--cache-dir", str(tmp_path / "cache")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"auto_dtype=(float32|bfloat16|int8) speedup_auto_vs_float32=\d+\.\d\d quality_ok=(true|false)", lines[-1])
+    assert "posts=2 " in lines[0] and "cpu='" in lines[0]
+    measured = {line.split(":")[0] for line in lines if ": captions_per_s=" in line}
+    assert measured == set(serving_dtype.measured_dtypes(torch.device("cpu")))
+    assert not (checkpoint / "serving_dtypes.json").exists()  # only --write-record writes it
+
+
+@pytest.mark.slow  # as above
+def test_serving_dtype_bench_writes_the_record_that_auto_reads(tiny_checkpoint_and_data, tmp_path) -> None:
+    from bench import serving_dtype
+    from model.serving_dtype import read_record
+
+    checkpoint, data = tiny_checkpoint_and_data
+    serving_dtype.main(["--data", str(data), "--checkpoint", str(checkpoint), "--device", "cpu", "--write-record",
+                        "--cache-dir", str(tmp_path / "cache")])
+    record = read_record(checkpoint)
+    assert record is not None and set(record.dtypes) == set(serving_dtype.measured_dtypes(torch.device("cpu"))) - {"float32"}
+    assert record.measured["split"] == "test" and record.float32["CIDEr"] is not None
+
+
+def test_serving_dtype_bench_writes_no_record_from_part_of_the_split(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import serving_dtype
+
+    with pytest.raises(SystemExit) as refused:
+        serving_dtype.main(["--limit", "8", "--write-record"])
+    assert refused.value.code == 2 and "--write-record needs the whole split" in capsys.readouterr().err
