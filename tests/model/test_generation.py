@@ -33,12 +33,14 @@ class StoppingLM(nn.Module):
     def __init__(self, lm: nn.Module, eos_id: int) -> None:
         super().__init__()
         self.lm, self.eos_id = lm, eos_id
+        self.batches: list[int] = []  # the rows of every call, in order
 
     def get_input_embeddings(self) -> nn.Module:
         return self.lm.get_input_embeddings()
 
     def forward(self, **kwargs):
         out = self.lm(**kwargs)
+        self.batches.append(out.logits.size(0))
         logits = out.logits * 2.0  # (B, T, V)
         logits[..., self.eos_id] = logits.max(-1).values + 3 * torch.sin(logits[..., 1000])
         out.logits = logits
@@ -374,6 +376,25 @@ def test_batched_equals_naive_with_required_tokens(stopping_lm) -> None:
         assert set(image[0].token_ids) & set(ids)  # the best caption holds a required token
         assert image[0].finished
     _assert_same(constrained[3:], plain[3:])
+
+
+def test_only_rows_holding_a_beam_go_through_the_lm(stopping_lm) -> None:
+    """Idle rows are not fed: the copies of the start beam, the second bank of an image with nothing required,
+    the places of beams that ended; and images that finish leave the batch."""
+    model = tiny_model()
+    prefix = _prefix(model, 4)
+    prompts = [[], model.tokenizer("a photo of", add_special_tokens=False).input_ids, [], []]
+    settings = DecodingOptions(num_beams=3, max_new_tokens=10)
+    required = _required_tokens(beam_search(stopping_lm, prefix, model.eos_id, settings, prompts))
+    required[3] = []
+    assert all(required[:3])
+    stopping_lm.batches.clear()
+    constrained = beam_search(stopping_lm, prefix, model.eos_id, settings, prompts, required_ids=required)
+    prefill, *steps = stopping_lm.batches
+    _assert_same(constrained, naive_beam_search(stopping_lm, prefix, model.eos_id, settings, prompts, required_ids=required))
+    assert prefill == 4  # one row per image: its start beam
+    assert max(steps) <= 3 * 6 + 3 < 4 * 6  # the last image never has more than its one bank of 3
+    assert steps[-1] < max(steps)  # rows of ended beams and of finished images have left
 
 
 def test_nothing_required_is_plain_beam_search(stopping_lm) -> None:
