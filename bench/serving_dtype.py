@@ -35,7 +35,6 @@ from pathlib import Path
 
 import torch
 
-from bench.train_step import cpu_name
 from model.checkpoint import weights_sha256
 from model.data.dataset import DatasetError, load_posts
 from model.data.samples import Sample
@@ -58,6 +57,7 @@ from model.serving_dtype import (
     write_record,
 )
 from model.training.features import FeatureCache
+from model.training.machine import cpu_name, describe_machine
 
 DEFAULT_DATA = Path("runs/data-u12-p500-s0")  # scripts/train_demo.sh's dataset
 DEFAULT_CHECKPOINT = Path("checkpoints/demo-offline")
@@ -141,8 +141,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         dtypes={name: quality for name, quality in qualities.items() if name in LOWER_DTYPES},
         bounds=bounds,
         measured={
-            "data": str(args.data), "split": options.split, "posts": len(samples), "cpu": cpu_name(),
-            "decoding": model.applied_decoding(options.decoding).to_dict(), "date": datetime.date.today().isoformat(),
+            "data": str(args.data), "split": options.split, "posts": len(samples),
+            "decoding": model.applied_decoding(options.decoding).to_dict(),
+            "machine": describe_machine(model.device), "date": datetime.date.today().isoformat(),
         },
     )
     if args.write_record:
