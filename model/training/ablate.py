@@ -112,7 +112,7 @@ def target_checks(runs: Runs) -> list[str]:
     lines = []
     if FULL in runs and "no_context" in runs:
         full, bare = cider[FULL], cider["no_context"]
-        ratio = full / bare if bare else math.inf
+        ratio = full / bare if bare else (math.inf if full > 0 else math.nan)  # 0 / 0 is no gain
         lines.append(f"- CIDEr, UAPT (full) / w/o context: {full:.2f} / {bare:.2f} = {ratio:.2f} "
                      f"(target ≥ {CIDER_RATIO_TARGET:g}): {_verdict(ratio >= CIDER_RATIO_TARGET)}")
         gap = personalization[FULL] - personalization["no_context"]

@@ -237,6 +237,15 @@ def test_the_targets_say_missed_when_they_are() -> None:
     assert ablate.target_checks({"full": [report("full", 0)]})[0].endswith("not computed (they need both UAPT (full) and w/o context)")
 
 
+def test_a_table_of_zero_cider_misses_the_ratio_target() -> None:
+    runs = {v: [report(v, 0)] for v in ("no_context", "full")}
+    for reports in runs.values():
+        reports[0].metrics["CIDEr"] = 0.0
+    assert ablate.target_checks(runs)[0].endswith("= nan (target ≥ 1.4): missed")
+    runs["full"][0].metrics["CIDEr"] = 0.1
+    assert ablate.target_checks(runs)[0].endswith("= inf (target ≥ 1.4): met")
+
+
 def test_mean_curve_averages_the_steps_every_seed_has() -> None:
     assert mean_curve([[[1, 3.0], [2, 2.0], [3, 1.0]], [[1, 1.0], [2, 4.0]]]) == [(1, 2.0), (2, 3.0)]
     assert mean_curve([]) == []
