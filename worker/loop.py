@@ -17,6 +17,11 @@ thread keeps polling, with every assigned partition paused, so kafka-python's
 max_poll_interval_ms never lapses and the worker keeps its partitions; the
 partitions are resumed at the next gathering of a batch.
 
+Start-up: the service hands the loop a processor whose model is still loading
+(a Future). The loop joins its group at once and holds its partitions, paused,
+until the model is ready, so the broker's rebalance delay passes during the load
+rather than after it.
+
 Rebalances: kafka-python calls the listener on its own IO thread, inside
 `poll`, where no commit may block; so the listener only notes the revoked
 partitions and the loop acts after the poll. Records gathered for the next
@@ -54,6 +59,7 @@ IDLE_POLL_MS = 500
 BUSY_POLL_MS = 50  # polls while a batch is in flight stay short, so its commit is not held up by an idle topic
 LAG_REFRESH_S = 1.0
 HOLD_POLL_S = 0.5  # while the database is away: the longest the consumer goes without a poll
+LOADING_POLL_S = 0.05  # while the model loads: short, so the first batch follows the load at once
 
 
 class StopFlag:
@@ -93,7 +99,7 @@ class WorkerLoop:
     def __init__(
         self,
         settings: Settings,
-        processor: Processor,
+        processor: Processor | Future[Processor],
         store: PostSink,
         consumer,
         producer,
@@ -102,7 +108,8 @@ class WorkerLoop:
         stop_flag: StopFlag | None = None,
     ) -> None:
         self.settings = settings
-        self.processor = processor
+        self._loading = processor if isinstance(processor, Future) else None
+        self.processor = None if isinstance(processor, Future) else processor
         self.store = store
         self.consumer = consumer
         self.producer = producer
@@ -124,6 +131,8 @@ class WorkerLoop:
         self._thread_id = threading.get_ident()
         self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
         try:
+            if self._loading is not None:
+                self._join_while_loading(self._loading)
             while True:
                 if self._running is None and self._ahead is not None:
                     self._start()
@@ -150,6 +159,18 @@ class WorkerLoop:
             self.consumer.close(autocommit=False)
             self.producer.close(timeout=10)
         log.info("worker stopped cleanly")
+
+    def _join_while_loading(self, loading: Future[Processor]) -> None:
+        """Join the group and hold its partitions, paused, until the processor is ready or a stop comes.
+
+        The group join waits out the broker's rebalance delay (3 s on the embedded one); done
+        here it overlaps the model's imports and load instead of following them. A load
+        that failed raises its error here.
+        """
+        while not loading.done() and not self._stopping.is_set():
+            self._poll_paused(LOADING_POLL_S)
+        if loading.done():
+            self.processor = loading.result()
 
     def _may_gather(self) -> bool:
         """Poll for another batch: not when stopping, and only while one runs if pipelining."""

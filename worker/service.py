@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 
 from model.captioner import Captioner
 from model.factory import load_model
@@ -83,32 +84,36 @@ def run_worker(
         database_watch = DatabaseWatch(readiness, metrics, stop_flag)
         store = ProfileStore(settings.database_url, on_outage=database_watch)
         check_broker(settings.bootstrap_servers, security)  # a refused login or certificate: one line, before the model loads
-        if captioner is None:
-            log.info("loading model preset %r (checkpoint %s)", settings.preset, settings.checkpoint or "none")
-            captioner = load_captioner(settings)
-        readiness.model_loaded = True
-        metrics.model_info.info(
-            {
-                "model_id": captioner.model_id,
-                "preset": settings.preset,
-                "checkpoint": str(settings.checkpoint or ""),
-                "serving_dtype": captioner.serving_dtype,
-            }
-        )
         if settings.create_topics:
             ensure_worker_topics(settings)
-        processor = Processor(
-            captioner,
-            store,
-            ImageLoader(settings.image_policy),
-            num_captions=settings.num_captions,
-            max_captions=settings.max_captions,
-            top_k=settings.top_k,
-            max_attempts=settings.max_record_attempts,
-        )
+
+        def ready_processor() -> Processor:
+            loaded = captioner
+            if loaded is None:
+                log.info("loading model preset %r (checkpoint %s)", settings.preset, settings.checkpoint or "none")
+                loaded = load_captioner(settings)
+            readiness.model_loaded = True
+            metrics.model_info.info(
+                {
+                    "model_id": loaded.model_id,
+                    "preset": settings.preset,
+                    "checkpoint": str(settings.checkpoint or ""),
+                    "serving_dtype": loaded.serving_dtype,
+                }
+            )
+            return Processor(
+                loaded,
+                store,
+                ImageLoader(settings.image_policy),
+                num_captions=settings.num_captions,
+                max_captions=settings.max_captions,
+                top_k=settings.top_k,
+                max_attempts=settings.max_record_attempts,
+            )
+
         loop = WorkerLoop(
             settings,
-            processor,
+            ready_processor() if captioner is not None else _in_background(ready_processor),
             store,
             make_consumer(
                 settings.bootstrap_servers,
@@ -145,6 +150,20 @@ def run_worker(
             store.close()
         if server is not None:
             server.stop()
+
+
+def _in_background(make: Callable[[], Processor]) -> Future[Processor]:
+    """Run `make` on a daemon thread, so that the loop joins its group meanwhile and a stop need not wait for it."""
+    future: Future[Processor] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(make())
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the loop, on the main thread)
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name="uapt-load-model").start()
+    return future
 
 
 def _relay_stop(stop: threading.Event, stop_flag: StopFlag) -> None:

@@ -3,6 +3,8 @@ and a WorkerLoop wired to them: the journal is how the loop and checkpoint tests
 
 from __future__ import annotations
 
+from concurrent.futures import Future as Loading
+
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import TopicPartition
 from worker_samples import png_bytes
@@ -115,9 +117,12 @@ class JournalStore:
 
 def make_loop(
     fake_captioner, records, *, fail_topic=None, max_bytes=None, batch_size=10, linger_ms=0, store=None,
-    consumer_class=FakeConsumer, commit_errors=None, pipeline_depth=1,
+    consumer_class=FakeConsumer, commit_errors=None, pipeline_depth=1, loading: Loading | None = None,
 ):
-    """A loop over fake clients; ``store`` defaults to a JournalStore, a real one shows idempotence."""
+    """A loop over fake clients; ``store`` defaults to a JournalStore, a real one shows idempotence.
+
+    ``loading`` stands for a model still loading: the loop gets it instead of a processor.
+    """
     journal: list[str] = []
     stop = StopFlag()
     settings = Settings(
@@ -128,7 +133,7 @@ def make_loop(
     consumer = consumer_class(journal, records, stop, commit_errors=commit_errors)
     producer = FakeProducer(journal, fail_topic, max_bytes)
     processor = Processor(fake_captioner, store, ImageLoader(ImagePolicy()))
-    loop = WorkerLoop(settings, processor, store, consumer, producer, WorkerMetrics(), Readiness(), stop)
+    loop = WorkerLoop(settings, loading or processor, store, consumer, producer, WorkerMetrics(), Readiness(), stop)
     return loop, journal, consumer, producer, store
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 
 import pytest
 from kafka.errors import KafkaTimeoutError
@@ -12,7 +13,10 @@ from loop_fakes import FakeConsumer, make_loop, records
 from prometheus_client.parser import text_string_to_metric_families
 from worker_samples import FakeCaptioner
 
-from worker.processing import InputRecord
+from model.errors import ModelError
+from worker.images import ImageLoader
+from worker.processing import InputRecord, Processor
+from worker.settings import ImagePolicy
 
 
 def test_order_is_read_produce_flush_fold_commit(fake_captioner):
@@ -24,6 +28,38 @@ def test_order_is_read_produce_flush_fold_commit(fake_captioner):
     ]
     assert consumer.committed == {TopicPartition("posts", 0): 4}
     assert len(store.posts) == 3
+
+
+def test_the_loop_holds_its_partitions_paused_while_the_model_loads(fake_captioner):
+    loading: Future[Processor] = Future()
+    loop, journal, consumer, _, store = make_loop(fake_captioner, records(2), loading=loading)
+    running = threading.Thread(target=loop.run)
+    running.start()
+    deadline = time.monotonic() + 10
+    while not consumer.held and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert consumer.held == {TopicPartition("posts", 0)}  # in the group, taking nothing
+    assert journal == [] and len(consumer.records) == 2
+    loading.set_result(Processor(fake_captioner, store, ImageLoader(ImagePolicy())))
+    running.join(timeout=10)
+    assert not running.is_alive()
+    assert consumer.committed == {TopicPartition("posts", 0): 2} and len(store.posts) == 2
+
+
+def test_a_failed_load_ends_the_loop_with_its_error_and_closes_the_clients(fake_captioner):
+    loading: Future[Processor] = Future()
+    loading.set_exception(ModelError("no such checkpoint"))
+    loop, journal, consumer, _, _ = make_loop(fake_captioner, records(2), loading=loading)
+    with pytest.raises(ModelError, match="no such checkpoint"):
+        loop.run()
+    assert journal == ["consumer.close", "producer.close"] and consumer.committed == {}
+
+
+def test_a_stop_during_the_load_ends_the_loop_without_waiting_for_the_model(fake_captioner):
+    loop, journal, consumer, _, _ = make_loop(fake_captioner, records(2), loading=Future())
+    loop.stop()
+    loop.run()
+    assert journal == ["consumer.close", "producer.close"] and len(consumer.records) == 2
 
 
 def test_batches_are_cut_at_batch_size(fake_captioner):
