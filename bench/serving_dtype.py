@@ -63,9 +63,11 @@ DEFAULT_DATA = Path("runs/data-u12-p500-s0")  # scripts/train_demo.sh's dataset
 DEFAULT_CHECKPOINT = Path("checkpoints/demo-offline")
 
 
-def measured_dtypes(device: torch.device) -> tuple[str, ...]:
-    """float32 and the lower precisions worth serving on `device`: on CUDA its half precision ("auto"'s there);
-    on the CPU bfloat16 where it is native, and int8."""
+def measured_dtypes(device: torch.device, asked: Sequence[str] | None = None) -> tuple[str, ...]:
+    """float32 and the lower precisions to measure on `device`: those `asked`, else those worth serving here
+    (on CUDA its half precision, "auto"'s there; on the CPU bfloat16 where it is native, and int8)."""
+    if asked:
+        return ("float32", *(name for name in dict.fromkeys(asked) if name != "float32"))
     if device.type == "cuda":
         return ("float32", dtype_name(resolve_dtype(None, device)))
     return ("float32", "bfloat16", "int8") if cpu_has_fast_bfloat16() else ("float32", "int8")
@@ -91,9 +93,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--write-record", action="store_true",
         help="store the quality verdicts in the checkpoint's serving_dtypes.json, for --serving-dtype auto",
     )
+    parser.add_argument(
+        "--dtypes", type=lambda text: text.split(","), default=None,
+        help="lower precisions to measure against float32, comma-separated, from: " + ", ".join(LOWER_DTYPES) +
+             " (default: those this machine runs natively). bfloat16 on a CPU without AVX512-BF16 or AMX "
+             "measures its quality for the record, at the speed of emulated products",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/feature-cache"), help="frozen-feature cache (default: runs/feature-cache)")
     args = parser.parse_args(argv)
+    unknown = set(args.dtypes or ()) - {"float32", *LOWER_DTYPES}
+    if unknown:
+        parser.error(f"--dtypes: unknown {', '.join(sorted(unknown))}; choose from {', '.join(LOWER_DTYPES)}")
     if args.write_record and args.limit is not None:
         parser.error("--write-record needs the whole split: a record from part of it would vouch for what was not measured")
     try:
@@ -106,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     samples, images, contexts = posts.samples, posts.image_features[:], posts.context_features
 
     float32_lm = model.lm
-    lms = {name: convert_lm(float32_lm, name) for name in measured_dtypes(model.device)}
+    lms = {name: convert_lm(float32_lm, name) for name in measured_dtypes(model.device, args.dtypes)}
     short = time_short_decodes(model, lms)  # also each LM's warm-up
     print(f"checkpoint={args.checkpoint} posts={len(samples)} device={model.device} cpu={cpu_name()!r} "
           f"native_bf16={cpu_has_fast_bfloat16()} threads={torch.get_num_threads()} "

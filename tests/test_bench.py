@@ -206,3 +206,16 @@ def test_serving_dtype_bench_writes_no_record_from_part_of_the_split(capsys: pyt
     with pytest.raises(SystemExit) as refused:
         serving_dtype.main(["--limit", "8", "--write-record"])
     assert refused.value.code == 2 and "--write-record needs the whole split" in capsys.readouterr().err
+
+
+def test_serving_dtype_bench_measures_the_dtypes_asked_even_where_they_are_not_native(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench import serving_dtype
+
+    cpu = torch.device("cpu")
+    assert serving_dtype.measured_dtypes(cpu, ["bfloat16", "float32", "bfloat16"]) == ("float32", "bfloat16")
+    assert serving_dtype.measured_dtypes(cpu, ["int8"]) == ("float32", "int8")
+    with pytest.raises(SystemExit) as refused:
+        serving_dtype.main(["--dtypes", "bfloat16,float8"])
+    assert refused.value.code == 2 and "--dtypes: unknown float8" in capsys.readouterr().err
