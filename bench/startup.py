@@ -8,7 +8,8 @@ Three figures, each from fresh child processes, as a restarted worker would be:
   de-quantized as it was on every start before the cache existed;
 - load_s: `load_model` with a warm cache (imports excluded; import_s is printed beside it);
 - first_caption_s: from starting `uapt worker` (a new process) to reading its first caption
-  from the output topic of the real embedded broker, with one post already waiting.
+  from the output topic of the real embedded broker, with one post already waiting;
+  the worker's log lines follow, each with its seconds since the launch.
 
 Load figures are medians of --repeats processes. The last line is machine-readable:
 
@@ -18,6 +19,7 @@ Load figures are medians of --repeats processes. The last line is machine-readab
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -54,7 +56,10 @@ def timed_load(preset: str, checkpoint: str | None, env: dict[str, str]) -> dict
 
 
 def first_caption_s(bootstrap: str, preset: str, checkpoint: str | None, workdir: Path, timeout_s: float) -> float:
-    """Seconds from launching a worker process to reading its caption of a post that waits on the input topic."""
+    """Seconds from launching a worker process to reading its caption of a post that waits on the input topic.
+
+    Also prints the worker's log lines up to then, each with its seconds since the launch: where the time went.
+    """
     settings = fresh_settings(bootstrap, "startup", workdir)
     ensure_worker_topics(settings)
     post_id, user_id, png, text = sample_posts(1, users=1, seed=0)[0]
@@ -78,7 +83,7 @@ def first_caption_s(bootstrap: str, preset: str, checkpoint: str | None, workdir
     ] + (["--checkpoint", checkpoint] if checkpoint else [])
     log_path = workdir / f"worker-{settings.group_id}.log"
     with log_path.open("w") as log:
-        started = time.perf_counter()
+        started, launched_at = time.perf_counter(), datetime.datetime.now()
         worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
             while time.perf_counter() - started < timeout_s:
@@ -86,12 +91,25 @@ def first_caption_s(bootstrap: str, preset: str, checkpoint: str | None, workdir
                     raise SystemExit(f"bench.startup: the worker exited ({worker.returncode}):\n{log_path.read_text()[-2000:]}")
                 for records in reader.poll(timeout_ms=100).values():
                     if any(json.loads(r.value)["post_id"] == post_id for r in records):
-                        return time.perf_counter() - started
+                        took = time.perf_counter() - started
+                        print_timeline(log_path.read_text(), launched_at)
+                        return took
             raise SystemExit(f"bench.startup: no caption within {timeout_s:.0f} s:\n{log_path.read_text()[-2000:]}")
         finally:
             worker.terminate()
             worker.wait(timeout=60)
             reader.close()
+
+
+def print_timeline(log_text: str, launched_at: datetime.datetime) -> None:
+    """The worker's log lines (logging's default asctime first), each led by its seconds since the launch."""
+    print("worker log, seconds since launch:")
+    for line in log_text.splitlines():
+        try:
+            logged_at = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+        except ValueError:
+            continue  # a library's progress bar or a continuation line
+        print(f"  {(logged_at - launched_at).total_seconds():6.2f}  {line[24:124]}")
 
 
 def main(argv: list[str] | None = None) -> None:

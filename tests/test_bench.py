@@ -219,3 +219,21 @@ def test_serving_dtype_bench_measures_the_dtypes_asked_even_where_they_are_not_n
     with pytest.raises(SystemExit) as refused:
         serving_dtype.main(["--dtypes", "bfloat16,float8"])
     assert refused.value.code == 2 and "--dtypes: unknown float8" in capsys.readouterr().err
+
+
+def test_startup_timeline_puts_each_worker_log_line_at_its_seconds_since_launch(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import datetime
+
+    from bench.startup import print_timeline
+
+    log = ("2026-12-06 22:00:01,250 INFO worker.http: metrics on :9108\n"
+           "Loading weights: 100%|####| 272/272\n"
+           "2026-12-06 22:00:12,500 INFO worker.loop: assigned partitions [...]\n")
+    print_timeline(log, datetime.datetime(2026, 12, 6, 22, 0, 0))
+    assert capsys.readouterr().out.splitlines() == [
+        "worker log, seconds since launch:",
+        "    1.25  INFO worker.http: metrics on :9108",
+        "   12.50  INFO worker.loop: assigned partitions [...]",
+    ]

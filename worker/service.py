@@ -7,9 +7,8 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
-from model.captioner import Captioner
-from model.factory import load_model
 from profiles.errors import DatabaseUnavailable
 from profiles.store import ProfileStore
 from worker.http import Readiness, StatusServer
@@ -22,11 +21,18 @@ from worker.outages import DatabaseWatch
 from worker.processing import Processor
 from worker.settings import Settings
 
+if TYPE_CHECKING:
+    from model.captioner import Captioner
+
 log = logging.getLogger(__name__)
 
 
 def load_captioner(settings: Settings) -> Captioner:
-    """Load the model named by the settings (the CLI imports this module only to run a worker)."""
+    """Load the model named by the settings, importing torch and the model stack here: the worker runs this on a
+    thread of its own while it joins its consumer group, and the imports are most of the wait."""
+    from model.captioner import Captioner
+    from model.factory import load_model
+
     model = load_model(
         settings.preset, checkpoint=settings.checkpoint, device=settings.device, serving_dtype=settings.serving_dtype
     )
