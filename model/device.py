@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 K = TypeVar("K")
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+CPUINFO = Path("/proc/cpuinfo")
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # native bfloat16 products
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -58,13 +60,24 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return DTYPES[dtype]
 
 
+def cpuinfo_fields() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo; empty where there is none (not Linux)."""
+    fields: dict[str, str] = {}
+    try:
+        text = CPUINFO.read_text(encoding="utf-8")
+    except OSError:
+        return fields
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor's block ends here
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    return fields
+
+
 def cpu_has_fast_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); without, bf16 is several times slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return not BF16_CPU_FLAGS.isdisjoint(cpuinfo_fields().get("flags", "").split())
 
 
 def training_dtypes(precision: str, device: torch.device) -> tuple[torch.dtype, ...]:

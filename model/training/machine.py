@@ -12,32 +12,17 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 import torch
 
+from model.device import cpuinfo_fields
+
 CPU_FLAGS = ("avx2", "avx512_bf16", "amx_bf16")  # what makes float32 and bfloat16 matmuls differ in speed and rounding
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def _cpuinfo_fields() -> dict[str, str]:
-    """The first processor's fields in /proc/cpuinfo; empty where there is none (not Linux)."""
-    fields: dict[str, str] = {}
-    try:
-        text = CPUINFO.read_text(encoding="utf-8")
-    except OSError:
-        return fields
-    for line in text.splitlines():
-        if not line.strip():
-            break  # the first processor's block ends here
-        name, _, value = line.partition(":")
-        fields.setdefault(name.strip(), value.strip())
-    return fields
 
 
 def cpu_name() -> str:
     """The CPU's model name, with its family and model number where /proc/cpuinfo gives them."""
-    fields = _cpuinfo_fields()
+    fields = cpuinfo_fields()
     name = fields.get("model name") or platform.processor() or "unknown CPU"
     if "cpu family" in fields and "model" in fields:
         name += f" (family {fields['cpu family']}, model {fields['model']})"
@@ -46,7 +31,7 @@ def cpu_name() -> str:
 
 def cpu_flags() -> list[str]:
     """Those of `CPU_FLAGS` this CPU has."""
-    present = set(_cpuinfo_fields().get("flags", "").split())
+    present = set(cpuinfo_fields().get("flags", "").split())
     return [flag for flag in CPU_FLAGS if flag in present]
 
 

@@ -72,3 +72,14 @@ def test_time_lms_alternates_the_lms_after_a_warm_up_and_puts_the_models_own_bac
     assert order == [first, second] * 3  # the warm-up round, then two timed ones
     assert set(seconds) == {"a", "b"} and all(s >= 0 for s in seconds.values())
     assert model.lm is own
+
+
+def test_native_bfloat16_is_read_from_the_first_processors_flags(tmp_path, monkeypatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(model.device, "CPUINFO", cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
+    assert model.device.cpu_has_fast_bfloat16()
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert not model.device.cpu_has_fast_bfloat16()
+    monkeypatch.setattr(model.device, "CPUINFO", tmp_path / "absent")
+    assert not model.device.cpu_has_fast_bfloat16()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import model.device
 from model.config import DecodingOptions
 from model.data.dataset import PostRecord, dataset_identity
 from model.evaluation.evaluate import EvalOptions, EvalReport
@@ -103,7 +104,7 @@ def test_a_cpu_is_known_by_its_model_and_bfloat16_flags_not_its_cores(tmp_path: 
     cpuinfo = tmp_path / "cpuinfo"
     block = "processor\t: {n}\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 17\nflags\t\t: fpu avx2 sse avx512_bf16 avx512f\n"
     cpuinfo.write_text(block.format(n=0) + "\n" + block.format(n=1).replace("AMD EPYC", "other"))
-    monkeypatch.setattr(machine, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(model.device, "CPUINFO", cpuinfo)
     record = machine.describe_machine(torch.device("cpu"))
     assert record["cpu"] == "AMD EPYC (family 25, model 17)" and record["cpu_flags"] == ["avx2", "avx512_bf16"]
     assert machine.machine_kind(record) == {"device": "cpu", "cpu": "AMD EPYC (family 25, model 17)",
