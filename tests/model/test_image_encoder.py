@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,14 @@ def test_feature_cache_key_names_backbone_and_feature_kind() -> None:
     pooled = replace(grid, image_tokens="pooled")
     assert "efficientnet-lite0@imagenet/grid" in backbone_id(grid)
     assert backbone_id(grid) != backbone_id(pooled)
+
+
+def test_the_offline_preset_never_imports_open_clip() -> None:
+    """open_clip (and its model registry) costs every worker start; only CLIP presets may pay for it."""
+    probe = (
+        "import sys; from model.config import get_config; from model.encoders import build_encoders; "
+        "build_encoders(get_config('offline')); print('open_clip' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"

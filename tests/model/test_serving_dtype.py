@@ -36,6 +36,13 @@ def checkpoint(tmp_path: Path) -> Path:
     return save_checkpoint(tiny_model(), tmp_path / "ckpt")
 
 
+@pytest.fixture(autouse=True)
+def lm_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A cache folder of the test's own, so that no test reads a timing another kept."""
+    monkeypatch.setattr(serving, "lm_cache_dir", lambda: tmp_path / "lm-cache")
+    return tmp_path / "lm-cache"
+
+
 def fresh_model() -> torch.nn.Module:
     """The tiny model with a float32 LM of its own, for a test to change."""
     return load_model("tiny", device="cpu", serving_dtype="float32")
@@ -162,6 +169,52 @@ def test_auto_keeps_float32_on_a_cpu_without_native_bfloat16(checkpoint: Path, m
     monkeypatch.setattr(serving, "cpu_has_fast_bfloat16", lambda: False)
     write_record(checkpoint, record_for(checkpoint, bfloat16_holds=True))
     assert apply_serving_dtype(fresh_model(), "auto", checkpoint, timer=refuse_timing) == "float32"
+
+
+def test_auto_times_once_on_a_kind_of_machine_and_reads_its_choice_after(
+    checkpoint: Path, lm_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(serving, "cpu_has_fast_bfloat16", lambda: True)
+    write_record(checkpoint, record_for(checkpoint, bfloat16_holds=True))
+    timer = timer_where_faster("bfloat16")
+    assert apply_serving_dtype(fresh_model(), "auto", checkpoint, timer=timer) == "bfloat16"
+    assert timer.timed == ["bfloat16", "float32"]
+    [kept] = (lm_cache / serving.TIMING_DIR).iterdir()
+    model = fresh_model()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="model.serving_dtype"):
+        assert apply_serving_dtype(model, "auto", checkpoint, timer=refuse_timing) == "bfloat16"
+    assert lm_dtype_name(model.lm) == "bfloat16"
+    [line] = [r.message for r in caplog.records]
+    assert f"kept in {kept}" in line and "1.00 s in bfloat16" in line
+
+    other_cpu = {**serving.cpuinfo_fields(), "model name": "another CPU"}
+    monkeypatch.setattr(serving, "cpuinfo_fields", lambda: other_cpu)
+    timer = timer_where_faster("float32")
+    assert apply_serving_dtype(fresh_model(), "auto", checkpoint, timer=timer) == "float32"
+    assert timer.timed == ["bfloat16", "float32"]  # another kind of machine is timed afresh
+
+
+def test_a_damaged_timing_is_timed_again_and_an_unwritable_folder_only_costs_the_timing(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serving, "cpu_has_fast_bfloat16", lambda: True)
+    write_record(checkpoint, record_for(checkpoint, bfloat16_holds=True))
+    folder = tmp_path / "timings"
+    assert apply_serving_dtype(fresh_model(), "auto", checkpoint, timer_where_faster("bfloat16"), folder) == "bfloat16"
+    [kept] = folder.iterdir()
+    kept.write_text('{"seconds": {"float32": 1.0}}')
+    timer = timer_where_faster("float32")
+    assert apply_serving_dtype(fresh_model(), "auto", checkpoint, timer, folder) == "float32"
+    assert timer.timed == ["bfloat16", "float32"]
+    assert json.loads(kept.read_text())["seconds"] == {"bfloat16": 2.0, "float32": 1.0}
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    for _ in range(2):
+        timer = timer_where_faster("bfloat16")
+        assert apply_serving_dtype(fresh_model(), "auto", checkpoint, timer, blocked / "timings") == "bfloat16"
+        assert timer.timed == ["bfloat16", "float32"]
 
 
 # the record
