@@ -2,6 +2,8 @@
 pipelined vs one stage after another, against bare generation.
 
     .venv/bin/python -m bench.worker --preset tiny [--posts 200] [--batch-size 16]
+    .venv/bin/python -m bench.worker --preset offline --checkpoint checkpoints/demo-offline \
+        --device cuda --posts 4000 --batch-size 256 --runs pipelined      # a GPU worker
 
 One model is loaded and shared by all runs. The worker runs three times (batch size 1;
 the batch size under test without pipelining, ``--pipeline-depth 0``; and with
@@ -12,10 +14,13 @@ from the output topic. The worker runs in this process (a thread), so the
 producer and reader share its CPU, as a sidecar would. Then bare generation:
 `Captioner.caption` on the same images (decoded beforehand), in batches of
 the same size, with the keywords the pipelined run captioned each post with:
-the model alone, the most the worker could reach. The last line is
+the model alone, the most the worker could reach. `--runs pipelined` keeps
+only the pipelined run (large bursts on a GPU, where the batch-size-1 run
+would take long and says little). On CUDA, the GPU's utilisation is sampled
+through the pipelined run (NVML, as nvidia-smi reads it). The last line is
 `posts_per_s=<x> p50_ms=<y> p99_ms=<z> batch_mean=<b> pipeline_efficiency=<e>`
 for the pipelined micro-batched run, where e is its posts/s over bare
-generation's captions/s.
+generation's captions/s, followed on CUDA by `gpu_util=<mean %>`.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,6 +56,9 @@ from worker.settings import Settings, default_of
 log = logging.getLogger("bench.worker")
 
 
+RUNS = ("single", "sequential", "pipelined")  # batch size 1; the batch size without pipelining; with it
+
+
 @dataclass(frozen=True)
 class RunResult:
     batch_size: int
@@ -59,6 +67,7 @@ class RunResult:
     p99_ms: float
     batch_mean: float
     keywords: dict[str, list[str]]  # post_id -> the keywords its caption was made with
+    gpu_util: float | None = None  # mean GPU utilisation (%) through the run, on CUDA
 
     def line(self) -> str:
         return (
@@ -156,6 +165,34 @@ def fresh_settings(bootstrap: str, name: str, workdir: Path, **overrides) -> Set
     )
 
 
+class GpuUtilisation:
+    """Samples the CUDA device's utilisation (NVML, as nvidia-smi reads it) on a thread until stopped."""
+
+    def __init__(self, device, interval_s: float = 0.2) -> None:
+        import torch
+
+        self._read = lambda: torch.cuda.utilization(device)
+        self._interval_s = interval_s
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-gpu-util")
+
+    def __enter__(self) -> GpuUtilisation:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._samples.append(float(self._read()))
+
+    def mean(self) -> float | None:
+        return statistics.fmean(self._samples) if self._samples else None
+
+
 def run_once(
     bootstrap: str, captioner, posts, *, batch_size: int, pipeline_depth: int, linger_ms: int, rate: float,
     workdir: Path, image_base: str | None,
@@ -169,6 +206,8 @@ def run_once(
         linger_ms=linger_ms,
         allow_hosts=("127.0.0.1",) if image_base else (),
     )
+    device = captioner.model.device
+    sampler = GpuUtilisation(device) if device.type == "cuda" else nullcontext()
     ensure_worker_topics(settings)
 
     stop, ready = threading.Event(), threading.Event()
@@ -196,17 +235,18 @@ def run_once(
         publisher = threading.Thread(
             target=_publish, args=(bootstrap, settings.input_topic, posts, rate, sent_at, image_base)
         )
-        publisher.start()
         deadline = time.monotonic() + 60 + 10 * len(posts)
-        while len(received_at) < len(posts):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench.worker: only {len(received_at)} of {len(posts)} captions arrived")
-            for batch in reader.poll(timeout_ms=200).values():
-                now = time.perf_counter()
-                for record in batch:
-                    caption = json.loads(record.value)
-                    received_at.setdefault(caption["post_id"], now)
-                    keywords.setdefault(caption["post_id"], caption["keywords"])
+        with sampler:
+            publisher.start()
+            while len(received_at) < len(posts):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"bench.worker: only {len(received_at)} of {len(posts)} captions arrived")
+                for batch in reader.poll(timeout_ms=200).values():
+                    now = time.perf_counter()
+                    for record in batch:
+                        caption = json.loads(record.value)
+                        received_at.setdefault(caption["post_id"], now)
+                        keywords.setdefault(caption["post_id"], caption["keywords"])
         publisher.join()
         batch_mean = _batch_mean(status["port"])
     finally:
@@ -223,6 +263,7 @@ def run_once(
         p99_ms=latencies_ms[min(len(latencies_ms) - 1, round(0.99 * (len(latencies_ms) - 1)))],
         batch_mean=batch_mean,
         keywords=keywords,
+        gpu_util=sampler.mean() if isinstance(sampler, GpuUtilisation) else None,
     )
 
 
@@ -274,43 +315,68 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--linger-ms", type=int, default=200, help="micro-batch linger (default: 200)")
     parser.add_argument("--rate", type=float, default=0, help="posts per second to publish (default 0: all at once, a burst)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample posts (default: 0)")
+    parser.add_argument("--device", default=default_of("device"), help="torch device: auto (default), cpu, cuda")
+    parser.add_argument(
+        "--serving-dtype", default=default_of("serving_dtype"),
+        help=f"the frozen LM's dtype: auto, float32, bfloat16, int8 (default: {default_of('serving_dtype')})",
+    )
+    parser.add_argument(
+        "--runs", default=",".join(RUNS),
+        help="which worker runs, of single (batch size 1), sequential (pipeline depth 0) and pipelined; "
+        "pipelined always runs (default: all three)",
+    )
     parser.add_argument(
         "--image-latency-ms", type=int, default=0,
         help="send images as URLs of a local host that answers each after this long (default 0: inline images)",
     )
     args = parser.parse_args(argv)
+    runs = {name.strip() for name in args.runs.split(",") if name.strip()} | {"pipelined"}
+    if runs - set(RUNS):
+        parser.error(f"--runs takes {', '.join(RUNS)}; not {', '.join(sorted(runs - set(RUNS)))}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     posts = sample_posts(args.posts, args.users, args.seed)
-    captioner = load_captioner(Settings(preset=args.preset, checkpoint=args.checkpoint))
+    captioner = load_captioner(
+        Settings(preset=args.preset, checkpoint=args.checkpoint, device=args.device, serving_dtype=args.serving_dtype)
+    )
     captioner.caption([Image.new("RGB", (224, 224))], [["warm", "up"]], num_captions=3)  # first call pays one-off costs
     load = f"{args.rate:g} posts/s" if args.rate > 0 else "burst"
     images = f"URLs answering after {args.image_latency_ms} ms" if args.image_latency_ms > 0 else "inline"
     print(
-        f"bench.worker: preset={args.preset} model={captioner.model_id} posts={args.posts} users={args.users} "
-        f"load={load} images={images}",
+        f"bench.worker: preset={args.preset} model={captioner.model_id} device={captioner.model.device} "
+        f"serving_dtype={captioner.serving_dtype} posts={args.posts} users={args.users} load={load} images={images}",
         flush=True,
     )
+    shapes = {"single": (1, 1), "sequential": (args.batch_size, 0), "pipelined": (args.batch_size, 1)}
     with (
         EmbeddedBroker() as broker,
         tempfile.TemporaryDirectory(prefix="uapt-bench-") as tmp,
         image_host(posts, args.image_latency_ms) as image_base,
     ):
-        single, sequential, pipelined = [
-            run_once(
-                broker.bootstrap_servers, captioner, posts, batch_size=size, pipeline_depth=depth,
+        results = {
+            name: run_once(
+                broker.bootstrap_servers, captioner, posts, batch_size=shapes[name][0], pipeline_depth=shapes[name][1],
                 linger_ms=args.linger_ms, rate=args.rate, workdir=Path(tmp), image_base=image_base,
             )
-            for size, depth in ((1, 1), (args.batch_size, 0), (args.batch_size, 1))
-        ]
+            for name in RUNS
+            if name in runs
+        }
+    pipelined = results["pipelined"]
     bare = bare_generation(captioner, posts, pipelined.keywords, args.batch_size, default_of("num_captions"))
     print(f"bare generation, batch {args.batch_size}: {bare:.2f} captions/s")
-    print(f"batch_size=1: {single.line()}")
-    print(f"batch_size={sequential.batch_size} pipeline_depth=0: {sequential.line()} efficiency={sequential.posts_per_s / bare:.2f}")
+    if "single" in results:
+        print(f"batch_size=1: {results['single'].line()}")
+    if "sequential" in results:
+        sequential = results["sequential"]
+        print(f"batch_size={sequential.batch_size} pipeline_depth=0: {sequential.line()} "
+              f"efficiency={sequential.posts_per_s / bare:.2f}")
     print(f"batch_size={pipelined.batch_size} pipeline_depth=1: {pipelined.line()}")
-    print(f"speed-up from micro-batching: x{pipelined.posts_per_s / single.posts_per_s:.2f} throughput")
-    print(f"speed-up from pipelining: x{pipelined.posts_per_s / sequential.posts_per_s:.2f} throughput")
-    print(f"{pipelined.line()} pipeline_efficiency={pipelined.posts_per_s / bare:.2f}")
+    if "single" in results:
+        print(f"speed-up from micro-batching: x{pipelined.posts_per_s / results['single'].posts_per_s:.2f} throughput")
+    if "sequential" in results:
+        print(f"speed-up from pipelining: x{pipelined.posts_per_s / results['sequential'].posts_per_s:.2f} throughput")
+    gpu = "" if pipelined.gpu_util is None else f" gpu_util={pipelined.gpu_util:.0f}"
+    print(f"{pipelined.line()} pipeline_efficiency={pipelined.posts_per_s / bare:.2f}{gpu}")
 
 
 if __name__ == "__main__":

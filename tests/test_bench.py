@@ -237,3 +237,17 @@ def test_startup_timeline_puts_each_worker_log_line_at_its_seconds_since_launch(
         "    1.25  INFO worker.http: metrics on :9108",
         "   12.50  INFO worker.loop: assigned partitions [...]",
     ]
+
+
+def test_worker_bench_runs_the_pipelined_run_alone_and_ends_with_its_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the real embedded broker: the runs asked for, bare generation, and the machine-readable last line."""
+    from bench import worker
+
+    worker.main(["--preset", "tiny", "--device", "cpu", "--posts", "6", "--users", "2", "--batch-size", "3",
+                 "--runs", "pipelined"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "device=cpu" in lines[0] and "posts=6" in lines[0]
+    assert not any(line.startswith(("batch_size=1:", "speed-up")) for line in lines)  # single and sequential skipped
+    assert re.fullmatch(r"posts_per_s=\S+ p50_ms=\d+ p99_ms=\d+ batch_mean=\S+ pipeline_efficiency=\S+", lines[-1])
+    with pytest.raises(SystemExit):
+        worker.main(["--preset", "tiny", "--runs", "pipelined,fastest"])
