@@ -251,3 +251,44 @@ def test_worker_bench_runs_the_pipelined_run_alone_and_ends_with_its_line(capsys
     assert re.fullmatch(r"posts_per_s=\S+ p50_ms=\d+ p99_ms=\d+ batch_mean=\S+ pipeline_efficiency=\S+", lines[-1])
     with pytest.raises(SystemExit):
         worker.main(["--preset", "tiny", "--runs", "pipelined,fastest"])
+
+
+def test_abstention_bench_scores_a_reports_captions_and_decodes_only_the_ood_images(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The split's n-best come from the report as written (never decoded again); the OOD folder's images are decoded."""
+    import json
+
+    from PIL import Image
+
+    from bench import abstention
+    from model.config import DecodingOptions
+    from model.data.dataset import load_posts
+    from model.data.synth import write_dataset
+    from ood_fixtures import checkpoint_with_ood
+
+    data = write_dataset(tmp_path / "data", users=2, posts_per_user=10, seed=1)
+    checkpoint = checkpoint_with_ood(load_model("tiny", device="cpu"), tmp_path / "ckpt")
+    test_posts = [r for r in load_posts(data) if r.split == "test"]
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps({
+        "split": "test",
+        "decoding": DecodingOptions(num_beams=2, max_new_tokens=4).to_dict(),
+        "captions": [{"post_id": r.post_id, "nbest": [{"text": f"written caption {i}", "score": -1.0 - i}]}
+                     for i, r in enumerate(test_posts)],
+    }))
+    ood_dir = tmp_path / "ood"
+    ood_dir.mkdir()
+    for i, colour in enumerate(["black", "white"]):
+        Image.new("RGB", (48, 48), colour).save(ood_dir / f"solid-{i}.png")
+    (ood_dir / "ood_set.json").write_text(json.dumps({"solid-0.png": "solid", "solid-1.png": "solid"}))
+    out = tmp_path / "figures.json"
+
+    assert abstention.main(["--data", str(data), "--checkpoint", str(checkpoint), "--captions", str(report),
+                            "--ood-dir", str(ood_dir), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == figures
+    assert figures["posts"] == len(test_posts) > 0 and figures["split"] == "test"
+    assert figures["ood_images"] == 2 and figures["ood_by_kind"]["solid"]["images"] == 2
+    assert set(figures["ood_best_captions"]) == {"solid-0.png", "solid-1.png"}
+    assert 0.0 <= figures["ood_auroc"] <= 1.0
