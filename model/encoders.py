@@ -53,7 +53,7 @@ class ImageEncoder(nn.Module):
     def pixels(self, images: Sequence[Image.Image]) -> Tensor:
         """The preprocessed batch, on the backbone's device and dtype: (B, 3, H, W)."""
         param = next(self.backbone.parameters())
-        batch = torch.stack([self.preprocess(image.convert("RGB")) for image in images])
+        batch = torch.stack([self.preprocess(image if image.mode == "RGB" else image.convert("RGB")) for image in images])
         return batch.to(param.device, param.dtype)
 
     @torch.no_grad()

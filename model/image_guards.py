@@ -255,7 +255,7 @@ def decode_image(data: bytes, max_pixels: int, errors: GuardErrors = GUARD_ERROR
             probe.verify()
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             image.load()
-            return image.convert("RGB")
+            return image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even an RGB image
     except tuple(errors):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
