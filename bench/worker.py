@@ -21,6 +21,12 @@ through the pipelined run (NVML, as nvidia-smi reads it). The last line is
 `posts_per_s=<x> p50_ms=<y> p99_ms=<z> batch_mean=<b> pipeline_efficiency=<e>`
 for the pipelined micro-batched run, where e is its posts/s over bare
 generation's captions/s, followed on CUDA by `gpu_util=<mean %>`.
+
+`--null-model` measures the worker's ceiling instead: everything but the
+networks (broker, events, image decoding and the preset's preprocessing,
+profiles, outputs) with a stand-in that answers at once (`NullCaptioner`), so
+no model can make the worker faster than this on this CPU. Its last line ends
+`model=null` instead of the efficiency.
 """
 
 from __future__ import annotations
@@ -42,9 +48,14 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
+import torch
 from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
+
+from model.guidance.abstention import Judgement
+from model.uapt import Caption
 
 from worker.broker import EmbeddedBroker
 from worker.events import post_event
@@ -74,6 +85,30 @@ class RunResult:
             f"posts_per_s={self.posts_per_s:.2f} p50_ms={self.p50_ms:.0f} "
             f"p99_ms={self.p99_ms:.0f} batch_mean={self.batch_mean:.2f}"
         )
+
+
+class NullCaptioner:
+    """A stand-in for `Captioner` whose networks cost nothing: the preset's image preprocessing runs, then fixed
+    captions come back at once. It bounds what the worker around a model can do (`--null-model`)."""
+
+    model_id = "null"
+    serving_dtype = "none"
+
+    def __init__(self, preset: str) -> None:
+        from model.config import get_config
+        from model.encoders import build_encoders
+
+        self.image_encoder, _ = build_encoders(get_config(preset))
+        self.model = SimpleNamespace(device=torch.device("cpu"))
+
+    def encode_images(self, images):
+        return list(self.image_encoder.pixels(images)[:, :1, :1, :1].unbind(0))  # preprocessed, never encoded
+
+    def caption_encoded(self, image_features, keywords, num_captions: int = 3):
+        return [[Caption(f"caption {rank}", -1.0 - rank, [rank]) for rank in range(num_captions)] for _ in image_features]
+
+    def judge(self, image_features, captions):
+        return [Judgement(None, None) for _ in captions]
 
 
 def sample_posts(n: int, users: int, seed: int) -> list[tuple[str, str, bytes, str]]:
@@ -169,8 +204,6 @@ class GpuUtilisation:
     """Samples the CUDA device's utilisation (NVML, as nvidia-smi reads it) on a thread until stopped."""
 
     def __init__(self, device, interval_s: float = 0.2) -> None:
-        import torch
-
         self._read = lambda: torch.cuda.utilization(device)
         self._interval_s = interval_s
         self._samples: list[float] = []
@@ -321,6 +354,10 @@ def main(argv: list[str] | None = None) -> None:
         help=f"the frozen LM's dtype: auto, float32, bfloat16, int8 (default: {default_of('serving_dtype')})",
     )
     parser.add_argument(
+        "--null-model", action="store_true",
+        help="the worker's ceiling: networks that answer at once, image decoding and preprocessing kept (NullCaptioner)",
+    )
+    parser.add_argument(
         "--runs", default=",".join(RUNS),
         help="which worker runs, of single (batch size 1), sequential (pipeline depth 0) and pipelined; "
         "pipelined always runs (default: all three)",
@@ -336,10 +373,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     posts = sample_posts(args.posts, args.users, args.seed)
-    captioner = load_captioner(
-        Settings(preset=args.preset, checkpoint=args.checkpoint, device=args.device, serving_dtype=args.serving_dtype)
-    )
-    captioner.caption([Image.new("RGB", (224, 224))], [["warm", "up"]], num_captions=3)  # first call pays one-off costs
+    if args.null_model:
+        captioner = NullCaptioner(args.preset)
+    else:
+        captioner = load_captioner(
+            Settings(preset=args.preset, checkpoint=args.checkpoint, device=args.device, serving_dtype=args.serving_dtype)
+        )
+        captioner.caption([Image.new("RGB", (224, 224))], [["warm", "up"]], num_captions=3)  # first call pays one-off costs
     load = f"{args.rate:g} posts/s" if args.rate > 0 else "burst"
     images = f"URLs answering after {args.image_latency_ms} ms" if args.image_latency_ms > 0 else "inline"
     print(
@@ -362,6 +402,9 @@ def main(argv: list[str] | None = None) -> None:
             if name in runs
         }
     pipelined = results["pipelined"]
+    if args.null_model:
+        print(f"{pipelined.line()} model=null")
+        return
     bare = bare_generation(captioner, posts, pipelined.keywords, args.batch_size, default_of("num_captions"))
     print(f"bare generation, batch {args.batch_size}: {bare:.2f} captions/s")
     if "single" in results:

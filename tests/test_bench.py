@@ -292,3 +292,14 @@ def test_abstention_bench_scores_a_reports_captions_and_decodes_only_the_ood_ima
     assert figures["ood_images"] == 2 and figures["ood_by_kind"]["solid"]["images"] == 2
     assert set(figures["ood_best_captions"]) == {"solid-0.png", "solid-1.png"}
     assert 0.0 <= figures["ood_auroc"] <= 1.0
+
+
+def test_worker_bench_with_the_null_model_measures_the_worker_around_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import worker
+
+    worker.main(["--preset", "tiny", "--posts", "6", "--users", "2", "--batch-size", "3", "--runs", "pipelined",
+                 "--null-model"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "model=null" in lines[0]
+    assert not any(line.startswith("bare generation") for line in lines)
+    assert re.fullmatch(r"posts_per_s=\S+ p50_ms=\d+ p99_ms=\d+ batch_mean=\S+ model=null", lines[-1])
