@@ -6,7 +6,8 @@
 # packages already (an offline machine set up by scripts/gpu_unbundle.sh), uses that one as it is.
 # Then, most wanted first, so that a run cut short by its time limit keeps those:
 #   - bench.worker end to end on CUDA (embedded broker, the demo checkpoint, a 4,000-post burst,
-#     micro-batches of 256, pipelined): captions/s, p50/p99 latency and the GPU's utilisation;
+#     micro-batches of 256, pipelined): captions/s, p50/p99 latency and the GPU's utilisation; then the same
+#     worker with --null-model, its ceiling on that machine's CPU;
 #   - bench.generation with the offline preset at batch 16, 64 (each checked identical to the naive
 #     reference) and 256: speedup_vs_hf;
 #   - the paper architecture (EVA02-L-14 + GPT-2 medium) with RANDOM weights, timing only;
@@ -51,6 +52,7 @@ fi
 export PYTHONUNBUFFERED=1
 step worker-offline-b256 "$PY" -m bench.worker --preset offline --checkpoint checkpoints/demo-offline --device cuda \
     --posts 4000 --batch-size 256 --runs pipelined
+step worker-null-b256 "$PY" -m bench.worker --preset offline --null-model --posts 4000 --batch-size 256 --runs pipelined
 for batch in 16 64; do
     step "generation-offline-b$batch" "$PY" -m bench.generation --device cuda --preset offline --batch "$batch"
 done
