@@ -56,7 +56,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from model.guidance.abstention import Judgement
 from model.uapt import Caption
-
 from worker.broker import EmbeddedBroker
 from worker.events import post_event
 from worker.kafka_io import ensure_worker_topics, make_consumer, make_producer
