@@ -7,6 +7,7 @@ data. A checksum of the weights file in config.json catches corrupted copies.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,10 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     except (ConfigError, TypeError) as error:
         raise CheckpointError(f"checkpoint {directory}: invalid config: {error}") from error
     return meta
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write through a temporary file and rename it: processes sharing the folder never read half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

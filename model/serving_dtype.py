@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
 from model import generation
-from model.checkpoint import weights_sha256
+from model.checkpoint import weights_sha256, write_whole
 from model.config import DecodingOptions, ServingDtypeError, check_serving_dtype
 from model.device import DTYPES, cpu_has_fast_bfloat16, cpuinfo_fields, dtype_name, time_lms
 from model.lm import lm_cache_dir
@@ -300,10 +299,8 @@ def write_timing(path: Path | None, timed: dict[str, Any]) -> None:
     """Keep a timing for later starts: written whole or not at all; a folder that cannot be written only costs the next start."""
     if path is None:
         return
-    staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging.write_text(json.dumps(timed) + "\n", encoding="utf-8")
-        staging.replace(path)
+        write_whole(path, json.dumps(timed) + "\n")
     except OSError as error:
         logger.warning("could not keep the serving dtype timing in %s: %s", path, error)

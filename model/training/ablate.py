@@ -28,7 +28,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import statistics
 import threading
 from collections.abc import Sequence
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model.checkpoint import CONFIG_FILE
+from model.checkpoint import CONFIG_FILE, write_whole
 from model.config import ABLATIONS, ConfigError
 from model.data.dataset import PostRecord, dataset_identity
 from model.device import resolve_device
@@ -355,10 +354,3 @@ def _draw_curves(out_dir: Path, seeds: Sequence[int]) -> None:
         rows[ROW_NAMES[variant]] = [json.loads(p.read_text(encoding="utf-8")) for p in paths if p.is_file()]
     if all(rows.values()):
         draw_ablation_curves(out_dir / CURVES_FILE, rows)
-
-
-def write_whole(path: Path, text: str) -> None:
-    """Write through a temporary file and rename it: processes sharing the folder never read half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
